@@ -1,0 +1,1 @@
+"""Pure building blocks of the edge-compression pipeline (no Prefect or MLflow in here)."""

@@ -1,0 +1,113 @@
+"""Typed pipeline configuration, loaded from params.yaml. Unknown keys are errors."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    name: str = Field("digits", description="Dataset name; also the registered model's name.")
+    kind: str = Field("image", description="Data kind plug-in (see components/data).")
+    source: str = Field("sklearn:digits", description="'sklearn:digits' or a path to an .npz with arrays x and y.")
+    input_shape: tuple[int, ...] = Field((1, 8, 8), description="Shape of one model input, without the batch axis.")
+    num_classes: int = Field(10, ge=2, description="Labels are the integers 0 .. num_classes - 1.")
+    seed: int = Field(42, description="Seed of the stratified split.")
+    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Fraction of samples in the validation split.")
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="Fraction of samples in the test split.")
+
+
+class ValidationConfig(_Section):
+    min_rows_per_class: int = Field(20, ge=1, description="Each class needs at least this many rows in each split.")
+    max_class_imbalance: float = Field(3.0, ge=1, description="Largest class count / smallest class count, per split.")
+
+
+class TrainConfig(_Section):
+    seed: int = Field(0, description="Seed of weight init and batch order.")
+    epochs: int = Field(60, ge=1, description="Maximum epochs.")
+    batch_size: int = Field(64, ge=1, description="Mini-batch size.")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    patience: int = Field(10, ge=1, description="Early stopping: epochs without validation-accuracy gain.")
+    augment: bool = Field(True, description="Random 1-pixel shifts of training images.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when available.")
+
+
+class ModelConfig(_Section):
+    teacher_width: int = Field(32, ge=1, description="Channels of the teacher's first conv; later layers double it.")
+    student_width: int = Field(16, ge=1, description="Channels of the student's first conv; the second doubles it.")
+
+
+class DistillConfig(_Section):
+    temperature: float = Field(4.0, gt=0, description="Softmax temperature T of Hinton KD.")
+    alpha: float = Field(0.7, ge=0, le=1, description="Weight of the KD term; (1 - alpha) weights cross-entropy.")
+    epochs: int = Field(80, ge=1, description="Maximum epochs of the student (KD and plain alike).")
+    lr: float = Field(5e-3, gt=0, description="Student learning rate.")
+
+
+class PruneConfig(_Section):
+    ratio: float = Field(0.25, ge=0, lt=1, description="Fraction of channels removed from each prunable conv.")
+    finetune_epochs: int = Field(20, ge=0, description="KD fine-tune epochs after pruning.")
+    finetune_lr: float = Field(2e-3, gt=0, description="Learning rate of the fine-tune.")
+
+
+class QuantizeConfig(_Section):
+    calibration_samples: int = Field(256, ge=1, description="Train-split samples used to calibrate static INT8.")
+    per_channel: bool = Field(True, description="Per-channel weight scales for static INT8.")
+
+
+class BenchmarkConfig(_Section):
+    intra_op_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads of the device profile.")
+    batch_size: int = Field(1, ge=1, description="Batch size of the device profile.")
+    warmup_runs: int = Field(50, ge=0, description="Runs discarded before timing.")
+    timed_runs: int = Field(500, ge=10, description="Timed runs per candidate.")
+
+
+class GateConfig(_Section):
+    min_accuracy: float = Field(0.97, ge=0, le=1, description="Minimum test accuracy (measured through ORT).")
+    max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="Maximum accuracy drop from the teacher.")
+    max_p95_ms: float = Field(1.0, gt=0, description="Maximum p95 latency in ms under the device profile.")
+    max_size_kb: float = Field(200.0, gt=0, description="Maximum ONNX file size in KiB.")
+    regression_tolerance: float = Field(0.01, ge=0, le=1, description="Allowed accuracy loss vs the production version.")
+
+
+class PipelineConfig(_Section):
+    data: DataConfig = DataConfig()
+    validation: ValidationConfig = ValidationConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    distill: DistillConfig = DistillConfig()
+    prune: PruneConfig = PruneConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    benchmark: BenchmarkConfig = BenchmarkConfig()
+    gate: GateConfig = GateConfig()
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self) -> "PipelineConfig":
+        if self.data.val_fraction + self.data.test_fraction >= 0.8:
+            raise ValueError("data.val_fraction + data.test_fraction must leave at least 20% for training")
+        return self
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or holds a bad value."""
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(f"{path}: invalid configuration:\n  " + "\n  ".join(lines)) from None

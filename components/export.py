@@ -1,0 +1,84 @@
+"""ONNX export (checked with onnx.checker, written atomically) and ONNX Runtime scoring."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_onnx(path: str | Path) -> None:
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: str | Path) -> dict:
+    """Export with a dynamic batch axis, check the graph, then move it into place."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # silences "torchvision is not installed" chatter
+    model = model.cpu().eval()
+    example = torch.zeros(1, *input_shape)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},), dynamo=True, external_data=False,
+            verbose=False, optimize=True,
+        )
+        check_onnx(tmp)
+    return artifact_info(path)
+
+
+def artifact_info(path: str | Path) -> dict:
+    return {"path": str(path), "size_bytes": os.path.getsize(path), "sha256": file_sha256(path)}
+
+
+def ort_session(path: str | Path, threads: int = 1):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def ort_predict(path: str | Path, x: np.ndarray, batch_size: int = 256, threads: int = 1) -> np.ndarray:
+    """Logits of an ONNX model over `x`, computed by ONNX Runtime."""
+    sess = ort_session(path, threads)
+    return np.concatenate([sess.run([OUTPUT_NAME], {INPUT_NAME: x[i:i + batch_size]})[0]
+                           for i in range(0, len(x), batch_size)])
+
+
+def ort_accuracy(path: str | Path, x: np.ndarray, y: np.ndarray) -> float:
+    return float((ort_predict(path, x).argmax(1) == y).mean())

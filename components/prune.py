@@ -1,0 +1,39 @@
+"""Structured channel pruning that physically removes channels (torch-pruning)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch_pruning as tp
+
+from components.models import Classifier, count_params
+
+
+def measure(model: torch.nn.Module, example: torch.Tensor) -> dict:
+    macs, params = tp.utils.count_ops_and_params(model, example)
+    return {"params": int(params), "macs": int(macs)}
+
+
+def conv_channels(model: torch.nn.Module) -> list[int]:
+    return [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def prune_channels(model: Classifier, example: torch.Tensor, ratio: float) -> tuple[Classifier, dict]:
+    """Remove `ratio` of the channels of every prunable layer by L2 magnitude; the output layer keeps its classes.
+
+    Returns a pruned copy (the input model is untouched) and a before/after report.
+    """
+    if not 0 <= ratio < 1:
+        raise ValueError(f"prune ratio must be in [0, 1), got {ratio}")
+    model = copy.deepcopy(model).cpu().eval()
+    before = measure(model, example) | {"channels": conv_channels(model)}
+    if ratio > 0:
+        pruner = tp.pruner.BasePruner(
+            model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+            pruning_ratio=ratio, ignored_layers=[model.output_layer],
+        )
+        pruner.step()
+    after = measure(model, example) | {"channels": conv_channels(model)}
+    assert count_params(model) == after["params"]
+    report = {"ratio": ratio, **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
+    return model, report

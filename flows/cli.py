@@ -1,0 +1,122 @@
+"""`edgekd`: run the pipeline, open the MLflow UI, serve on a schedule, promote and roll back."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from flows import env
+
+EXIT_NOTHING_PASSED, EXIT_BAD_DATA, EXIT_REFUSED = 2, 3, 4
+
+
+def _config(args):
+    from components.config import load_config
+
+    return load_config(Path(args.project_dir) / args.params)
+
+
+def cmd_run(args) -> int:
+    from components.config import ConfigError
+    from components.validation import DataValidationError
+    from flows.pipeline import pipeline
+
+    try:
+        _config(args)  # fail on a bad params file before starting any server
+        outcome = pipeline(project_dir=args.project_dir, params_file=args.params)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except DataValidationError as e:
+        print(f"error: data validation failed; nothing was trained or registered.\n{e}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    return 0 if outcome["selected"] else EXIT_NOTHING_PASSED
+
+
+def cmd_ui(args) -> int:
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C to stop")
+    os.execvp(sys.executable, [sys.executable, "-m", *cmd])
+
+
+def cmd_serve(args) -> int:
+    from flows.pipeline import pipeline
+
+    print(f"serving deployment '{args.name}' on cron '{args.cron}' (Ctrl-C to stop)")
+    pipeline.serve(name=args.name, cron=args.cron,
+                   parameters={"project_dir": str(Path(args.project_dir).resolve()), "params_file": args.params})
+    return 0
+
+
+def _name(args) -> str:
+    return args.model or _config(args).data.name
+
+
+def cmd_promote(args) -> int:
+    from components.gate import decide
+    from flows import tracking
+
+    policy = _config(args).gate
+
+    def gate_check(candidate: dict, production: dict | None):
+        missing = {"accuracy", "p95_ms", "size_bytes", "teacher_accuracy"} - set(candidate)
+        if missing:
+            raise tracking.PromotionError(f"version lacks the measured metrics {sorted(missing)}; "
+                                          "only versions registered by the pipeline can be promoted")
+        return decide(candidate, {"accuracy": candidate["teacher_accuracy"]}, production, policy)
+
+    try:
+        rec = tracking.promote(_name(args), str(args.version), gate_check)
+    except tracking.PromotionError as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"{_name(args)}: production {rec['from'] or '(none)'} -> {rec['to']} by {rec['who']} at {rec['when']}")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from flows import tracking
+
+    try:
+        rec = tracking.rollback(_name(args))
+    except tracking.PromotionError as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"{_name(args)}: production rolled back {rec['from']} -> {rec['to']} by {rec['who']} at {rec['when']}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgekd", description=__doc__)
+    p.add_argument("--project-dir", default=".", help="project root holding params.yaml, dvc.yaml, data/, mlruns/")
+    p.add_argument("--params", default="params.yaml", help="params file, relative to the project root")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the pipeline once").set_defaults(fn=cmd_run)
+    ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(fn=cmd_ui)
+    sv = sub.add_parser("serve", help="serve the flow as a Prefect deployment on a cron schedule")
+    sv.add_argument("--cron", default="0 2 * * *", help="cron expression (default: nightly at 02:00)")
+    sv.add_argument("--name", default="edgekd-nightly", help="deployment name")
+    sv.set_defaults(fn=cmd_serve)
+    pr = sub.add_parser("promote", help="move the 'production' alias to a version, after the gate passes again")
+    pr.add_argument("version", help="registered model version")
+    pr.add_argument("--model", help="registered model name (default: data.name of params)")
+    pr.set_defaults(fn=cmd_promote)
+    rb = sub.add_parser("rollback", help="give 'production' back to the version that held it before")
+    rb.add_argument("--model", help="registered model name (default: data.name of params)")
+    rb.set_defaults(fn=cmd_rollback)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    env.configure(args.project_dir)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

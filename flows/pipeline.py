@@ -1,0 +1,405 @@
+"""The pipeline flow: thin Prefect tasks over components, MLflow tracking around them.
+
+ingest (DVC) -> validate raw (GX) -> prepare (DVC) -> validate splits (GX) -> teacher -> students (plain, KD)
+-> prune + KD fine-tune -> ONNX export + INT8 -> ORT accuracy -> ORT benchmark -> gate -> register (staging)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.runtime import flow_run
+
+import components
+from components import benchmark as bench
+from components import gate, quantize
+from components.config import PipelineConfig, load_config
+from components.data import get_kind
+from components.distill import kd_objective
+from components.export import artifact_info, atomic_path, export_onnx, ort_accuracy
+from components.models import build, count_params
+from components.prune import prune_channels
+from components.train import evaluate, fit, select_device, shift_augment
+from components.validation import DataValidationError, validate
+from flows import dvc_stages, reporting, tracking
+
+# Cached stages persist a small JSON result (paths + metrics); the weights live in files, loaded safely.
+CACHED = dict(cache_policy=INPUTS + TASK_SOURCE, persist_result=True, result_serializer="json")
+CANDIDATES = ("teacher_fp32", "student_fp32", "pruned_fp32", "pruned_int8_static", "pruned_int8_dynamic")
+
+
+def code_version() -> str:
+    """Hash of the component sources: a code change invalidates the cache of every stage."""
+    h = hashlib.sha256()
+    for p in sorted(Path(components.__file__).parent.rglob("*.py")):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def spec_dir(spec: dict, stage: str) -> Path:
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(spec["root"]) / ".edgekd" / "artifacts" / stage / key
+
+
+def _progress(name: str, total: int):
+    log = get_run_logger()
+    every = max(1, total // 10)
+
+    def on_epoch(epoch: int, row: dict) -> None:
+        if epoch == 1 or epoch % every == 0:
+            log.info(f"[{name}] epoch {epoch}/{total} train_loss={row['train_loss']:.4f} "
+                     f"val_acc={row['val_accuracy']:.4f}")
+
+    return on_epoch
+
+
+def _save_weights(model: torch.nn.Module, path: Path) -> dict:
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
+    return artifact_info(path)
+
+
+def _load(cfg: PipelineConfig, role: str, weights: str) -> torch.nn.Module:
+    width = cfg.model.teacher_width if role == "teacher" else cfg.model.student_width
+    model = build(cfg.data.kind, role, cfg.data.input_shape, cfg.data.num_classes, width, cfg.train.seed)
+    model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
+    return model.eval()
+
+
+def _fit_kwargs(cfg: PipelineConfig, epochs: int, lr: float, name: str) -> dict:
+    return dict(epochs=epochs, lr=lr, batch_size=cfg.train.batch_size, patience=cfg.train.patience,
+                seed=cfg.train.seed, device=select_device(cfg.train.device), weight_decay=cfg.train.weight_decay,
+                augment=shift_augment if cfg.train.augment else None, on_epoch=_progress(name, epochs))
+
+
+def _finish(model: torch.nn.Module, cfg: PipelineConfig, out: Path, history: list[dict], test) -> dict:
+    """Save weights and the FP32 ONNX export of a trained model; report its size and PyTorch accuracy."""
+    return {
+        "weights": _save_weights(model, out / "weights.pt"),
+        "onnx": export_onnx(model, cfg.data.input_shape, out / "model.onnx"),
+        "history": history,
+        "params": count_params(model),
+        "torch_test_accuracy": evaluate(model, test, torch.device("cpu"))["accuracy"],
+    }
+
+
+# --- tasks --------------------------------------------------------------------------------------------------
+
+
+def _retry_on_io(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except (OSError, TimeoutError) as e:
+        return not isinstance(e, (FileNotFoundError, PermissionError))
+    except Exception:
+        return False
+    return False
+
+
+@task(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_retry_on_io)
+def dvc_repro(root: str, stage: str) -> list[str]:
+    """`dvc repro STAGE` (with its upstream stages); returns the stages that actually ran."""
+    from dvc.repo import Repo
+
+    env_path = str(Path(sys.executable).parent)
+    if not os.environ.get("PATH", "").startswith(env_path):
+        os.environ["PATH"] = env_path + os.pathsep + os.environ.get("PATH", "")
+    with Repo(root) as repo:
+        ran = repo.reproduce(stage)
+    return [s.addressing for s in ran]
+
+
+@task
+def validate_data(root: str, cfg: PipelineConfig, phase: str) -> dict:
+    """GX suites over the raw dataset (phase 'raw') or the prepared splits (phase 'splits')."""
+    kind = get_kind(cfg.data.kind)
+    rootp = Path(root)
+    if phase == "raw":
+        tables = {"raw": kind.describe(dvc_stages.load_raw(rootp, cfg))}
+        extra = {}
+    else:
+        tables = {n: kind.describe(d) for n, d in dvc_stages.load_splits(rootp).items()}
+        extra = dict(min_rows_per_class=cfg.validation.min_rows_per_class,
+                     max_class_imbalance=cfg.validation.max_class_imbalance, leakage_reference="train")
+    docs = rootp / ".edgekd" / "validation" / phase
+    report = validate(tables, input_shape=cfg.data.input_shape, value_range=(0.0, 1.0),
+                      num_classes=cfg.data.num_classes, docs_dir=docs, **extra)
+    out = report.to_dict() | {"phase": phase, "docs_dir": str(docs)}
+    with atomic_path(docs / "result.json") as tmp:
+        tmp.write_text(json.dumps(out, indent=2, default=str))
+    return out
+
+
+@task(**CACHED)
+def train_teacher(spec: dict) -> dict:
+    cfg = PipelineConfig.model_validate(spec["cfg"])
+    s = dvc_stages.load_splits(Path(spec["root"]))
+    t = cfg.train
+    model = build(cfg.data.kind, "teacher", cfg.data.input_shape, cfg.data.num_classes, cfg.model.teacher_width, t.seed)
+    model, hist = fit(model, s["train"], s["val"], **_fit_kwargs(cfg, t.epochs, t.lr, "teacher"))
+    return _finish(model, cfg, spec_dir(spec, "teacher"), hist, s["test"])
+
+
+@task(**CACHED)
+def train_student(spec: dict) -> dict:
+    """The student trained with KD (spec['teacher'] set) or on labels only (the no-KD baseline)."""
+    cfg = PipelineConfig.model_validate(spec["cfg"])
+    s = dvc_stages.load_splits(Path(spec["root"]))
+    d = cfg.distill
+    kw = _fit_kwargs(cfg, d.epochs, d.lr, spec["name"])
+    if spec.get("teacher"):
+        kw["loss_fn"] = kd_objective(_load(cfg, "teacher", spec["teacher"]["path"]), d.temperature, d.alpha)
+    model = build(cfg.data.kind, "student", cfg.data.input_shape, cfg.data.num_classes, cfg.model.student_width,
+                  cfg.train.seed)
+    model, hist = fit(model, s["train"], s["val"], **kw)
+    return _finish(model, cfg, spec_dir(spec, spec["name"]), hist, s["test"])
+
+
+@task(**CACHED)
+def prune_student(spec: dict) -> dict:
+    cfg = PipelineConfig.model_validate(spec["cfg"])
+    s = dvc_stages.load_splits(Path(spec["root"]))
+    p, d = cfg.prune, cfg.distill
+    student = _load(cfg, "student", spec["student"]["path"])
+    pruned, report = prune_channels(student, torch.zeros(1, *cfg.data.input_shape), p.ratio)
+    report["torch_test_accuracy_before_finetune"] = evaluate(pruned, s["test"], torch.device("cpu"))["accuracy"]
+    hist: list[dict] = []
+    if p.finetune_epochs:
+        kw = _fit_kwargs(cfg, p.finetune_epochs, p.finetune_lr, "prune-finetune")
+        kw["loss_fn"] = kd_objective(_load(cfg, "teacher", spec["teacher"]["path"]), d.temperature, d.alpha)
+        pruned, hist = fit(pruned, s["train"], s["val"], **kw)
+    return _finish(pruned, cfg, spec_dir(spec, "pruned"), hist, s["test"]) | {"prune": report}
+
+
+@task(**CACHED)
+def quantize_int8(spec: dict) -> dict:
+    cfg = PipelineConfig.model_validate(spec["cfg"])
+    train = dvc_stages.load_splits(Path(spec["root"]))["train"]
+    out = spec_dir(spec, "quantized")
+    calib = quantize.calibration_sample(train.x, cfg.quantize.calibration_samples, cfg.data.seed)
+    return {
+        "pruned_int8_static": quantize.quantize_static_int8(spec["fp32"]["path"], out / "static.onnx", calib,
+                                                            cfg.quantize.per_channel),
+        "pruned_int8_dynamic": quantize.quantize_dynamic_int8(spec["fp32"]["path"], out / "dynamic.onnx"),
+    }
+
+
+@task
+def measure_candidate(root: str, cfg: PipelineConfig, onnx_path: str) -> dict:
+    """Accuracy through ONNX Runtime on the test split, then latency under the device profile."""
+    test = dvc_stages.load_splits(Path(root))["test"]
+    b = cfg.benchmark
+    return {"accuracy": ort_accuracy(onnx_path, test.x, test.y)} | bench.benchmark(
+        onnx_path, cfg.data.input_shape, threads=b.intra_op_threads, batch_size=b.batch_size,
+        warmup_runs=b.warmup_runs, timed_runs=b.timed_runs)
+
+
+def cached(task_fn, spec: dict) -> tuple[dict, bool]:
+    """Run a cached task; if its cached files were deleted since, recompute instead of returning stale paths."""
+    state = task_fn(spec, return_state=True)
+    out = state.result()
+    paths = [v["path"] for v in _walk(out) if isinstance(v, dict) and "path" in v]
+    if not all(Path(p).is_file() for p in paths):
+        state = task_fn.with_options(refresh_cache=True)(spec, return_state=True)
+        out = state.result()
+    return out, state.is_completed() and state.name == "Cached"
+
+
+def _walk(obj):
+    if isinstance(obj, dict):
+        yield obj
+        for v in obj.values():
+            yield from _walk(v)
+
+
+# --- the flow -----------------------------------------------------------------------------------------------
+
+
+def dataset_hash(root: Path) -> str:
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    return lock["stages"]["prepare"]["outs"][0]["md5"]
+
+
+def git_commit(root: Path) -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+@flow(name="edgekd-pipeline", log_prints=True)
+def pipeline(project_dir: str = ".", params_file: str = "params.yaml") -> dict:
+    """Run every stage on the dataset configured in `params_file`; register the best passing candidate."""
+    root = Path(project_dir).resolve()
+    cfg = load_config(root / params_file)
+    cfg_dict = cfg.model_dump(mode="json")
+    params_hash = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode()).hexdigest()[:16]
+    tracker = tracking.Tracker(cfg.data.name)
+    run_name = f"{cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    lineage = {"git_commit": git_commit(root), "params_hash": params_hash,
+               "prefect_flow_run_id": flow_run.get_id() or "none"}
+    parent = tracker.start(run_name, lineage, parent=True)
+    tracker.params(parent, tracking.flatten(cfg_dict))
+    tracker.json(parent, cfg_dict, "params.json")
+    try:
+        result = _stages(root, cfg, cfg_dict, tracker, parent, lineage)
+    except BaseException:
+        tracker.fail_open_runs()
+        raise
+    tracker.end(parent)
+    return result
+
+
+def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracker, parent: str,
+            lineage: dict) -> dict:
+    log = get_run_logger()
+    # Data: DVC stages, each followed by the GX suite that guards it.
+    run = tr.start("validation")
+    ran = dvc_repro(str(root), "ingest")
+    raw = validate_data(str(root), cfg, "raw")
+    reports = [raw]
+    if raw["success"]:
+        ran += dvc_repro(str(root), "prepare")
+        reports.append(validate_data(str(root), cfg, "splits"))
+    for rep in reports:
+        tr.json(run, rep, f"validation_{rep['phase']}.json")
+        tr.folder(run, rep["docs_dir"], f"data_docs_{rep['phase']}")
+    failures = [f for rep in reports for f in rep["failures"]]
+    tr.metrics(run, {"expectations_evaluated": sum(len(r["results"]) for r in reports),
+                     "expectations_failed": len(failures)})
+    tr.tags(run, {"dvc_stages_ran": ",".join(ran) or "none (up to date)", "validation_success": not failures})
+    tr.tags(parent, {"validation_success": not failures})
+    if failures:
+        from components.validation import ValidationReport
+
+        tr.end(run, ok=False)
+        raise DataValidationError(ValidationReport(success=False, failures=failures,
+                                                   results=[r for rep in reports for r in rep["results"]]))
+    tr.end(run)
+    ds_hash = dataset_hash(root)
+    lineage = lineage | {"dataset_hash": ds_hash}
+    tr.tags(parent, lineage)
+    log.info(f"dataset {cfg.data.name} validated; hash {ds_hash}; DVC stages run: {ran or 'none (up to date)'}")
+
+    base = {"root": str(root), "dataset_hash": ds_hash, "code": code_version()}
+    sections = lambda *names: {n: cfg_dict[n] for n in ("data", "model", "train", *names)}  # noqa: E731
+
+    def stage(name: str, fn, spec: dict) -> dict:
+        rid = tr.start(name, {"dataset_hash": ds_hash})
+        out, was_cached = cached(fn, spec)
+        tr.tags(rid, {"cached": was_cached})
+        tr.history(rid, out.get("history", []))
+        tr.metrics(rid, {"params": out.get("params", 0), "torch_test_accuracy": out.get("torch_test_accuracy", 0)})
+        if "prune" in out:
+            tr.metrics(rid, {k: v for k, v in out["prune"].items() if isinstance(v, (int, float))})
+            tr.json(rid, out["prune"], "prune_report.json")
+        tr.end(rid)
+        log.info(f"{name}: {'reused from cache' if was_cached else 'trained'}")
+        return out
+
+    # Each spec holds only what its stage depends on, so e.g. a gate change never retrains anything.
+    teacher = stage("teacher", train_teacher, {**base, "cfg": sections()})
+    plain = stage("student_plain", train_student, {**base, "name": "student_plain", "cfg": sections("distill")})
+    kd = stage("student_kd", train_student, {**base, "name": "student_kd", "teacher": teacher["weights"],
+                                             "cfg": sections("distill")})
+    pruned = stage("prune", prune_student, {**base, "student": kd["weights"], "teacher": teacher["weights"],
+                                            "cfg": sections("distill", "prune")})
+    qrun = tr.start("quantize")
+    qspec = {**base, "fp32": pruned["onnx"], "cfg": {n: cfg_dict[n] for n in ("data", "quantize")}}
+    quantized, q_cached = cached(quantize_int8, qspec)
+    tr.tags(qrun, {"cached": q_cached})
+    tr.json(qrun, quantized, "quantization.json")
+    tr.end(qrun)
+
+    artifacts = {"teacher_fp32": teacher["onnx"], "student_fp32": kd["onnx"], "pruned_fp32": pruned["onnx"],
+                 **quantized}
+    results: dict[str, dict] = {}
+    for name in CANDIDATES:
+        log.info(f"measuring {name} (ORT accuracy on test, latency at {cfg.benchmark.intra_op_threads} thread(s), "
+                 f"batch {cfg.benchmark.batch_size})")
+        results[name] = measure_candidate(str(root), cfg, artifacts[name]["path"]) | {
+            "sha256": artifacts[name]["sha256"], "path": artifacts[name]["path"]}
+
+    # The no-KD baseline is measured the same way (through ORT) to report an honest KD gain.
+    plain_acc = ort_accuracy(plain["onnx"]["path"], *_test(root))
+    kd_gain = results["student_fp32"]["accuracy"] - plain_acc
+    teacher_m = results["teacher_fp32"]
+
+    c = tracking.client()
+    champion_mv = tracking.version_by_alias(c, cfg.data.name, tracking.PRODUCTION)
+    champion = tracking.version_metrics(champion_mv) if champion_mv else None
+    decisions = {n: gate.decide(m, teacher_m, champion, cfg.gate) for n, m in results.items()}
+    best = gate.select_best(results, decisions)
+
+    table = reporting.candidate_table(results, decisions, teacher_m)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "benchmark.csv").write_text(table.to_csv(index=False))
+        reporting.tradeoff_plot(results, tmp / "accuracy_vs_p95.png", cfg.benchmark)
+        gate_report = {
+            "policy": cfg_dict["gate"], "champion_version": champion_mv.version if champion_mv else None,
+            "champion": champion, "selected": best,
+            "candidates": {n: {"passed": d.passed, "reasons": d.reasons} for n, d in decisions.items()},
+        }
+        (tmp / "gate_report.json").write_text(json.dumps(gate_report, indent=2))
+
+        brun = tr.start("benchmark", {"device_profile": json.dumps(cfg_dict["benchmark"])})
+        tr.file(brun, tmp / "benchmark.csv")
+        tr.file(brun, tmp / "accuracy_vs_p95.png")
+        tr.end(brun)
+        for name, m in results.items():
+            rid = tr.start(f"candidate:{name}", {"candidate": name, "gate_passed": decisions[name].passed,
+                                                 "gate_reasons": "; ".join(decisions[name].reasons) or "none"})
+            tr.metrics(rid, {k: v for k, v in m.items() if isinstance(v, (int, float))})
+            tr.end(rid)
+        summary = {"kd_gain": kd_gain, "student_plain_accuracy": plain_acc,
+                   "teacher_accuracy": teacher_m["accuracy"]}
+        for name in CANDIDATES:
+            summary[f"{name}.size_ratio"] = teacher_m["size_bytes"] / results[name]["size_bytes"]
+            summary[f"{name}.p50_speedup"] = teacher_m["p50_ms"] / results[name]["p50_ms"]
+            summary[f"{name}.accuracy_retention"] = results[name]["accuracy"] / teacher_m["accuracy"]
+        tr.metrics(parent, summary)
+        for f in ("benchmark.csv", "accuracy_vs_p95.png", "gate_report.json"):
+            tr.file(parent, tmp / f)
+
+        grun = tr.start("gate", {"selected": best or "none"})
+        tr.file(grun, tmp / "gate_report.json")
+        tr.end(grun)
+
+        version = None
+        if best is not None:
+            m = results[best]
+            test_x = _test(root)[0]
+            version = tracking.register(
+                parent, cfg.data.name, m["path"], test_x[:1], [str(tmp / "benchmark.csv"),
+                                                               str(tmp / "gate_report.json")],
+                tags=lineage | {"candidate": best, "sha256": m["sha256"], "teacher_accuracy": teacher_m["accuracy"],
+                                **{k: m[k] for k in ("accuracy", "p50_ms", "p95_ms", "size_bytes")}},
+                description=f"{best} of {cfg.data.name}: accuracy {m['accuracy']:.4f} (ORT, test split), "
+                            f"p95 {m['p95_ms']:.4f} ms, {m['size_bytes']} bytes",
+            )
+            tr.tags(parent, {"registered_version": version, "registered_candidate": best})
+        else:
+            tr.tags(parent, {"registered_version": "none: no candidate passed the gate"})
+
+    print(reporting.render_summary(table, kd_gain, plain_acc, cfg.benchmark, best, version, decisions, cfg.data.name))
+    outcome = {"selected": best, "version": version, "kd_gain": kd_gain, "parent_run_id": parent,
+               "candidates": results, "decisions": {n: d.reasons for n, d in decisions.items()}}
+    return outcome
+
+
+def _test(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    t = dvc_stages.load_splits(root)["test"]
+    return t.x, t.y

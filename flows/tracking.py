@@ -1,0 +1,219 @@
+"""MLflow tracking and registry helpers: runs by explicit id (thread-safe), aliases with an audit trail.
+
+Registry stages are deprecated since MLflow 2.9; promotion uses the aliases `staging` and `production`.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, RunStatus
+from mlflow.exceptions import MlflowException
+
+STAGING, PRODUCTION = "staging", "production"
+HISTORY_TAG = "edgekd.production_history"
+VERSION_METRICS = ("accuracy", "p50_ms", "p95_ms", "size_bytes", "teacher_accuracy")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def actor() -> str:
+    return os.environ.get("EDGEKD_USER") or getpass.getuser()
+
+
+class Tracker:
+    """One parent run per pipeline run; nested runs per stage and candidate."""
+
+    def __init__(self, experiment: str):
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        self.client = MlflowClient()
+        exp = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        self.parent: str | None = None
+        self._open: list[str] = []
+
+    def start(self, name: str, tags: dict | None = None, parent: bool = False) -> str:
+        tags = dict(tags or {})
+        if not parent:
+            tags["mlflow.parentRunId"] = self.parent
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
+        rid = run.info.run_id
+        if parent:
+            self.parent = rid
+        self._open.append(rid)
+        return rid
+
+    def end(self, run_id: str, ok: bool = True) -> None:
+        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+        if run_id in self._open:
+            self._open.remove(run_id)
+
+    def fail_open_runs(self) -> None:
+        for rid in list(reversed(self._open)):
+            self.end(rid, ok=False)
+
+    def metrics(self, run_id: str, values: dict, step: int = 0) -> None:
+        ts = int(datetime.now().timestamp() * 1000)
+        ms = [Metric(k, float(v), ts, step) for k, v in values.items() if isinstance(v, (int, float))]
+        if ms:
+            self.client.log_batch(run_id, metrics=ms)
+
+    def history(self, run_id: str, rows: list[dict]) -> None:
+        ts = int(datetime.now().timestamp() * 1000)
+        ms = [Metric(k, float(v), ts, r["epoch"]) for r in rows for k, v in r.items() if k != "epoch"]
+        for i in range(0, len(ms), 900):
+            self.client.log_batch(run_id, metrics=ms[i:i + 900])
+
+    def params(self, run_id: str, values: dict) -> None:
+        for k, v in values.items():
+            self.client.log_param(run_id, k, str(v)[:6000])
+
+    def tags(self, run_id: str, values: dict) -> None:
+        for k, v in values.items():
+            self.client.set_tag(run_id, k, str(v))
+
+    def json(self, run_id: str, obj, name: str) -> None:
+        self.client.log_dict(run_id, obj, name)
+
+    def text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    def file(self, run_id: str, path: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def folder(self, run_id: str, path: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(path), folder)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+# --- registry -----------------------------------------------------------------------------------------------
+
+
+def client() -> MlflowClient:
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    return MlflowClient()
+
+
+def version_by_alias(c: MlflowClient, name: str, alias: str):
+    try:
+        return c.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def version_metrics(mv) -> dict:
+    """The measured metrics recorded on a version at registration."""
+    return {k: float(mv.tags[k]) for k in VERSION_METRICS if k in mv.tags}
+
+
+def register(run_id: str, name: str, onnx_path: str | Path, input_example, extra_files: list[str],
+             tags: dict, description: str) -> str:
+    """Log the ONNX model with signature, input example and extra files, register it, tag it, alias it staging."""
+    import onnx
+    from mlflow.models import infer_signature
+
+    from components.export import ort_predict
+
+    model = onnx.load(str(onnx_path))
+    signature = infer_signature(input_example, ort_predict(onnx_path, input_example))
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.onnx.log_model(
+            model, name="model", signature=signature, input_example=input_example,
+            registered_model_name=name, extra_files=extra_files, save_as_external_data=False,
+            pip_requirements=["onnxruntime", "onnx", "numpy"],
+        )
+    version = str(info.registered_model_version)
+    c = client()
+    for k, v in tags.items():
+        c.set_model_version_tag(name, version, k, str(v))
+    c.update_model_version(name, version, description=description)
+    c.set_registered_model_alias(name, STAGING, version)
+    return version
+
+
+def model_onnx_path(c: MlflowClient, name: str, version: str) -> Path:
+    """Local path of a version's ONNX file (downloaded to a temp dir for remote stores)."""
+    mv = c.get_model_version(name, version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tempfile.mkdtemp()))
+    return local / "model.onnx"
+
+
+def _audit(c: MlflowClient, name: str, versions: list[str], record: dict) -> None:
+    for v in versions:
+        c.set_model_version_tag(name, v, f"audit.{record['when']}.{record['action']}", json.dumps(record))
+
+
+def _history(c: MlflowClient, name: str) -> list[dict]:
+    return json.loads(c.get_registered_model(name).tags.get(HISTORY_TAG, "[]"))
+
+
+class PromotionError(RuntimeError):
+    pass
+
+
+def promote(name: str, version: str, gate_check) -> dict:
+    """Move `production` to `version` if `gate_check(candidate_metrics, production_metrics|None)` passes.
+
+    `gate_check` returns a components.gate.Decision; the registry only changes when it passes.
+    """
+    c = client()
+    mv = c.get_model_version(name, version)
+    current = version_by_alias(c, name, PRODUCTION)
+    if current is not None and current.version == str(version):
+        raise PromotionError(f"{name} version {version} already holds '{PRODUCTION}'")
+    decision = gate_check(version_metrics(mv), version_metrics(current) if current else None)
+    if not decision.passed:
+        raise PromotionError(f"{name} version {version} fails the gate against "
+                             f"{'version ' + current.version if current else 'no production version'}:\n  - "
+                             + "\n  - ".join(decision.reasons))
+    record = {"action": "promote", "who": actor(), "when": now(), "from": current.version if current else None,
+              "to": str(version)}
+    c.set_registered_model_alias(name, PRODUCTION, str(version))
+    hist = _history(c, name) + [record]
+    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(hist))
+    _audit(c, name, [str(version)] + ([current.version] if current else []), record)
+    return record
+
+
+def production_stack(history: list[dict]) -> list[str]:
+    """Versions that held production, oldest first: promote pushes, rollback pops."""
+    stack: list[str] = []
+    for h in history:
+        if h["action"] == "promote":
+            stack.append(h["to"])
+        elif h["action"] == "rollback" and stack:
+            stack.pop()
+    return stack
+
+
+def rollback(name: str) -> dict:
+    """Give `production` back to the version that held it before the current one."""
+    c = client()
+    current = version_by_alias(c, name, PRODUCTION)
+    if current is None:
+        raise PromotionError(f"{name} has no '{PRODUCTION}' version to roll back")
+    stack = production_stack(_history(c, name))
+    if len(stack) < 2 or stack[-1] != current.version:
+        raise PromotionError(f"{name} version {current.version} holds '{PRODUCTION}' with no earlier holder "
+                             "recorded by promote; nothing to roll back to")
+    target = stack[-2]
+    record = {"action": "rollback", "who": actor(), "when": now(), "from": current.version, "to": target}
+    c.set_registered_model_alias(name, PRODUCTION, target)
+    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(_history(c, name) + [record]))
+    _audit(c, name, [current.version, target], record)
+    return record
