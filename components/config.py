@@ -15,7 +15,7 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     name: str = Field("digits", description="Dataset name; also the registered model's name.")
     kind: str = Field("image", description="Data kind plug-in (see components/data).")
-    source: str = Field("sklearn:digits", description="'sklearn:digits' or a path to an .npz with arrays x and y.")
+    source: str = Field("sklearn:digits", description="'sklearn:digits', or an .npz with arrays x, y (and scale) under data/external/.")
     input_shape: tuple[int, ...] = Field((1, 8, 8), description="Shape of one model input, without the batch axis.")
     num_classes: int = Field(10, ge=2, description="Labels are the integers 0 .. num_classes - 1.")
     seed: int = Field(42, description="Seed of the stratified split.")

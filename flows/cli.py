@@ -14,7 +14,7 @@ EXIT_NOTHING_PASSED, EXIT_BAD_DATA, EXIT_REFUSED = 2, 3, 4
 def _config(args):
     from components.config import load_config
 
-    return load_config(Path(args.project_dir) / args.params)
+    return load_config(Path(args.project_dir) / "params.yaml")
 
 
 def cmd_run(args) -> int:
@@ -24,13 +24,14 @@ def cmd_run(args) -> int:
 
     try:
         _config(args)  # fail on a bad params file before starting any server
-        outcome = pipeline(project_dir=args.project_dir, params_file=args.params)
+        outcome = pipeline(project_dir=args.project_dir)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except DataValidationError as e:
         print(f"error: data validation failed; nothing was trained or registered.\n{e}", file=sys.stderr)
         return EXIT_BAD_DATA
+    print(outcome["summary"])
     return 0 if outcome["selected"] else EXIT_NOTHING_PASSED
 
 
@@ -46,7 +47,7 @@ def cmd_serve(args) -> int:
 
     print(f"serving deployment '{args.name}' on cron '{args.cron}' (Ctrl-C to stop)")
     pipeline.serve(name=args.name, cron=args.cron,
-                   parameters={"project_dir": str(Path(args.project_dir).resolve()), "params_file": args.params})
+                   parameters={"project_dir": str(Path(args.project_dir).resolve())})
     return 0
 
 
@@ -91,7 +92,6 @@ def cmd_rollback(args) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekd", description=__doc__)
     p.add_argument("--project-dir", default=".", help="project root holding params.yaml, dvc.yaml, data/, mlruns/")
-    p.add_argument("--params", default="params.yaml", help="params file, relative to the project root")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the pipeline once").set_defaults(fn=cmd_run)
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")

@@ -1,6 +1,7 @@
 """Commands of the DVC data stages (`dvc.yaml`): ingest the raw dataset, prepare the splits.
 
 File formats (all .npz, no pickles):
+  data/external/...             users' own source files (data.source), e.g. an .npz with x, y and scale
   data/raw/dataset.npz          x: raw samples, y: int64 labels, scale: max raw intensity
   data/prepared/{split}.npz     x: float32 model inputs (N, *input_shape), y: int64 labels
   data/prepared/summary.json    sample counts per split and duplicates dropped
@@ -17,6 +18,7 @@ from components.config import PipelineConfig, load_config
 from components.data import Dataset, get_kind, split_dataset
 from components.export import atomic_path
 
+EXTERNAL = Path("data/external")  # users' own files; a dependency of the ingest stage
 RAW = Path("data/raw/dataset.npz")
 PREPARED = Path("data/prepared")
 SPLITS = ("train", "val", "test")
@@ -43,8 +45,19 @@ def load_splits(root: Path) -> dict[str, Dataset]:
     return {s: load_npz(root / PREPARED / f"{s}.npz") for s in SPLITS}
 
 
+def resolve_source(root: Path, source: str) -> str:
+    """Built-in sources pass through; a file must lie under data/external/, the folder DVC watches for ingest."""
+    if source.startswith("sklearn:"):
+        return source
+    path = (root / source).resolve()
+    if not path.is_relative_to((root / EXTERNAL).resolve()):
+        raise ValueError(f"data.source {source!r} lies outside {EXTERNAL}/; put the file there so that DVC "
+                         "tracks it as an input of the ingest stage")
+    return str(path)
+
+
 def ingest(root: Path, cfg: PipelineConfig) -> None:
-    raw = get_kind(cfg.data.kind).load_source(cfg.data.source)
+    raw = get_kind(cfg.data.kind).load_source(resolve_source(root, cfg.data.source))
     save_npz(root / RAW, x=raw.x, y=raw.y, scale=np.float32(raw.meta.get("scale", 1.0)))
     print(f"ingest: {len(raw)} samples of {cfg.data.source} -> {RAW}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from components.models import build, count_params
 from components.prune import prune_channels
 from components.train import evaluate, fit, select_device, shift_augment
 from components.validation import DataValidationError, validate
-from flows import dvc_stages, reporting, tracking
+from flows import dvc_stages, env, reporting, tracking
 
 # Cached stages persist a small JSON result (paths + metrics); the weights live in files, loaded safely.
 CACHED = dict(cache_policy=INPUTS + TASK_SOURCE, persist_result=True, result_serializer="json")
@@ -107,17 +108,26 @@ def _retry_on_io(task, task_run, state) -> bool:
     return False
 
 
+class DvcError(RuntimeError):
+    pass
+
+
 @task(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_retry_on_io)
 def dvc_repro(root: str, stage: str) -> list[str]:
-    """`dvc repro STAGE` (with its upstream stages); returns the stages that actually ran."""
-    from dvc.repo import Repo
-
-    env_path = str(Path(sys.executable).parent)
-    if not os.environ.get("PATH", "").startswith(env_path):
-        os.environ["PATH"] = env_path + os.pathsep + os.environ.get("PATH", "")
-    with Repo(root) as repo:
-        ran = repo.reproduce(stage)
-    return [s.addressing for s in ran]
+    """`dvc repro STAGE` (with its upstream stages) in the project; returns the stages that actually ran."""
+    # A subprocess, so DVC resolves paths against the project and its stage commands find this interpreter.
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", stage], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=3600)
+    log = get_run_logger()
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.strip():
+            log.info(f"dvc: {line}")
+    if proc.returncode != 0:
+        if "Unable to acquire lock" in proc.stderr:
+            raise TimeoutError(f"dvc repro {stage}: the DVC repository is locked by another process")
+        raise DvcError(f"dvc repro {stage} failed (exit {proc.returncode}):\n{proc.stderr.strip()[-3000:]}")
+    return re.findall(r"Running stage '([^']+)'", proc.stdout)
 
 
 @task
@@ -239,14 +249,16 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
-@flow(name="edgekd-pipeline", log_prints=True)
-def pipeline(project_dir: str = ".", params_file: str = "params.yaml") -> dict:
-    """Run every stage on the dataset configured in `params_file`; register the best passing candidate."""
+@flow(name="edgekd-pipeline")
+def pipeline(project_dir: str = ".") -> dict:
+    """Run every stage on the dataset configured in the project's params.yaml (which DVC's stages read too);
+    register the best passing candidate with alias 'staging'."""
     root = Path(project_dir).resolve()
-    cfg = load_config(root / params_file)
+    cfg = load_config(root / "params.yaml")
     cfg_dict = cfg.model_dump(mode="json")
     params_hash = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode()).hexdigest()[:16]
-    tracker = tracking.Tracker(cfg.data.name)
+    local_store = os.environ["MLFLOW_TRACKING_URI"] == env.tracking_uri(root)
+    tracker = tracking.Tracker(cfg.data.name, root / "mlruns" if local_store else None)
     run_name = f"{cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
     lineage = {"git_commit": git_commit(root), "params_hash": params_hash,
                "prefect_flow_run_id": flow_run.get_id() or "none"}
@@ -349,7 +361,7 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
         (tmp / "benchmark.csv").write_text(table.to_csv(index=False))
         reporting.tradeoff_plot(results, tmp / "accuracy_vs_p95.png", cfg.benchmark)
         gate_report = {
-            "policy": cfg_dict["gate"], "champion_version": champion_mv.version if champion_mv else None,
+            "policy": cfg_dict["gate"], "champion_version": str(champion_mv.version) if champion_mv else None,
             "champion": champion, "selected": best,
             "candidates": {n: {"passed": d.passed, "reasons": d.reasons} for n, d in decisions.items()},
         }
@@ -394,10 +406,10 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
         else:
             tr.tags(parent, {"registered_version": "none: no candidate passed the gate"})
 
-    print(reporting.render_summary(table, kd_gain, plain_acc, cfg.benchmark, best, version, decisions, cfg.data.name))
-    outcome = {"selected": best, "version": version, "kd_gain": kd_gain, "parent_run_id": parent,
+    text = reporting.render_summary(table, kd_gain, plain_acc, cfg.benchmark, best, version, decisions, cfg.data.name)
+    log.info("summary\n" + text)
+    return {"summary": text, "selected": best, "version": version, "kd_gain": kd_gain, "parent_run_id": parent,
                "candidates": results, "decisions": {n: d.reasons for n, d in decisions.items()}}
-    return outcome
 
 
 def _test(root: Path) -> tuple[np.ndarray, np.ndarray]:

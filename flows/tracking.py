@@ -22,7 +22,7 @@ VERSION_METRICS = ("accuracy", "p50_ms", "p95_ms", "size_bytes", "teacher_accura
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def actor() -> str:
@@ -32,11 +32,16 @@ def actor() -> str:
 class Tracker:
     """One parent run per pipeline run; nested runs per stage and candidate."""
 
-    def __init__(self, experiment: str):
+    def __init__(self, experiment: str, artifact_root: Path | None = None):
+        """`artifact_root`: where a new experiment keeps its artifacts (None: the tracking server decides)."""
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
         self.client = MlflowClient()
         exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        if exp is None:
+            location = (artifact_root / experiment).as_uri() if artifact_root else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = exp.experiment_id
         self.parent: str | None = None
         self._open: list[str] = []
 
@@ -110,6 +115,7 @@ def client() -> MlflowClient:
 
 
 def version_by_alias(c: MlflowClient, name: str, alias: str):
+    """The version holding `alias`, or None. (Its .version may be an int: compare through str().)"""
     try:
         return c.get_model_version_by_alias(name, alias)
     except MlflowException:
@@ -135,7 +141,7 @@ def register(run_id: str, name: str, onnx_path: str | Path, input_example, extra
         info = mlflow.onnx.log_model(
             model, name="model", signature=signature, input_example=input_example,
             registered_model_name=name, extra_files=extra_files, save_as_external_data=False,
-            pip_requirements=["onnxruntime", "onnx", "numpy"],
+            pip_requirements=["onnxruntime", "onnx", "numpy"], onnx_execution_providers=["CPUExecutionProvider"],
         )
     version = str(info.registered_model_version)
     c = client()
@@ -155,7 +161,8 @@ def model_onnx_path(c: MlflowClient, name: str, version: str) -> Path:
 
 def _audit(c: MlflowClient, name: str, versions: list[str], record: dict) -> None:
     for v in versions:
-        c.set_model_version_tag(name, v, f"audit.{record['when']}.{record['action']}", json.dumps(record))
+        stamp = datetime.fromisoformat(record["when"]).strftime("%Y%m%dT%H%M%S.%fZ")  # tag keys allow no '+'
+        c.set_model_version_tag(name, v, f"audit.{stamp}.{record['action']}", json.dumps(record))
 
 
 def _history(c: MlflowClient, name: str) -> list[dict]:
@@ -174,19 +181,19 @@ def promote(name: str, version: str, gate_check) -> dict:
     c = client()
     mv = c.get_model_version(name, version)
     current = version_by_alias(c, name, PRODUCTION)
-    if current is not None and current.version == str(version):
+    cur = str(current.version) if current else None
+    if cur == str(version):
         raise PromotionError(f"{name} version {version} already holds '{PRODUCTION}'")
     decision = gate_check(version_metrics(mv), version_metrics(current) if current else None)
     if not decision.passed:
         raise PromotionError(f"{name} version {version} fails the gate against "
-                             f"{'version ' + current.version if current else 'no production version'}:\n  - "
+                             f"{'version ' + cur if cur else 'no production version'}:\n  - "
                              + "\n  - ".join(decision.reasons))
-    record = {"action": "promote", "who": actor(), "when": now(), "from": current.version if current else None,
-              "to": str(version)}
+    record = {"action": "promote", "who": actor(), "when": now(), "from": cur, "to": str(version)}
     c.set_registered_model_alias(name, PRODUCTION, str(version))
     hist = _history(c, name) + [record]
     c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(hist))
-    _audit(c, name, [str(version)] + ([current.version] if current else []), record)
+    _audit(c, name, [str(version)] + ([cur] if cur else []), record)
     return record
 
 
@@ -207,13 +214,14 @@ def rollback(name: str) -> dict:
     current = version_by_alias(c, name, PRODUCTION)
     if current is None:
         raise PromotionError(f"{name} has no '{PRODUCTION}' version to roll back")
+    cur = str(current.version)
     stack = production_stack(_history(c, name))
-    if len(stack) < 2 or stack[-1] != current.version:
-        raise PromotionError(f"{name} version {current.version} holds '{PRODUCTION}' with no earlier holder "
+    if len(stack) < 2 or stack[-1] != cur:
+        raise PromotionError(f"{name} version {cur} holds '{PRODUCTION}' with no earlier holder "
                              "recorded by promote; nothing to roll back to")
     target = stack[-2]
-    record = {"action": "rollback", "who": actor(), "when": now(), "from": current.version, "to": target}
+    record = {"action": "rollback", "who": actor(), "when": now(), "from": cur, "to": target}
     c.set_registered_model_alias(name, PRODUCTION, target)
     c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(_history(c, name) + [record]))
-    _audit(c, name, [current.version, target], record)
+    _audit(c, name, [cur, target], record)
     return record

@@ -1,0 +1,56 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from components.export import atomic_path, export_onnx, file_sha256, ort_accuracy, ort_predict
+from components.quantize import calibration_sample, quantize_dynamic_int8, quantize_static_int8
+
+# Stated tolerance: INT8 may lose at most 2 accuracy points against FP32 on the digits test split.
+INT8_TOLERANCE = 0.02
+
+
+@pytest.fixture(scope="module")
+def fp32(small_student, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "student.onnx"
+    info = export_onnx(small_student, (1, 8, 8), path)
+    return small_student, path, info
+
+
+def test_export_is_checked_and_matches_pytorch(fp32, digits_splits):
+    model, path, info = fp32
+    assert info["size_bytes"] == os.path.getsize(path) and info["sha256"] == file_sha256(path)
+    x = digits_splits["test"].x[:33]  # a batch size other than the export example's: the batch axis is dynamic
+    np.testing.assert_allclose(ort_predict(path, x), model(torch.from_numpy(x)).detach().numpy(), atol=1e-4)
+
+
+def test_static_and_dynamic_int8_stay_within_tolerance_of_fp32(fp32, digits_splits, tmp_path):
+    _, path, _ = fp32
+    test, train = digits_splits["test"], digits_splits["train"]
+    acc32 = ort_accuracy(path, test.x, test.y)
+    assert acc32 > 0.9  # the comparison only means something for a model that learned
+    static = quantize_static_int8(path, tmp_path / "s.onnx", calibration_sample(train.x, 128, 0))
+    dynamic = quantize_dynamic_int8(path, tmp_path / "d.onnx")
+    for info in (static, dynamic):
+        assert abs(ort_accuracy(info["path"], test.x, test.y) - acc32) <= INT8_TOLERANCE
+    assert static["calibration_samples"] == 128
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.onnx", "s.onnx"]  # no temp files left
+
+
+def test_atomic_path_leaves_previous_file_on_failure(tmp_path):
+    target = tmp_path / "model.onnx"
+    target.write_text("previous")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-written")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_calibration_sample_is_a_seeded_subset():
+    x = np.arange(100, dtype=np.float32)[:, None]
+    a, b = calibration_sample(x, 10, 3), calibration_sample(x, 10, 3)
+    assert len(a) == 10 and np.array_equal(a, b) and len(np.unique(a)) == 10
+    assert len(calibration_sample(x, 500, 3)) == 100

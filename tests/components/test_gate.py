@@ -1,0 +1,53 @@
+from components.config import GateConfig
+from components.gate import Decision, decide, select_best
+
+POLICY = GateConfig(min_accuracy=0.9, max_accuracy_drop=0.05, max_p95_ms=1.0, max_size_kb=100,
+                    regression_tolerance=0.01)
+TEACHER = {"accuracy": 0.95}
+GOOD = {"accuracy": 0.93, "p95_ms": 0.5, "size_bytes": 50 * 1024}
+
+
+def test_good_candidate_passes_with_no_reasons():
+    assert decide(GOOD, TEACHER, None, POLICY) == Decision(True, [])
+
+
+def test_min_accuracy():
+    d = decide(GOOD | {"accuracy": 0.89}, {"accuracy": 0.9}, None, POLICY)
+    assert not d.passed and len(d.reasons) == 1 and "min_accuracy" in d.reasons[0]
+
+
+def test_max_accuracy_drop():
+    d = decide(GOOD, {"accuracy": 0.99}, None, POLICY)
+    assert not d.passed and len(d.reasons) == 1 and "drop from teacher 0.0600" in d.reasons[0]
+
+
+def test_max_p95():
+    d = decide(GOOD | {"p95_ms": 1.5}, TEACHER, None, POLICY)
+    assert not d.passed and len(d.reasons) == 1 and "p95 latency 1.5000 ms" in d.reasons[0]
+
+
+def test_max_size():
+    d = decide(GOOD | {"size_bytes": 101 * 1024}, TEACHER, None, POLICY)
+    assert not d.passed and len(d.reasons) == 1 and "size 101.0 KiB" in d.reasons[0]
+
+
+def test_regression_against_production_beyond_tolerance():
+    d = decide(GOOD, TEACHER, {"accuracy": 0.945}, POLICY)
+    assert not d.passed and len(d.reasons) == 1 and "regresses below production" in d.reasons[0]
+
+
+def test_regression_within_tolerance_passes():
+    assert decide(GOOD, TEACHER, {"accuracy": 0.935}, POLICY).passed
+
+
+def test_every_failed_rule_is_reported():
+    bad = {"accuracy": 0.5, "p95_ms": 9.0, "size_bytes": 10**7}
+    assert len(decide(bad, TEACHER, {"accuracy": 0.95}, POLICY).reasons) == 5
+
+
+def test_select_best_prefers_accuracy_then_lower_p95():
+    cands = {"a": {"accuracy": 0.95, "p95_ms": 0.3}, "b": {"accuracy": 0.95, "p95_ms": 0.2},
+             "c": {"accuracy": 0.99, "p95_ms": 0.9}, "d": {"accuracy": 0.97, "p95_ms": 0.1}}
+    decisions = {"a": Decision(True), "b": Decision(True), "c": Decision(False, ["x"]), "d": Decision(False, ["y"])}
+    assert select_best(cands, decisions) == "b"
+    assert select_best(cands, {k: Decision(False, ["x"]) for k in cands}) is None

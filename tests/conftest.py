@@ -1,0 +1,43 @@
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+from flows.env import TELEMETRY_OFF
+
+os.environ.update(TELEMETRY_OFF)
+# Prefect's results and home of the test session live in a throwaway folder, never in ~/.prefect.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="edgekd-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_LOCAL_STORAGE_PATH"] = os.path.join(_PREFECT_HOME, "results")
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+
+
+@pytest.fixture(scope="session")
+def digits_splits():
+    """The real digits data, preprocessed and split exactly as the pipeline does."""
+    from components.data import get_kind, split_dataset
+
+    kind = get_kind("image")
+    splits, _ = split_dataset(kind.preprocess(kind.load_source("sklearn:digits")), 0.15, 0.2, 42)
+    return splits
+
+
+@pytest.fixture(scope="session")
+def small_student(digits_splits):
+    """A student trained for a few epochs: good enough to make accuracy comparisons meaningful."""
+    import torch
+
+    from components.models import build
+    from components.train import fit
+
+    model = build("image", "student", (1, 8, 8), 10, 8, seed=0)
+    model, _ = fit(model, digits_splits["train"], digits_splits["val"], epochs=15, lr=5e-3, batch_size=64,
+                   patience=15, seed=0, device=torch.device("cpu"))
+    return model
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,196 @@
+"""The real flow, end to end, on a small config: real Prefect (test harness), DVC, GX, MLflow (SQLite), ORT."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = {
+    "train": {"epochs": 4, "patience": 4},
+    "distill": {"epochs": 4},
+    "prune": {"finetune_epochs": 2},
+    "quantize": {"calibration_samples": 64},
+    "benchmark": {"warmup_runs": 5, "timed_runs": 50},
+    "gate": {"min_accuracy": 0.5, "max_accuracy_drop": 0.5, "max_p95_ms": 50.0, "max_size_kb": 200.0},
+}
+
+
+def write_params(root: Path, **sections) -> None:
+    """A complete params.yaml (as shipped) with the small test settings and `sections` on top."""
+    from components.config import PipelineConfig
+
+    params = PipelineConfig().model_dump(mode="json")
+    for name, values in [*SMALL.items(), *sections.items()]:
+        params[name] = params[name] | values
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A fresh project: the pipeline's code and dvc.yaml, its own DVC repo, MLflow store and Prefect server."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    root = tmp_path_factory.mktemp("project")
+    for d in ("components", "flows"):
+        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root)
+    (root / "data" / "external").mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
+    write_params(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+        mp.setenv("EDGEKD_USER", "e2e-tester")
+        (root / "mlruns").mkdir()
+        with prefect_test_harness(server_startup_timeout=120):
+            yield root
+
+
+def run(root: Path):
+    from flows.pipeline import pipeline
+
+    return pipeline(project_dir=str(root))
+
+
+def cli(root: Path, *args: str) -> int:
+    from flows.cli import main
+
+    return main(["--project-dir", str(root), *args])
+
+
+def client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def runs_of(parent_id: str) -> dict:
+    c = client()
+    parent = c.get_run(parent_id)
+    children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    return {r.info.run_name: r for r in children}
+
+
+@pytest.fixture(scope="module")
+def first(project):
+    return run(project)
+
+
+def test_first_run_tracks_every_stage_and_registers_staging(project, first):
+    c = client()
+    parent = c.get_run(first["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    lineage = {"dataset_hash", "git_commit", "params_hash", "prefect_flow_run_id"}
+    assert lineage <= set(parent.data.tags) and parent.data.tags["prefect_flow_run_id"] != "none"
+    children = runs_of(first["parent_run_id"])
+    stages = {"validation", "teacher", "student_plain", "student_kd", "prune", "quantize", "benchmark", "gate"}
+    cands = {f"candidate:{n}" for n in ("teacher_fp32", "student_fp32", "pruned_fp32", "pruned_int8_static",
+                                        "pruned_int8_dynamic")}
+    assert stages | cands == set(children)
+    assert all(r.info.status == "FINISHED" for r in children.values())
+    # per-epoch step metrics of the teacher
+    hist = c.get_metric_history(children["teacher"].info.run_id, "val_accuracy")
+    assert [m.step for m in hist] == list(range(1, len(hist) + 1)) and len(hist) >= 2
+    for name in cands:
+        assert {"accuracy", "p50_ms", "p95_ms", "p99_ms", "throughput_sps", "size_bytes", "peak_mem_mb"} <= set(
+            children[name].data.metrics)
+    assert "kd_gain" in parent.data.metrics
+    arts = {a.path for a in c.list_artifacts(first["parent_run_id"])}
+    assert {"accuracy_vs_p95.png", "benchmark.csv", "gate_report.json", "params.json"} <= arts
+    # the registered version: staging alias, lineage tags, and an ONNX file that scores as logged
+    mv = c.get_model_version_by_alias("digits", "staging")
+    assert str(mv.version) == first["version"]
+    assert lineage | {"sha256", "accuracy", "p95_ms", "size_bytes", "teacher_accuracy"} <= set(mv.tags)
+    from components.export import ort_accuracy
+    from flows.dvc_stages import load_splits
+    from flows.tracking import model_onnx_path
+
+    onnx_file = model_onnx_path(c, "digits", mv.version)
+    files = {str(p.relative_to(onnx_file.parent)) for p in onnx_file.parent.rglob("*")}
+    assert {"model.onnx", "MLmodel", "input_example.json", "extra_files/benchmark.csv",
+            "extra_files/gate_report.json"} <= files
+    test = load_splits(project)["test"]
+    assert abs(ort_accuracy(onnx_file, test.x, test.y) - float(mv.tags["accuracy"])) <= 0.005
+    assert "signature" in (onnx_file.parent / "MLmodel").read_text()
+
+
+def test_rerun_skips_dvc_and_reuses_cached_training(project, first):
+    second = run(project)
+    children = runs_of(second["parent_run_id"])
+    assert children["validation"].data.tags["dvc_stages_ran"] == "none (up to date)"
+    for stage in ("teacher", "student_plain", "student_kd", "prune"):
+        assert children[stage].data.tags["cached"] == "True", stage
+    assert second["version"] == str(int(first["version"]) + 1)
+
+
+def test_strict_policy_registers_nothing_and_names_each_reason(project, first, capsys):
+    before = client().search_model_versions("name='digits'")
+    write_params(project, gate={"max_size_kb": 0.001})
+    try:
+        assert cli(project, "run") == 2
+    finally:
+        write_params(project)
+    out = capsys.readouterr().out
+    assert "No candidate passed the gate; nothing was registered." in out
+    for name in ("teacher_fp32", "student_fp32", "pruned_fp32", "pruned_int8_static", "pruned_int8_dynamic"):
+        assert f"{name} failed: size" in out
+    assert len(client().search_model_versions("name='digits'")) == len(before)
+    latest = client().search_runs([client().get_experiment_by_name("digits").experiment_id],
+                                  "tags.mlflow.runName LIKE 'candidate:%'", order_by=["start_time DESC"],
+                                  max_results=5)
+    assert all(r.data.tags["gate_passed"] == "False" and "max_size_kb" in r.data.tags["gate_reasons"] for r in latest)
+
+
+def test_promote_then_rollback_moves_aliases_with_audit_tags(project, first, capsys):
+    c = client()
+    versions = sorted(int(v.version) for v in c.search_model_versions("name='digits'"))
+    v1, v2 = str(versions[0]), str(versions[1])
+    assert cli(project, "promote", v1) == 0
+    assert cli(project, "promote", v2) == 0
+    assert str(c.get_model_version_by_alias("digits", "production").version) == v2
+    assert cli(project, "rollback") == 0
+    assert str(c.get_model_version_by_alias("digits", "production").version) == v1
+    audits = {v: {k: yaml.safe_load(t) for k, t in c.get_model_version("digits", v).tags.items()
+                  if k.startswith("audit.")} for v in (v1, v2)}
+    rollback = [a for a in audits[v2].values() if a["action"] == "rollback"]
+    assert rollback and rollback[0] | {"when": None} == {"action": "rollback", "who": "e2e-tester", "when": None,
+                                                         "from": v2, "to": v1}
+    assert any(a["action"] == "promote" and a["from"] == v1 and a["to"] == v2 for a in audits[v1].values())
+    assert cli(project, "rollback") == 4  # v1 was the first production version: nothing earlier
+    assert "nothing to roll back to" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("corruption", ["nan_pixel", "unknown_label"])
+def test_corrupted_sample_fails_validation_and_leaves_registry_unchanged(project, first, corruption, capsys):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = d.images.astype(np.float32), d.target.copy()
+    if corruption == "nan_pixel":
+        x[100, 3, 3] = np.nan
+    else:
+        y[100] = 11
+    np.savez(project / "data" / "external" / "bad.npz", x=x, y=y, scale=np.float32(16))
+    c = client()
+    versions = {v.version for v in c.search_model_versions("name='digits'")}
+    aliases = c.get_registered_model("digits").aliases
+    write_params(project, data={"source": "data/external/bad.npz"})
+    try:
+        assert cli(project, "run") == 3
+    finally:
+        write_params(project)
+    err = capsys.readouterr().err
+    column = "non_finite" if corruption == "nan_pixel" else "label"
+    assert f"expect_column_values_to_be_in_set({column}): 1 of 1797 rows unexpected" in err
+    assert "row 100" in err
+    assert {v.version for v in c.search_model_versions("name='digits'")} == versions
+    assert c.get_registered_model("digits").aliases == aliases
+    exp = c.get_experiment_by_name("digits").experiment_id
+    last = c.search_runs([exp], "tags.mlflow.runName = 'validation'", order_by=["start_time DESC"], max_results=1)[0]
+    assert last.info.status == "FAILED" and last.data.tags["validation_success"] == "False"
+    parent = c.get_run(last.data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FAILED"
+    assert not runs_of(parent.info.run_id).keys() - {"validation"}  # nothing trained
