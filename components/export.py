@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
@@ -43,8 +42,10 @@ def check_onnx(path: str | Path) -> None:
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
-def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: str | Path) -> dict:
-    """Export with a dynamic batch axis, check the graph, then move it into place."""
+def export_onnx(model, input_shape: tuple[int, ...], path: str | Path) -> dict:
+    """Export a torch module with a dynamic batch axis, check the graph, then move it into place."""
+    import torch  # here, not at the top: benchmark child processes import this module and need no torch
+
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # silences "torchvision is not installed" chatter
     model = model.cpu().eval()
     example = torch.zeros(1, *input_shape)
