@@ -43,11 +43,16 @@ def cmd_ui(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from flows.pipeline import pipeline
+    from flows.server import prefect_server
 
-    print(f"serving deployment '{args.name}' on cron '{args.cron}' (Ctrl-C to stop)")
-    pipeline.serve(name=args.name, cron=args.cron,
-                   parameters={"project_dir": str(Path(args.project_dir).resolve())})
+    os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
+    with prefect_server(args.port):
+        # Imported once PREFECT_API_URL points at the server, so the flow's client talks to it.
+        from flows.pipeline import pipeline
+
+        print(f"serving deployment 'edgekd-pipeline/{args.name}' on cron '{args.cron}' (Ctrl-C to stop)")
+        pipeline.serve(name=args.name, cron=args.cron,
+                       parameters={"project_dir": str(Path(args.project_dir).resolve())})
     return 0
 
 
@@ -101,6 +106,8 @@ def parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="serve the flow as a Prefect deployment on a cron schedule")
     sv.add_argument("--cron", default="0 2 * * *", help="cron expression (default: nightly at 02:00)")
     sv.add_argument("--name", default="edgekd-nightly", help="deployment name")
+    sv.add_argument("--port", type=int, default=4200,
+                    help="port of the local Prefect server started when PREFECT_API_URL is unset")
     sv.set_defaults(fn=cmd_serve)
     pr = sub.add_parser("promote", help="move the 'production' alias to a version, after the gate passes again")
     pr.add_argument("version", help="registered model version")
