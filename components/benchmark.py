@@ -9,13 +9,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 
-def _measure(path: str, input_shape: list[int], threads: int, batch_size: int, warmup: int, runs: int) -> dict:
+def _measure(path: str, example_file: str, threads: int, batch_size: int, warmup: int, runs: int) -> dict:
     import resource
 
     import onnxruntime  # noqa: F401  (imported before the baseline so its own footprint is not counted)
@@ -24,8 +25,7 @@ def _measure(path: str, input_shape: list[int], threads: int, batch_size: int, w
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     sess = ort_session(path, threads)
-    x = np.random.default_rng(0).random((batch_size, *input_shape), dtype=np.float32)
-    feed = {INPUT_NAME: x}
+    feed = {INPUT_NAME: np.load(example_file, allow_pickle=False)}
     for _ in range(warmup):
         sess.run([OUTPUT_NAME], feed)
     times = np.empty(runs)
@@ -45,13 +45,19 @@ def _measure(path: str, input_shape: list[int], threads: int, batch_size: int, w
     }
 
 
-def benchmark(path: str | Path, input_shape: tuple[int, ...], *, threads: int, batch_size: int,
+def benchmark(path: str | Path, samples: np.ndarray, *, threads: int, batch_size: int,
               warmup_runs: int, timed_runs: int) -> dict:
-    """Latency percentiles (ms), throughput (samples/s), file size and peak memory added by the session (MiB)."""
-    args = json.dumps([str(path), list(input_shape), threads, batch_size, warmup_runs, timed_runs])
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, "-m", "components.benchmark", args], capture_output=True, text=True,
-                          env=env, cwd=Path(__file__).resolve().parent.parent, timeout=600)
+    """Latency percentiles (ms), throughput (samples/s), file size and peak memory added by the session (MiB),
+    for batches of `batch_size` real samples taken from `samples`."""
+    if len(samples) < batch_size:
+        raise ValueError(f"benchmark batch_size {batch_size} exceeds the {len(samples)} samples available")
+    with tempfile.TemporaryDirectory() as tmp:
+        example = Path(tmp) / "batch.npy"
+        np.save(example, np.ascontiguousarray(samples[:batch_size]))
+        args = json.dumps([str(path), str(example), threads, batch_size, warmup_runs, timed_runs])
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        proc = subprocess.run([sys.executable, "-m", "components.benchmark", args], capture_output=True, text=True,
+                              env=env, cwd=Path(__file__).resolve().parent.parent, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark of {path} failed:\n{proc.stderr[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])

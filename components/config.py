@@ -12,20 +12,30 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(_Section):
-    name: str = Field("digits", description="Dataset name; also the registered model's name.")
-    kind: str = Field("image", description="Data kind plug-in (see components/data).")
-    source: str = Field("sklearn:digits", description="'sklearn:digits', or an .npz with arrays x, y (and scale) under data/external/.")
-    input_shape: tuple[int, ...] = Field((1, 8, 8), description="Shape of one model input, without the batch axis.")
-    num_classes: int = Field(10, ge=2, description="Labels are the integers 0 .. num_classes - 1.")
-    seed: int = Field(42, description="Seed of the stratified split.")
-    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Fraction of samples in the validation split.")
-    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="Fraction of samples in the test split.")
-
-
 class ValidationConfig(_Section):
     min_rows_per_class: int = Field(20, ge=1, description="Each class needs at least this many rows in each split.")
     max_class_imbalance: float = Field(3.0, ge=1, description="Largest class count / smallest class count, per split.")
+
+
+class DataConfig(_Section):
+    """One dataset: where it is, which kind reads it, how it is labelled and split."""
+
+    name: str = Field("digits", description="Dataset name: the MLflow experiment and registered model's name.")
+    kind: str = Field("image", description="Data kind plug-in: see components/data.")
+    root: str = Field("data/external", description="Data root, relative to the project; `source` must stay inside it. "
+                                                   "DVC watches it as the input of the ingest stage.")
+    source: str = Field("sklearn:digits", description="A built-in ('sklearn:digits') or a path relative to `root`.")
+    classes: list[str] = Field([str(i) for i in range(10)], min_length=2,
+                               description="The label set as the source spells labels; its order fixes class indices.")
+    options: dict = Field({}, description="Kind-specific reading and preprocessing options (see README).")
+    seed: int = Field(42, description="Seed of the split.")
+    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Fraction of samples in the validation split.")
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="Fraction of samples in the test split.")
+    validation: ValidationConfig = ValidationConfig()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
 
 class TrainConfig(_Section):
@@ -78,8 +88,9 @@ class GateConfig(_Section):
 
 
 class PipelineConfig(_Section):
+    """The effective configuration of one run: one dataset plus every stage's section."""
+
     data: DataConfig = DataConfig()
-    validation: ValidationConfig = ValidationConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     distill: DistillConfig = DistillConfig()
@@ -99,15 +110,58 @@ class ConfigError(ValueError):
     """params.yaml is missing, unreadable or holds a bad value."""
 
 
-def load_config(path: str | Path) -> PipelineConfig:
+STAGE_SECTIONS = ("model", "train", "distill", "prune", "quantize", "benchmark", "gate")
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def effective_config(params: dict, dataset: str | None = None) -> PipelineConfig:
+    """Build one run's config from a params mapping: the stage sections, then the chosen dataset's `overrides`.
+
+    `params` holds `dataset` (the default name), `datasets` (name -> data section + optional `overrides`) and the
+    stage sections.
+    """
+    params = dict(params)
+    unknown = set(params) - {"dataset", "datasets", *STAGE_SECTIONS}
+    if unknown:
+        raise ConfigError(f"unknown top-level keys {sorted(unknown)}; expected 'dataset', 'datasets' and "
+                          f"{list(STAGE_SECTIONS)} (a dataset's settings go under datasets.NAME)")
+    datasets = params.pop("datasets", None) or {"digits": {}}
+    default = params.pop("dataset", next(iter(datasets)))
+    name = dataset or default
+    if name not in datasets:
+        raise ConfigError(f"unknown dataset {name!r}; params.yaml defines {sorted(datasets)}")
+    data = dict(datasets[name] or {})
+    overrides = data.pop("overrides", {}) or {}
+    unknown = set(overrides) - set(STAGE_SECTIONS)
+    if unknown:
+        raise ConfigError(f"datasets.{name}.overrides: unknown sections {sorted(unknown)}; expected {STAGE_SECTIONS}")
+    merged = _merge({k: v for k, v in params.items()}, overrides) | {"data": data | {"name": name}}
+    try:
+        return PipelineConfig.model_validate(merged)
+    except ValidationError as e:
+        lines = [f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(f"dataset {name!r}: invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def read_params(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file not found: {path}")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path, dataset: str | None = None) -> PipelineConfig:
+    """The effective config of `dataset` (default: the file's `dataset`) from a params file."""
     try:
-        return PipelineConfig.model_validate(raw)
-    except ValidationError as e:
-        lines = [f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
-        raise ConfigError(f"{path}: invalid configuration:\n  " + "\n  ".join(lines)) from None
+        return effective_config(read_params(path), dataset)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

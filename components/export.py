@@ -42,13 +42,14 @@ def check_onnx(path: str | Path) -> None:
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
-def export_onnx(model, input_shape: tuple[int, ...], path: str | Path) -> dict:
-    """Export a torch module with a dynamic batch axis, check the graph, then move it into place."""
+def export_onnx(model, example: np.ndarray, path: str | Path) -> dict:
+    """Export a torch module for inputs like `example` (one or more real samples) with a dynamic batch axis,
+    check the graph, then move it into place."""
     import torch  # here, not at the top: benchmark child processes import this module and need no torch
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # silences "torchvision is not installed" chatter
     model = model.cpu().eval()
-    example = torch.zeros(1, *input_shape)
+    example = torch.from_numpy(np.ascontiguousarray(example[:2]))
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -31,7 +31,8 @@ class Classifier(nn.Module):
         return [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1]
 
 
-def image_teacher(input_shape: tuple[int, ...], num_classes: int, width: int) -> Classifier:
+def image_teacher(spec: dict, num_classes: int, width: int) -> Classifier:
+    input_shape = tuple(spec["input_shape"])
     c = input_shape[0]
     body = nn.Sequential(
         *_conv(c, width), *_conv(width, 2 * width), nn.MaxPool2d(2),
@@ -42,24 +43,26 @@ def image_teacher(input_shape: tuple[int, ...], num_classes: int, width: int) ->
     return Classifier(body, head)
 
 
-def image_student(input_shape: tuple[int, ...], num_classes: int, width: int) -> Classifier:
+def image_student(spec: dict, num_classes: int, width: int) -> Classifier:
+    input_shape = tuple(spec["input_shape"])
     c = input_shape[0]
     body = nn.Sequential(*_conv(c, width), nn.MaxPool2d(2), *_conv(width, 2 * width), nn.MaxPool2d(2), nn.Flatten())
     return Classifier(body, nn.Sequential(nn.Linear(_flat_size(body, input_shape), num_classes)))
 
 
-Builder = Callable[[tuple[int, ...], int, int], Classifier]
+Builder = Callable[[dict, int, int], Classifier]  # (preprocessing spec, num_classes, width)
 ARCHITECTURES: dict[str, dict[str, Builder]] = {"image": {"teacher": image_teacher, "student": image_student}}
 
 
-def build(kind: str, role: str, input_shape: tuple[int, ...], num_classes: int, width: int, seed: int) -> Classifier:
-    """Build the `role` ("teacher" or "student") network of data kind `kind`, initialised from `seed`."""
+def build(kind: str, role: str, spec: dict, num_classes: int, width: int, seed: int) -> Classifier:
+    """Build the `role` ("teacher" or "student") network of data kind `kind` for inputs described by the
+    preprocessing `spec` (components.preprocess), initialised from `seed`."""
     if kind not in ARCHITECTURES:
         raise ValueError(f"no architectures for data kind {kind!r}; expected one of {sorted(ARCHITECTURES)}")
     if role not in ARCHITECTURES[kind]:
         raise ValueError(f"unknown model role {role!r}; expected one of {sorted(ARCHITECTURES[kind])}")
     torch.manual_seed(seed)
-    return ARCHITECTURES[kind][role](tuple(input_shape), num_classes, width)
+    return ARCHITECTURES[kind][role](spec, num_classes, width)
 
 
 def count_params(model: nn.Module) -> int:

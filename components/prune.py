@@ -20,6 +20,7 @@ def conv_channels(model: torch.nn.Module) -> list[int]:
 
 def prune_channels(model: Classifier, example: torch.Tensor, ratio: float) -> tuple[Classifier, dict]:
     """Remove `ratio` of the channels of every prunable layer by L2 magnitude; the output layer keeps its classes.
+    `example` is a batch of real inputs: torch-pruning traces the graph with it.
 
     Returns a pruned copy (the input model is untouched) and a before/after report.
     """

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components.data.base import Expectation
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
@@ -55,47 +57,60 @@ def class_counts(labels: np.ndarray, num_classes: int) -> pd.DataFrame:
     return pd.DataFrame({"label": classes, "count": counts, "share_of_largest": counts / max(counts.max(), 1)})
 
 
-def _sample_expectations(gx, input_shape: tuple[int, ...], dtype: str, value_range: tuple[float, float], num_classes: int):
-    E = gx.expectations
-    lo, hi = value_range
-    return [
-        E.ExpectColumnValuesToBeInSet(column="shape", value_set=["x".join(map(str, input_shape))]),
-        E.ExpectColumnValuesToBeInSet(column="dtype", value_set=[dtype]),
-        E.ExpectColumnValuesToBeInSet(column="non_finite", value_set=[0]),
-        E.ExpectColumnValuesToBeBetween(column="min_value", min_value=lo, max_value=hi),
-        E.ExpectColumnValuesToBeBetween(column="max_value", min_value=lo, max_value=hi),
-        E.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(num_classes))),
-    ]
+def describe_features(x: np.ndarray, y: np.ndarray, hashes: list[str]) -> pd.DataFrame:
+    """Per-sample descriptors of model inputs (any kind): shape, dtype, range, non-finite count, label, hash."""
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    finite = np.where(np.isfinite(flat), flat, np.nan)
+    with np.errstate(all="ignore"):
+        lo, hi = np.nanmin(finite, axis=1), np.nanmax(finite, axis=1)
+    return pd.DataFrame({"shape": ["x".join(map(str, s.shape)) for s in x], "dtype": [str(x.dtype)] * len(x),
+                         "min_value": lo, "max_value": hi, "non_finite": (~np.isfinite(flat)).sum(axis=1),
+                         "label": y, "content_hash": hashes})
 
 
-def _count_expectations(gx, min_rows: int, max_imbalance: float):
-    E = gx.expectations
-    return [
-        E.ExpectColumnValuesToBeBetween(column="count", min_value=min_rows),
-        E.ExpectColumnValuesToBeBetween(column="share_of_largest", min_value=1.0 / max_imbalance, max_value=1.0),
-    ]
+def raw_plan(kind, raw, cfg) -> list[tuple[str, pd.DataFrame, list[Expectation]]]:
+    """Checks of the raw dataset before it is split: the kind's own, plus the configured label set."""
+    exps = kind.expectations(raw, cfg.data.options)
+    exps.append(("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(cfg.data.classes)}))
+    df = kind.describe(raw, cfg.data.options)
+    for col in ("file", "line"):  # failure examples then name the file or line instead of a row number
+        if col in raw.meta and "where" not in df:
+            df["where"] = [f"{col} {v}" if col == "line" else str(v) for v in raw.meta[col]]
+    return [("raw_samples", df, exps)]
 
 
-def validate(
-    samples: dict[str, pd.DataFrame],
-    *,
-    input_shape: tuple[int, ...],
-    dtype: str = "float32",
-    value_range: tuple[float, float],
-    num_classes: int,
-    min_rows_per_class: int | None = None,
-    max_class_imbalance: float | None = None,
-    leakage_reference: str | None = None,
-    docs_dir: str | Path | None = None,
-) -> ValidationReport:
-    """Run the suites over the per-sample tables in `samples` (one per split).
+def split_plan(tables: dict[str, pd.DataFrame], spec: dict, cfg, leakage_reference: str = "train"):
+    """Checks of the prepared splits: model-input schema, class counts and balance, and no sample of another
+    split shared with `leakage_reference` (by content hash of the raw sample)."""
+    v = cfg.data.validation
+    plan = []
+    for name, df in tables.items():
+        exps: list[Expectation] = [
+            ("ExpectColumnValuesToBeInSet", {"column": "shape", "value_set": ["x".join(map(str, spec["input_shape"]))]}),
+            ("ExpectColumnValuesToBeInSet", {"column": "dtype", "value_set": [spec["input_dtype"]]}),
+            ("ExpectColumnValuesToBeInSet", {"column": "non_finite", "value_set": [0]}),
+            ("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(range(cfg.data.num_classes))}),
+        ]
+        if spec.get("value_range"):
+            lo, hi = spec["value_range"]
+            exps += [("ExpectColumnValuesToBeBetween", {"column": c, "min_value": lo, "max_value": hi})
+                     for c in ("min_value", "max_value")]
+        if name != leakage_reference:
+            ref = sorted(set(tables[leakage_reference]["content_hash"]))
+            exps.append(("ExpectColumnValuesToNotBeInSet", {"column": "content_hash", "value_set": ref}))
+        plan.append((f"{name}_samples", df, exps))
+        plan.append((f"{name}_class_counts", class_counts(df["label"].to_numpy(), cfg.data.num_classes), [
+            ("ExpectColumnValuesToBeBetween", {"column": "count", "min_value": v.min_rows_per_class}),
+            ("ExpectColumnValuesToBeBetween", {"column": "share_of_largest", "min_value": 1.0 / v.max_class_imbalance,
+                                               "max_value": 1.0}),
+        ]))
+    return plan
 
-    With `min_rows_per_class`/`max_class_imbalance`, each table's class counts are checked too. With
-    `leakage_reference` (a key of `samples`, e.g. "train"), every other table must share no content hash with it.
-    `docs_dir` receives the GX Data Docs site.
-    """
+
+def validate(plan: list[tuple[str, pd.DataFrame, list[Expectation]]], docs_dir: str | Path | None = None
+             ) -> ValidationReport:
+    """Run each table of `plan` through a GX suite of its expectations; `docs_dir` receives GX Data Docs."""
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     ctx = gx.get_context(mode="ephemeral")
@@ -112,21 +127,9 @@ def validate(
     asset = ctx.data_sources.add_pandas("pipeline").add_dataframe_asset("tables")
     batch_def = asset.add_batch_definition_whole_dataframe("whole")
 
-    plan: list[tuple[str, pd.DataFrame, list]] = []
-    for name, df in samples.items():
-        exps = _sample_expectations(gx, input_shape, dtype, value_range, num_classes)
-        if leakage_reference is not None and name != leakage_reference:
-            ref = sorted(set(samples[leakage_reference]["content_hash"]))
-            exps.append(gx.expectations.ExpectColumnValuesToNotBeInSet(column="content_hash", value_set=ref))
-        plan.append((f"{name}_samples", df, exps))
-        if min_rows_per_class is not None:
-            plan.append(
-                (f"{name}_class_counts", class_counts(df["label"].to_numpy(), num_classes),
-                 _count_expectations(gx, min_rows_per_class, max_class_imbalance or float("inf")))
-            )
-
     report = ValidationReport(success=True)
-    for table, df, exps in plan:
+    for table, df, specs in plan:
+        exps = [getattr(gx.expectations, cls)(**kwargs) for cls, kwargs in specs]
         suite = ctx.suites.add(gx.ExpectationSuite(name=table, expectations=exps))
         vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch_def, suite=suite))
         actions = [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["local"])] if docs_dir else []
@@ -156,9 +159,10 @@ def validate(
 
 
 def _examples(df: pd.DataFrame, result: dict, limit: int = 5) -> list[str]:
-    """Failing rows as 'row i: value' so the message points at the exact samples."""
+    """Failing rows as 'file-or-row: value' so the message points at the exact samples."""
     idx = (result.get("partial_unexpected_index_list") or result.get("unexpected_index_list") or [])[:limit]
     vals = (result.get("partial_unexpected_list") or [])[:limit]
     if idx and len(idx) == len(vals):
-        return [f"row {i}: {v}" for i, v in zip(idx, vals)]
+        where = df["where"] if "where" in df else None  # a file or line, when the kind knows it
+        return [f"{where.loc[i] if where is not None else f'row {i}'}: {v}" for i, v in zip(idx, vals)]
     return [str(v) for v in vals]

@@ -14,7 +14,7 @@ EXIT_NOTHING_PASSED, EXIT_BAD_DATA, EXIT_REFUSED = 2, 3, 4
 def _config(args):
     from components.config import load_config
 
-    return load_config(Path(args.project_dir) / "params.yaml")
+    return load_config(Path(args.project_dir) / "params.yaml", getattr(args, "dataset", None))
 
 
 def cmd_run(args) -> int:
@@ -24,7 +24,7 @@ def cmd_run(args) -> int:
 
     try:
         _config(args)  # fail on a bad params file before starting any server
-        outcome = pipeline(project_dir=args.project_dir)
+        outcome = pipeline(project_dir=args.project_dir, dataset=args.dataset)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -52,7 +52,7 @@ def cmd_serve(args) -> int:
 
         print(f"serving deployment 'edgekd-pipeline/{args.name}' on cron '{args.cron}' (Ctrl-C to stop)")
         pipeline.serve(name=args.name, cron=args.cron,
-                       parameters={"project_dir": str(Path(args.project_dir).resolve())})
+                       parameters={"project_dir": str(Path(args.project_dir).resolve()), "dataset": args.dataset})
     return 0
 
 
@@ -98,12 +98,16 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekd", description=__doc__)
     p.add_argument("--project-dir", default=".", help="project root holding params.yaml, dvc.yaml, data/, mlruns/")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the pipeline once").set_defaults(fn=cmd_run)
+    dataset_help = "a key of `datasets` in params.yaml (default: its `dataset`)"
+    run = sub.add_parser("run", help="run the pipeline once")
+    run.add_argument("--dataset", help=dataset_help)
+    run.set_defaults(fn=cmd_run)
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(fn=cmd_ui)
     sv = sub.add_parser("serve", help="serve the flow as a Prefect deployment on a cron schedule")
+    sv.add_argument("--dataset", help=dataset_help)
     sv.add_argument("--cron", default="0 2 * * *", help="cron expression (default: nightly at 02:00)")
     sv.add_argument("--name", default="edgekd-nightly", help="deployment name")
     sv.add_argument("--port", type=int, default=4200,
@@ -111,10 +115,12 @@ def parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=cmd_serve)
     pr = sub.add_parser("promote", help="move the 'production' alias to a version, after the gate passes again")
     pr.add_argument("version", help="registered model version")
-    pr.add_argument("--model", help="registered model name (default: data.name of params)")
+    pr.add_argument("--model", help="registered model name (default: the dataset's name)")
+    pr.add_argument("--dataset", help=dataset_help + "; its gate policy is checked")
     pr.set_defaults(fn=cmd_promote)
     rb = sub.add_parser("rollback", help="give 'production' back to the version that held it before")
-    rb.add_argument("--model", help="registered model name (default: data.name of params)")
+    rb.add_argument("--model", help="registered model name (default: the dataset's name)")
+    rb.add_argument("--dataset", help=dataset_help)
     rb.set_defaults(fn=cmd_rollback)
     return p
 

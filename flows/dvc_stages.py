@@ -1,10 +1,10 @@
-"""Commands of the DVC data stages (`dvc.yaml`): ingest the raw dataset, prepare the splits.
+"""Commands of the DVC data stages (`dvc.yaml`, one pair per dataset): ingest the raw data, prepare the splits.
 
-File formats (all .npz, no pickles):
-  data/external/...             users' own source files (data.source), e.g. an .npz with x, y and scale
-  data/raw/dataset.npz          x: raw samples, y: int64 labels, scale: max raw intensity
-  data/prepared/{split}.npz     x: float32 model inputs (N, *input_shape), y: int64 labels
-  data/prepared/summary.json    sample counts per split and duplicates dropped
+Files (all .npz/.json, no pickles), per dataset NAME:
+  data/raw/NAME/raw.npz, info.json       raw samples as the source holds them, labels as spelled there
+  data/prepared/NAME/{split}.npz         x: model inputs, y: int64 class indices, hash: raw-content hash
+  data/prepared/NAME/preprocess.json     the preprocessing spec fitted on train (travels with the model)
+  data/prepared/NAME/summary.json        counts per split, duplicates dropped, classes
 """
 from __future__ import annotations
 
@@ -15,72 +15,86 @@ from pathlib import Path
 import numpy as np
 
 from components.config import PipelineConfig, load_config
-from components.data import Dataset, get_kind, split_dataset
+from components.data import DataError, Dataset, get_kind
+from components.data.base import load_raw, prepare_splits, save_raw, write_text
 from components.export import atomic_path
 
-EXTERNAL = Path("data/external")  # users' own files; a dependency of the ingest stage
-RAW = Path("data/raw/dataset.npz")
-PREPARED = Path("data/prepared")
 SPLITS = ("train", "val", "test")
 
 
-def save_npz(path: Path, **arrays) -> None:
+def raw_dir(root: Path, cfg: PipelineConfig) -> Path:
+    return root / "data" / "raw" / cfg.data.name
+
+
+def prepared_dir(root: Path, cfg: PipelineConfig) -> Path:
+    return root / "data" / "prepared" / cfg.data.name
+
+
+def save_npz(path: Path, arrays: dict) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
 
-def load_npz(path: Path) -> Dataset:
-    with np.load(path, allow_pickle=False) as f:
-        meta = {"scale": float(f["scale"])} if "scale" in f.files else {}
-        return Dataset(f["x"], f["y"], meta)
-
-
-def load_raw(root: Path, cfg: PipelineConfig) -> Dataset:
-    """The raw dataset as model inputs, for validation before the split."""
-    return get_kind(cfg.data.kind).preprocess(load_npz(root / RAW))
-
-
-def load_splits(root: Path) -> dict[str, Dataset]:
-    return {s: load_npz(root / PREPARED / f"{s}.npz") for s in SPLITS}
-
-
-def resolve_source(root: Path, source: str) -> str:
-    """Built-in sources pass through; a file must lie under data/external/, the folder DVC watches for ingest."""
-    if source.startswith("sklearn:"):
-        return source
-    path = (root / source).resolve()
-    if not path.is_relative_to((root / EXTERNAL).resolve()):
-        raise ValueError(f"data.source {source!r} lies outside {EXTERNAL}/; put the file there so that DVC "
-                         "tracks it as an input of the ingest stage")
+def resolve_source(root: Path, cfg: PipelineConfig) -> str:
+    """Built-in sources pass through; a path must resolve inside the dataset's data root."""
+    if cfg.data.source.startswith("sklearn:"):
+        return cfg.data.source
+    data_root = (root / cfg.data.root).resolve()
+    path = (data_root / cfg.data.source).resolve()
+    if not path.is_relative_to(data_root):
+        raise DataError(f"data.source {cfg.data.source!r} resolves to {path}, outside the data root {data_root}")
+    if not path.exists():
+        raise DataError(f"data.source {cfg.data.source!r}: {path} does not exist")
     return str(path)
 
 
+def load_splits(root: Path, cfg: PipelineConfig) -> dict[str, Dataset]:
+    out = {}
+    for s in SPLITS:
+        with np.load(prepared_dir(root, cfg) / f"{s}.npz", allow_pickle=False) as f:
+            out[s] = Dataset(f["x"], f["y"], {"hash": f["hash"]})
+    return out
+
+
+def load_spec(root: Path, cfg: PipelineConfig) -> dict:
+    return json.loads((prepared_dir(root, cfg) / "preprocess.json").read_text())
+
+
 def ingest(root: Path, cfg: PipelineConfig) -> None:
-    raw = get_kind(cfg.data.kind).load_source(resolve_source(root, cfg.data.source))
-    save_npz(root / RAW, x=raw.x, y=raw.y, scale=np.float32(raw.meta.get("scale", 1.0)))
-    print(f"ingest: {len(raw)} samples of {cfg.data.source} -> {RAW}")
+    kind = get_kind(cfg.data.kind)
+    raw = kind.load(resolve_source(root, cfg), cfg.data.options)
+    save_raw(kind, raw, raw_dir(root, cfg), save_npz)
+    print(f"ingest {cfg.data.name}: {len(raw)} samples of {cfg.data.source} -> {raw_dir(root, cfg)}")
+
+
+def load_raw_data(root: Path, cfg: PipelineConfig):
+    return load_raw(get_kind(cfg.data.kind), raw_dir(root, cfg))
 
 
 def prepare(root: Path, cfg: PipelineConfig) -> None:
-    data = load_raw(root, cfg)
-    splits, dropped = split_dataset(data, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed)
-    out = root / PREPARED
+    splits, spec, dropped = prepare_splits(get_kind(cfg.data.kind), load_raw_data(root, cfg), cfg.data)
+    out = prepared_dir(root, cfg)
     for name, ds in splits.items():
-        save_npz(out / f"{name}.npz", x=ds.x, y=ds.y)
-    summary = {"counts": {n: len(d) for n, d in splits.items()}, "duplicates_dropped": dropped}
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
-    print(f"prepare: {summary}")
+        save_npz(out / f"{name}.npz", {"x": ds.x, "y": ds.y, "hash": ds.meta["hash"]})
+    write_text(out / "preprocess.json", json.dumps(spec, indent=2))
+    summary = {"counts": {n: len(d) for n, d in splits.items()}, "duplicates_dropped": dropped,
+               "classes": list(cfg.data.classes)}
+    write_text(out / "summary.json", json.dumps(summary, indent=2))
+    print(f"prepare {cfg.data.name}: {summary}")
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=["ingest", "prepare"])
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("dataset", help="a key of `datasets` in params.yaml")
     a = p.parse_args(argv)
     root = Path.cwd()
-    {"ingest": ingest, "prepare": prepare}[a.stage](root, load_config(root / a.params))
+    cfg = load_config(root / "params.yaml", a.dataset)
+    try:
+        {"ingest": ingest, "prepare": prepare}[a.stage](root, cfg)
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

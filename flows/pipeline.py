@@ -31,8 +31,8 @@ from components.distill import kd_objective
 from components.export import artifact_info, atomic_path, export_onnx, ort_accuracy
 from components.models import build, count_params
 from components.prune import prune_channels
-from components.train import evaluate, fit, select_device, shift_augment
-from components.validation import DataValidationError, validate
+from components.train import evaluate, fit, select_device
+from components.validation import DataValidationError, describe_features, raw_plan, split_plan, validate
 from flows import dvc_stages, env, reporting, tracking
 
 # Cached stages persist a small JSON result (paths + metrics); the weights live in files, loaded safely.
@@ -71,24 +71,35 @@ def _save_weights(model: torch.nn.Module, path: Path) -> dict:
     return artifact_info(path)
 
 
-def _load(cfg: PipelineConfig, role: str, weights: str) -> torch.nn.Module:
+def _build(cfg: PipelineConfig, role: str, spec: dict) -> torch.nn.Module:
     width = cfg.model.teacher_width if role == "teacher" else cfg.model.student_width
-    model = build(cfg.data.kind, role, cfg.data.input_shape, cfg.data.num_classes, width, cfg.train.seed)
+    return build(cfg.data.kind, role, spec, cfg.data.num_classes, width, cfg.train.seed)
+
+
+def _load(cfg: PipelineConfig, role: str, spec: dict, weights: str) -> torch.nn.Module:
+    model = _build(cfg, role, spec)
     model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
     return model.eval()
+
+
+def _inputs(spec: dict) -> tuple[Path, PipelineConfig, dict, dict]:
+    """What every training task starts from: project root, config, preprocessing spec and the splits."""
+    root, cfg = Path(spec["root"]), PipelineConfig.model_validate(spec["cfg"])
+    return root, cfg, dvc_stages.load_spec(root, cfg), dvc_stages.load_splits(root, cfg)
 
 
 def _fit_kwargs(cfg: PipelineConfig, epochs: int, lr: float, name: str) -> dict:
     return dict(epochs=epochs, lr=lr, batch_size=cfg.train.batch_size, patience=cfg.train.patience,
                 seed=cfg.train.seed, device=select_device(cfg.train.device), weight_decay=cfg.train.weight_decay,
-                augment=shift_augment if cfg.train.augment else None, on_epoch=_progress(name, epochs))
+                augment=get_kind(cfg.data.kind).augment if cfg.train.augment else None,
+                on_epoch=_progress(name, epochs))
 
 
 def _finish(model: torch.nn.Module, cfg: PipelineConfig, out: Path, history: list[dict], test) -> dict:
     """Save weights and the FP32 ONNX export of a trained model; report its size and PyTorch accuracy."""
     return {
         "weights": _save_weights(model, out / "weights.pt"),
-        "onnx": export_onnx(model, cfg.data.input_shape, out / "model.onnx"),
+        "onnx": export_onnx(model, test.x, out / "model.onnx"),
         "history": history,
         "params": count_params(model),
         "torch_test_accuracy": evaluate(model, test, torch.device("cpu"))["accuracy"],
@@ -133,18 +144,15 @@ def dvc_repro(root: str, stage: str) -> list[str]:
 @task
 def validate_data(root: str, cfg: PipelineConfig, phase: str) -> dict:
     """GX suites over the raw dataset (phase 'raw') or the prepared splits (phase 'splits')."""
-    kind = get_kind(cfg.data.kind)
     rootp = Path(root)
     if phase == "raw":
-        tables = {"raw": kind.describe(dvc_stages.load_raw(rootp, cfg))}
-        extra = {}
+        plan = raw_plan(get_kind(cfg.data.kind), dvc_stages.load_raw_data(rootp, cfg), cfg)
     else:
-        tables = {n: kind.describe(d) for n, d in dvc_stages.load_splits(rootp).items()}
-        extra = dict(min_rows_per_class=cfg.validation.min_rows_per_class,
-                     max_class_imbalance=cfg.validation.max_class_imbalance, leakage_reference="train")
-    docs = rootp / ".edgekd" / "validation" / phase
-    report = validate(tables, input_shape=cfg.data.input_shape, value_range=(0.0, 1.0),
-                      num_classes=cfg.data.num_classes, docs_dir=docs, **extra)
+        tables = {n: describe_features(d.x, d.y, list(d.meta["hash"]))
+                  for n, d in dvc_stages.load_splits(rootp, cfg).items()}
+        plan = split_plan(tables, dvc_stages.load_spec(rootp, cfg), cfg)
+    docs = rootp / ".edgekd" / "validation" / cfg.data.name / phase
+    report = validate(plan, docs_dir=docs)
     out = report.to_dict() | {"phase": phase, "docs_dir": str(docs)}
     with atomic_path(docs / "result.json") as tmp:
         tmp.write_text(json.dumps(out, indent=2, default=str))
@@ -153,49 +161,43 @@ def validate_data(root: str, cfg: PipelineConfig, phase: str) -> dict:
 
 @task(**CACHED)
 def train_teacher(spec: dict) -> dict:
-    cfg = PipelineConfig.model_validate(spec["cfg"])
-    s = dvc_stages.load_splits(Path(spec["root"]))
+    _, cfg, pspec, s = _inputs(spec)
     t = cfg.train
-    model = build(cfg.data.kind, "teacher", cfg.data.input_shape, cfg.data.num_classes, cfg.model.teacher_width, t.seed)
-    model, hist = fit(model, s["train"], s["val"], **_fit_kwargs(cfg, t.epochs, t.lr, "teacher"))
+    model, hist = fit(_build(cfg, "teacher", pspec), s["train"], s["val"], **_fit_kwargs(cfg, t.epochs, t.lr, "teacher"))
     return _finish(model, cfg, spec_dir(spec, "teacher"), hist, s["test"])
 
 
 @task(**CACHED)
 def train_student(spec: dict) -> dict:
     """The student trained with KD (spec['teacher'] set) or on labels only (the no-KD baseline)."""
-    cfg = PipelineConfig.model_validate(spec["cfg"])
-    s = dvc_stages.load_splits(Path(spec["root"]))
+    _, cfg, pspec, s = _inputs(spec)
     d = cfg.distill
     kw = _fit_kwargs(cfg, d.epochs, d.lr, spec["name"])
     if spec.get("teacher"):
-        kw["loss_fn"] = kd_objective(_load(cfg, "teacher", spec["teacher"]["path"]), d.temperature, d.alpha)
-    model = build(cfg.data.kind, "student", cfg.data.input_shape, cfg.data.num_classes, cfg.model.student_width,
-                  cfg.train.seed)
-    model, hist = fit(model, s["train"], s["val"], **kw)
+        kw["loss_fn"] = kd_objective(_load(cfg, "teacher", pspec, spec["teacher"]["path"]), d.temperature, d.alpha)
+    model, hist = fit(_build(cfg, "student", pspec), s["train"], s["val"], **kw)
     return _finish(model, cfg, spec_dir(spec, spec["name"]), hist, s["test"])
 
 
 @task(**CACHED)
 def prune_student(spec: dict) -> dict:
-    cfg = PipelineConfig.model_validate(spec["cfg"])
-    s = dvc_stages.load_splits(Path(spec["root"]))
+    _, cfg, pspec, s = _inputs(spec)
     p, d = cfg.prune, cfg.distill
-    student = _load(cfg, "student", spec["student"]["path"])
-    pruned, report = prune_channels(student, torch.zeros(1, *cfg.data.input_shape), p.ratio)
+    student = _load(cfg, "student", pspec, spec["student"]["path"])
+    pruned, report = prune_channels(student, torch.from_numpy(s["train"].x[:2]), p.ratio)
     report["torch_test_accuracy_before_finetune"] = evaluate(pruned, s["test"], torch.device("cpu"))["accuracy"]
     hist: list[dict] = []
     if p.finetune_epochs:
         kw = _fit_kwargs(cfg, p.finetune_epochs, p.finetune_lr, "prune-finetune")
-        kw["loss_fn"] = kd_objective(_load(cfg, "teacher", spec["teacher"]["path"]), d.temperature, d.alpha)
+        kw["loss_fn"] = kd_objective(_load(cfg, "teacher", pspec, spec["teacher"]["path"]), d.temperature, d.alpha)
         pruned, hist = fit(pruned, s["train"], s["val"], **kw)
     return _finish(pruned, cfg, spec_dir(spec, "pruned"), hist, s["test"]) | {"prune": report}
 
 
 @task(**CACHED)
 def quantize_int8(spec: dict) -> dict:
-    cfg = PipelineConfig.model_validate(spec["cfg"])
-    train = dvc_stages.load_splits(Path(spec["root"]))["train"]
+    _, cfg, _, s = _inputs(spec)
+    train = s["train"]
     out = spec_dir(spec, "quantized")
     calib = quantize.calibration_sample(train.x, cfg.quantize.calibration_samples, cfg.data.seed)
     return {
@@ -208,10 +210,10 @@ def quantize_int8(spec: dict) -> dict:
 @task
 def measure_candidate(root: str, cfg: PipelineConfig, onnx_path: str) -> dict:
     """Accuracy through ONNX Runtime on the test split, then latency under the device profile."""
-    test = dvc_stages.load_splits(Path(root))["test"]
+    test = dvc_stages.load_splits(Path(root), cfg)["test"]
     b = cfg.benchmark
     return {"accuracy": ort_accuracy(onnx_path, test.x, test.y)} | bench.benchmark(
-        onnx_path, cfg.data.input_shape, threads=b.intra_op_threads, batch_size=b.batch_size,
+        onnx_path, test.x, threads=b.intra_op_threads, batch_size=b.batch_size,
         warmup_runs=b.warmup_runs, timed_runs=b.timed_runs)
 
 
@@ -236,9 +238,9 @@ def _walk(obj):
 # --- the flow -----------------------------------------------------------------------------------------------
 
 
-def dataset_hash(root: Path) -> str:
+def dataset_hash(root: Path, name: str) -> str:
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    return lock["stages"]["prepare"]["outs"][0]["md5"]
+    return lock["stages"][f"prepare@{name}"]["outs"][0]["md5"]
 
 
 def git_commit(root: Path) -> str:
@@ -250,11 +252,11 @@ def git_commit(root: Path) -> str:
 
 
 @flow(name="edgekd-pipeline")
-def pipeline(project_dir: str = ".") -> dict:
-    """Run every stage on the dataset configured in the project's params.yaml (which DVC's stages read too);
-    register the best passing candidate with alias 'staging'."""
+def pipeline(project_dir: str = ".", dataset: str | None = None) -> dict:
+    """Run every stage on `dataset` (default: params.yaml's `dataset`) as configured in the project's params.yaml,
+    which DVC's stages read too; register the best passing candidate with alias 'staging'."""
     root = Path(project_dir).resolve()
-    cfg = load_config(root / "params.yaml")
+    cfg = load_config(root / "params.yaml", dataset)
     cfg_dict = cfg.model_dump(mode="json")
     params_hash = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode()).hexdigest()[:16]
     local_store = os.environ["MLFLOW_TRACKING_URI"] == env.tracking_uri(root)
@@ -279,11 +281,11 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
     log = get_run_logger()
     # Data: DVC stages, each followed by the GX suite that guards it.
     run = tr.start("validation")
-    ran = dvc_repro(str(root), "ingest")
+    ran = dvc_repro(str(root), f"ingest@{cfg.data.name}")
     raw = validate_data(str(root), cfg, "raw")
     reports = [raw]
     if raw["success"]:
-        ran += dvc_repro(str(root), "prepare")
+        ran += dvc_repro(str(root), f"prepare@{cfg.data.name}")
         reports.append(validate_data(str(root), cfg, "splits"))
     for rep in reports:
         tr.json(run, rep, f"validation_{rep['phase']}.json")
@@ -300,7 +302,7 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
         raise DataValidationError(ValidationReport(success=False, failures=failures,
                                                    results=[r for rep in reports for r in rep["results"]]))
     tr.end(run)
-    ds_hash = dataset_hash(root)
+    ds_hash = dataset_hash(root, cfg.data.name)
     lineage = lineage | {"dataset_hash": ds_hash}
     tr.tags(parent, lineage)
     log.info(f"dataset {cfg.data.name} validated; hash {ds_hash}; DVC stages run: {ran or 'none (up to date)'}")
@@ -345,7 +347,8 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
             "sha256": artifacts[name]["sha256"], "path": artifacts[name]["path"]}
 
     # The no-KD baseline is measured the same way (through ORT) to report an honest KD gain.
-    plain_acc = ort_accuracy(plain["onnx"]["path"], *_test(root))
+    test = dvc_stages.load_splits(root, cfg)["test"]
+    plain_acc = ort_accuracy(plain["onnx"]["path"], test.x, test.y)
     kd_gain = results["student_fp32"]["accuracy"] - plain_acc
     teacher_m = results["teacher_fp32"]
 
@@ -393,10 +396,10 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
         version = None
         if best is not None:
             m = results[best]
-            test_x = _test(root)[0]
             version = tracking.register(
-                parent, cfg.data.name, m["path"], test_x[:1], [str(tmp / "benchmark.csv"),
-                                                               str(tmp / "gate_report.json")],
+                parent, cfg.data.name, m["path"], test.x[:1],
+                [str(tmp / "benchmark.csv"), str(tmp / "gate_report.json"),
+                 str(dvc_stages.prepared_dir(root, cfg) / "preprocess.json")],
                 tags=lineage | {"candidate": best, "sha256": m["sha256"], "teacher_accuracy": teacher_m["accuracy"],
                                 **{k: m[k] for k in ("accuracy", "p50_ms", "p95_ms", "size_bytes")}},
                 description=f"{best} of {cfg.data.name}: accuracy {m['accuracy']:.4f} (ORT, test split), "
@@ -410,8 +413,3 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
     log.info("summary\n" + text)
     return {"summary": text, "selected": best, "version": version, "kd_gain": kd_gain, "parent_run_id": parent,
                "candidates": results, "decisions": {n: d.reasons for n, d in decisions.items()}}
-
-
-def _test(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    t = dvc_stages.load_splits(root)["test"]
-    return t.x, t.y

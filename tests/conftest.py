@@ -15,24 +15,36 @@ os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 
 
 @pytest.fixture(scope="session")
-def digits_splits():
-    """The real digits data, preprocessed and split exactly as the pipeline does."""
-    from components.data import get_kind, split_dataset
+def digits_prepared():
+    """The real digits data, split and preprocessed exactly as the pipeline does: (splits, spec)."""
+    from components.config import DataConfig
+    from components.data import get_kind
+    from components.data.base import prepare_splits
 
     kind = get_kind("image")
-    splits, _ = split_dataset(kind.preprocess(kind.load_source("sklearn:digits")), 0.15, 0.2, 42)
-    return splits
+    splits, spec, _ = prepare_splits(kind, kind.load("sklearn:digits", {}), DataConfig())
+    return splits, spec
 
 
 @pytest.fixture(scope="session")
-def small_student(digits_splits):
+def digits_splits(digits_prepared):
+    return digits_prepared[0]
+
+
+@pytest.fixture(scope="session")
+def digits_spec(digits_prepared):
+    return digits_prepared[1]
+
+
+@pytest.fixture(scope="session")
+def small_student(digits_splits, digits_spec):
     """A student trained for a few epochs: good enough to make accuracy comparisons meaningful."""
     import torch
 
     from components.models import build
     from components.train import fit
 
-    model = build("image", "student", (1, 8, 8), 10, 8, seed=0)
+    model = build("image", "student", digits_spec, 10, 8, seed=0)
     model, _ = fit(model, digits_splits["train"], digits_splits["val"], epochs=15, lr=5e-3, batch_size=64,
                    patience=15, seed=0, device=torch.device("cpu"))
     return model

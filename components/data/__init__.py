@@ -1,11 +1,11 @@
 """Data kinds as plug-ins: config names a kind, the registry maps it to its implementation.
 
-A kind turns a source into raw arrays, raw arrays into model inputs, and model inputs into
-per-sample descriptors that the validation suite checks. The flow never branches on the kind.
+A kind reads a source into raw samples, describes and checks them, and fits the preprocessing that turns them
+into model inputs (components.preprocess applies it). The flow never branches on the kind.
 """
 from __future__ import annotations
 
-from components.data.base import DataKind, Dataset, Split, split_dataset
+from components.data.base import DataError, DataKind, Dataset, RawData, Split, content_hashes
 from components.data.images import ImageKind
 
 KINDS: dict[str, DataKind] = {"image": ImageKind()}
@@ -18,4 +18,4 @@ def get_kind(name: str) -> DataKind:
         raise ValueError(f"unknown data kind {name!r}; expected one of {sorted(KINDS)}") from None
 
 
-__all__ = ["KINDS", "DataKind", "Dataset", "Split", "get_kind", "split_dataset"]
+__all__ = ["KINDS", "DataError", "DataKind", "Dataset", "RawData", "Split", "content_hashes", "get_kind"]

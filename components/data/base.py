@@ -1,18 +1,43 @@
-"""What every data kind shares: the dataset containers and the stratified, leak-free split."""
+"""What every data kind shares: raw data as the device sees it, its on-disk form, and the leak-free split."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+Expectation = tuple[str, dict]  # (GX expectation class name, its keyword arguments)
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used: the message names the file or line and what is wrong."""
+
+
+@dataclass
+class RawData:
+    """Samples before any fitted preprocessing, with labels as the source spells them."""
+
+    samples: Any  # kind-specific: an array, or a list of arrays / strings
+    labels: np.ndarray  # str
+    meta: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample columns (file, speaker, ...)
+    info: dict = field(default_factory=dict)  # JSON-able dataset-level facts (scale, sample rate, ...)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: np.ndarray) -> "RawData":
+        s = self.samples[idx] if isinstance(self.samples, np.ndarray) else [self.samples[i] for i in idx]
+        return RawData(s, self.labels[idx], {k: v[idx] for k, v in self.meta.items()}, dict(self.info))
+
 
 @dataclass(frozen=True)
 class Dataset:
-    """Model-ready arrays of one split: x float32 with a leading sample axis, y int64 labels."""
+    """Model-ready arrays of one split: x with a leading sample axis, y int64 class indices."""
 
     x: np.ndarray
     y: np.ndarray
@@ -29,36 +54,109 @@ class Dataset:
 Split = dict[str, Dataset]  # "train" / "val" / "test"
 
 
-def content_hashes(x: np.ndarray) -> list[str]:
-    """One hash per sample, over its bytes: equal content means equal hash."""
-    return [hashlib.sha256(np.ascontiguousarray(s).tobytes()).hexdigest()[:16] for s in x]
+def content_hashes(samples) -> list[str]:
+    """One hash per sample over its content: equal content means equal hash."""
+    def one(s) -> str:
+        b = s.encode("utf-8", "surrogatepass") if isinstance(s, str) else np.ascontiguousarray(s).tobytes()
+        return hashlib.sha256(b).hexdigest()[:16]
+    return [one(s) for s in samples]
 
 
 class DataKind(Protocol):
     name: str
+    augment: Callable | None  # (x batch tensor, torch.Generator) -> x batch, for training only
 
-    def load_source(self, source: str) -> Dataset:
-        """Read the raw samples named by `source` (no preprocessing)."""
+    def load(self, source: str, options: dict) -> RawData:
+        """Read the dataset named by `source` (a built-in name or a resolved path)."""
 
-    def preprocess(self, raw: Dataset) -> Dataset:
-        """Turn raw samples into model inputs."""
+    def pack(self, samples) -> dict[str, np.ndarray]:
+        """Samples as plain arrays for an .npz (no pickles)."""
 
-    def describe(self, data: Dataset) -> pd.DataFrame:
-        """One row per sample with the columns the validation suite checks."""
+    def unpack(self, arrays: dict[str, np.ndarray]):
+        """Inverse of `pack`."""
+
+    def describe(self, raw: RawData, options: dict) -> pd.DataFrame:
+        """One row per raw sample with the columns `expectations` checks, plus `label`."""
+
+    def expectations(self, raw: RawData, options: dict) -> list[Expectation]:
+        """Kind-specific checks of the raw samples (the label set and class counts are checked for every kind)."""
+
+    def fit(self, train: RawData, options: dict) -> dict:
+        """Fit preprocessing on the train split only; return its JSON-able spec (see components.preprocess)."""
+
+    def split(self, raw: RawData, options: dict) -> np.ndarray | None:
+        """A boolean test mask when the dataset has a conventional test split, else None (stratified random)."""
 
 
-def split_dataset(data: Dataset, val_fraction: float, test_fraction: float, seed: int) -> tuple[Split, int]:
-    """Stratified train/val/test split after dropping exact duplicates, so no sample can sit in two splits.
+# --- on-disk form of raw data: data/raw/<name>/raw.npz + info.json -------------------------------------------
 
-    Returns the splits and the number of duplicates dropped.
+
+def save_raw(kind: DataKind, raw: RawData, folder: Path, write) -> None:
+    """`write(path, arrays)` writes an .npz atomically; info.json carries the dataset-level facts."""
+    arrays = {f"s_{k}": v for k, v in kind.pack(raw.samples).items()}
+    arrays |= {f"m_{k}": np.asarray(v) for k, v in raw.meta.items()}
+    write(folder / "raw.npz", dict(arrays, labels=np.asarray(raw.labels, dtype=str)))
+    write_text(folder / "info.json", json.dumps(raw.info, indent=2))
+
+
+def load_raw(kind: DataKind, folder: Path) -> RawData:
+    with np.load(folder / "raw.npz", allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    samples = kind.unpack({k[2:]: v for k, v in arrays.items() if k.startswith("s_")})
+    meta = {k[2:]: v for k, v in arrays.items() if k.startswith("m_")}
+    return RawData(samples, arrays["labels"], meta, json.loads((folder / "info.json").read_text()))
+
+
+def write_text(path: Path, text: str) -> None:
+    from components.export import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+# --- split ----------------------------------------------------------------------------------------------------
+
+
+def split_indices(raw: RawData, classes: list[str], val_fraction: float, test_fraction: float, seed: int,
+                  test_mask: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], int]:
+    """Train/val/test indices after dropping exact duplicates (so no sample sits in two splits), stratified by
+    label. With `test_mask` (a dataset's conventional test split) the test split is that mask instead.
+
+    Returns the indices and the number of duplicates dropped.
     """
-    _, first = np.unique(np.array(content_hashes(data.x)), return_index=True)
+    _, first = np.unique(np.array(content_hashes(raw.samples)), return_index=True)
     keep = np.sort(first)
-    x, y = data.x[keep], data.y[keep]
-    idx = np.arange(len(y))
-    rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
-    train, val = train_test_split(
-        rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest], random_state=seed
-    )
-    splits = {name: Dataset(x[i], y[i], dict(data.meta)) for name, i in (("train", train), ("val", val), ("test", test))}
-    return splits, len(data) - len(keep)
+    y = raw.labels[keep]
+    if test_mask is not None:
+        test, rest = keep[test_mask[keep]], keep[~test_mask[keep]]
+        frac = val_fraction
+    else:
+        rest, test = train_test_split(keep, test_size=test_fraction, stratify=y, random_state=seed)
+        frac = val_fraction / (1 - test_fraction)
+    train, val = train_test_split(rest, test_size=frac, stratify=raw.labels[rest], random_state=seed)
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}, len(raw) - len(keep)
+
+
+def encode_labels(labels: np.ndarray, classes: list[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({str(v) for v in labels} - set(index))
+    if unknown:
+        raise DataError(f"labels {unknown[:5]} are not in the configured classes {classes}")
+    return np.array([index[str(v)] for v in labels], dtype=np.int64)
+
+
+def prepare_splits(kind: DataKind, raw: RawData, data_cfg) -> tuple[dict[str, Dataset], dict, int]:
+    """Split `raw`, fit the kind's preprocessing on train only, and turn every split into model inputs.
+
+    Returns the splits (x, y as class indices, meta["hash"] of each raw sample), the preprocessing spec and the
+    number of duplicates dropped.
+    """
+    from components import preprocess
+
+    d = data_cfg
+    idx, dropped = split_indices(raw, d.classes, d.val_fraction, d.test_fraction, d.seed, kind.split(raw, d.options))
+    parts = {n: raw.subset(i) for n, i in idx.items()}
+    spec = kind.fit(parts["train"], d.options) | {"classes": list(d.classes)}
+    splits = {n: Dataset(preprocess.transform(spec, p.samples), encode_labels(p.labels, d.classes),
+                         {"hash": np.array(content_hashes(p.samples))}) for n, p in parts.items()}
+    return splits, spec, dropped

@@ -1,4 +1,4 @@
-"""Image kind: grayscale images as (N, 1, H, W) float32 in [0, 1]."""
+"""Image kind: built-in digits, an .npz of arrays, or a folder of class sub-folders of PNG/JPEG files."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,57 +6,106 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.data.base import Dataset, content_hashes
+from components.data.base import DataError, Expectation, RawData
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 class ImageKind:
+    """Options: `mode` ('L' grayscale or 'RGB', folders only)."""
+
     name = "image"
 
-    def load_source(self, source: str) -> Dataset:
-        """`sklearn:digits`, or an .npz with `x` (N, H, W) or (N, 1, H, W), `y` (N,) and optional scalar `scale`
-        (the maximum raw intensity; defaults to 255)."""
+    @property
+    def augment(self):
+        from components.train import shift_augment
+
+        return shift_augment
+
+    def load(self, source: str, options: dict) -> RawData:
         if source == "sklearn:digits":
             from sklearn.datasets import load_digits
 
             d = load_digits()
-            return Dataset(d.images.astype(np.float32), d.target.astype(np.int64), {"scale": 16.0})
+            return RawData(d.images.astype(np.float32), d.target.astype(str), {}, {"scale": 16.0})
         path = Path(source)
-        if path.suffix != ".npz":
-            raise ValueError(f"image source {source!r}: expected 'sklearn:digits' or a .npz file")
+        if path.is_dir():
+            return self._load_folder(path, options.get("mode", "L"))
+        if path.suffix == ".npz":
+            return self._load_npz(path)
+        raise DataError(f"image source {source}: expected 'sklearn:digits', an .npz file or a folder of class folders")
+
+    def _load_npz(self, path: Path) -> RawData:
         if not path.is_file():
-            raise FileNotFoundError(f"image source {source!r} does not exist")
+            raise DataError(f"{path}: no such file")
         try:
             with np.load(path, allow_pickle=False) as f:
                 missing = {"x", "y"} - set(f.files)
                 if missing:
-                    raise ValueError(f"{path}: missing arrays {sorted(missing)} (has {sorted(f.files)})")
+                    raise DataError(f"{path}: missing arrays {sorted(missing)} (has {sorted(f.files)})")
                 x, y = f["x"], f["y"]
                 scale = float(f["scale"]) if "scale" in f.files else 255.0
         except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: cannot read image arrays: {e}") from e
+            if isinstance(e, DataError):
+                raise
+            raise DataError(f"{path}: not a readable .npz: {e}") from e
         if x.ndim not in (3, 4):
-            raise ValueError(f"{path}: x must be (N, H, W) or (N, 1, H, W), got shape {x.shape}")
-        if not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"{path}: y must hold integer labels, got dtype {y.dtype}")
-        return Dataset(x.astype(np.float32), y.astype(np.int64), {"scale": scale})
+            raise DataError(f"{path}: x must be (N, H, W) or (N, C, H, W), got shape {x.shape}")
+        if len(x) != len(y):
+            raise DataError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
+        return RawData(x.astype(np.float32), y.astype(str), {}, {"scale": scale})
 
-    def preprocess(self, raw: Dataset) -> Dataset:
-        x = raw.x[:, None] if raw.x.ndim == 3 else raw.x
-        return Dataset((x / np.float32(raw.meta["scale"])).astype(np.float32), raw.y, dict(raw.meta))
+    def _load_folder(self, root: Path, mode: str) -> RawData:
+        from PIL import Image, UnidentifiedImageError
 
-    def describe(self, data: Dataset) -> pd.DataFrame:
-        flat = data.x.reshape(len(data.x), -1)
+        files = sorted(p for p in root.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{root}: no PNG/JPEG files in class sub-folders")
+        images, labels, size = [], [], None
+        for p in files:
+            try:
+                with Image.open(p) as im:
+                    a = np.asarray(im.convert(mode), dtype=np.float32)
+            except (UnidentifiedImageError, OSError) as e:
+                raise DataError(f"{p}: unreadable or corrupt image ({e})") from e
+            if size is None:
+                size = a.shape
+            elif a.shape != size:
+                raise DataError(f"{p}: image size {a.shape[:2]} differs from {size[:2]} of {files[0]}; "
+                                "all images must have one size")
+            images.append(a if a.ndim == 2 else a.transpose(2, 0, 1))
+            labels.append(p.parent.name)
+        rel = np.array([str(p.relative_to(root)) for p in files])
+        return RawData(np.stack(images), np.array(labels), {"file": rel}, {"scale": 255.0})
+
+    def pack(self, samples) -> dict[str, np.ndarray]:
+        return {"x": np.asarray(samples)}
+
+    def unpack(self, arrays: dict[str, np.ndarray]):
+        return arrays["x"]
+
+    def describe(self, raw: RawData, options: dict) -> pd.DataFrame:
+        flat = np.asarray(raw.samples).reshape(len(raw), -1)
         finite = np.where(np.isfinite(flat), flat, np.nan)
         with np.errstate(all="ignore"):
             lo, hi = np.nanmin(finite, axis=1), np.nanmax(finite, axis=1)
-        return pd.DataFrame(
-            {
-                "shape": ["x".join(map(str, s.shape)) for s in data.x],
-                "dtype": [str(data.x.dtype)] * len(data.x),
-                "min_value": lo,
-                "max_value": hi,
-                "non_finite": (~np.isfinite(flat)).sum(axis=1),
-                "label": data.y,
-                "content_hash": content_hashes(data.x),
-            }
-        )
+        return pd.DataFrame({"shape": ["x".join(map(str, s.shape)) for s in raw.samples], "min_value": lo,
+                             "max_value": hi, "non_finite": (~np.isfinite(flat)).sum(axis=1), "label": raw.labels})
+
+    def expectations(self, raw: RawData, options: dict) -> list[Expectation]:
+        shape = "x".join(map(str, np.asarray(raw.samples).shape[1:]))
+        scale = raw.info["scale"]
+        return [
+            ("ExpectColumnValuesToBeInSet", {"column": "shape", "value_set": [shape]}),
+            ("ExpectColumnValuesToBeInSet", {"column": "non_finite", "value_set": [0]}),
+            ("ExpectColumnValuesToBeBetween", {"column": "min_value", "min_value": 0.0, "max_value": scale}),
+            ("ExpectColumnValuesToBeBetween", {"column": "max_value", "min_value": 0.0, "max_value": scale}),
+        ]
+
+    def fit(self, train: RawData, options: dict) -> dict:
+        shape = list(np.asarray(train.samples).shape[1:])
+        return {"kind": "image", "scale": float(train.info["scale"]), "input_dtype": "float32",
+                "input_shape": [1, *shape] if len(shape) == 2 else shape, "value_range": [0.0, 1.0]}
+
+    def split(self, raw: RawData, options: dict) -> np.ndarray | None:
+        return None

@@ -1,6 +1,12 @@
 import pytest
 
-from components.config import ConfigError, PipelineConfig, load_config
+from components.config import ConfigError, PipelineConfig, effective_config, load_config
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    return p
 
 
 def test_defaults_match_the_shipped_params_file():
@@ -8,17 +14,18 @@ def test_defaults_match_the_shipped_params_file():
 
 
 def test_unknown_key_is_an_error_that_names_it(tmp_path):
-    p = tmp_path / "params.yaml"
-    p.write_text("distill:\n  temprature: 4\n")
     with pytest.raises(ConfigError, match=r"distill\.temprature"):
-        load_config(p)
+        load_config(_write(tmp_path, "distill:\n  temprature: 4\n"))
+
+
+def test_unknown_top_level_section(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown top-level keys \['data'\]"):
+        load_config(_write(tmp_path, "data:\n  seed: 1\n"))
 
 
 def test_out_of_range_value_names_key_and_bound(tmp_path):
-    p = tmp_path / "params.yaml"
-    p.write_text("prune:\n  ratio: 1.5\n")
     with pytest.raises(ConfigError, match=r"prune\.ratio.*less than 1"):
-        load_config(p)
+        load_config(_write(tmp_path, "prune:\n  ratio: 1.5\n"))
 
 
 def test_missing_file(tmp_path):
@@ -26,8 +33,18 @@ def test_missing_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
-def test_splits_must_leave_training_data(tmp_path):
-    p = tmp_path / "params.yaml"
-    p.write_text("data:\n  val_fraction: 0.45\n  test_fraction: 0.45\n")
+def test_splits_must_leave_training_data():
     with pytest.raises(ConfigError, match="at least 20% for training"):
-        load_config(p)
+        effective_config({"datasets": {"d": {"val_fraction": 0.45, "test_fraction": 0.45}}})
+
+
+def test_dataset_selection_and_overrides():
+    params = {"dataset": "a", "gate": {"min_accuracy": 0.9},
+              "datasets": {"a": {"kind": "image"}, "b": {"classes": ["x", "y"], "overrides": {"gate": {"min_accuracy": 0.5}}}}}
+    a, b = effective_config(params), effective_config(params, "b")
+    assert (a.data.name, a.gate.min_accuracy) == ("a", 0.9)
+    assert (b.data.name, b.data.num_classes, b.gate.min_accuracy, b.gate.max_size_kb) == ("b", 2, 0.5, 200.0)
+    with pytest.raises(ConfigError, match=r"unknown dataset 'c'; params.yaml defines \['a', 'b'\]"):
+        effective_config(params, "c")
+    with pytest.raises(ConfigError, match=r"overrides: unknown sections \['data'\]"):
+        effective_config({"datasets": {"a": {"overrides": {"data": {}}}}})

@@ -12,9 +12,9 @@ INT8_TOLERANCE = 0.02
 
 
 @pytest.fixture(scope="module")
-def fp32(small_student, tmp_path_factory):
+def fp32(small_student, digits_splits, tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "student.onnx"
-    info = export_onnx(small_student, (1, 8, 8), path)
+    info = export_onnx(small_student, digits_splits["test"].x, path)
     return small_student, path, info
 
 

@@ -6,6 +6,8 @@ from components.data import Dataset
 from components.models import build
 from components.train import NonFiniteLossError, fit, select_device, shift_augment
 
+SPEC = {"kind": "image", "input_shape": [1, 8, 8], "input_dtype": "float32", "scale": 16.0}
+
 
 def _tiny(n=64, seed=0):
     r = np.random.default_rng(seed)
@@ -16,15 +18,15 @@ def test_nan_loss_fails_fast_naming_epoch_and_batch():
     data = _tiny()
     data.x[40] = np.nan  # lands in some batch of the first epoch
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, batch \d"):
-        fit(build("image", "student", (1, 8, 8), 10, 4, 0), data, _tiny(16, 1), epochs=3, lr=1e-3, batch_size=16,
+        fit(build("image", "student", SPEC, 10, 4, 0), data, _tiny(16, 1), epochs=3, lr=1e-3, batch_size=16,
             patience=3, seed=0, device=torch.device("cpu"))
 
 
 def test_early_stopping_and_seeded_reproducibility():
     kw = dict(epochs=50, lr=1e-3, batch_size=16, patience=2, seed=0, device=torch.device("cpu"))
     # Random labels: validation accuracy stalls, so training stops long before 50 epochs.
-    m1, h1 = fit(build("image", "student", (1, 8, 8), 10, 4, 0), _tiny(), _tiny(32, 1), **kw)
-    m2, h2 = fit(build("image", "student", (1, 8, 8), 10, 4, 0), _tiny(), _tiny(32, 1), **kw)
+    m1, h1 = fit(build("image", "student", SPEC, 10, 4, 0), _tiny(), _tiny(32, 1), **kw)
+    m2, h2 = fit(build("image", "student", SPEC, 10, 4, 0), _tiny(), _tiny(32, 1), **kw)
     assert len(h1) < 50
     assert h1 == h2
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
@@ -32,7 +34,7 @@ def test_early_stopping_and_seeded_reproducibility():
 
 
 def test_teacher_learns_digits(digits_splits):
-    _, hist = fit(build("image", "teacher", (1, 8, 8), 10, 8, 0), digits_splits["train"], digits_splits["val"],
+    _, hist = fit(build("image", "teacher", SPEC, 10, 8, 0), digits_splits["train"], digits_splits["val"],
                   epochs=3, lr=3e-3, batch_size=64, patience=3, seed=0, device=torch.device("cpu"))
     assert hist[-1]["val_accuracy"] > 0.8
     assert set(hist[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}

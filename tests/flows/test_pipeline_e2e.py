@@ -21,11 +21,12 @@ SMALL = {
 
 def write_params(root: Path, **sections) -> None:
     """A complete params.yaml (as shipped) with the small test settings and `sections` on top."""
-    from components.config import PipelineConfig
-
-    params = PipelineConfig().model_dump(mode="json")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
     for name, values in [*SMALL.items(), *sections.items()]:
-        params[name] = params[name] | values
+        if name == "data":
+            params["datasets"]["digits"] |= values
+        else:
+            params[name] = params[name] | values
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -104,6 +105,7 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     mv = c.get_model_version_by_alias("digits", "staging")
     assert str(mv.version) == first["version"]
     assert lineage | {"sha256", "accuracy", "p95_ms", "size_bytes", "teacher_accuracy"} <= set(mv.tags)
+    from components.config import load_config
     from components.export import ort_accuracy
     from flows.dvc_stages import load_splits
     from flows.tracking import model_onnx_path
@@ -111,8 +113,8 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     onnx_file = model_onnx_path(c, "digits", mv.version)
     files = {str(p.relative_to(onnx_file.parent)) for p in onnx_file.parent.rglob("*")}
     assert {"model.onnx", "MLmodel", "input_example.json", "extra_files/benchmark.csv",
-            "extra_files/gate_report.json"} <= files
-    test = load_splits(project)["test"]
+            "extra_files/gate_report.json", "extra_files/preprocess.json"} <= files
+    test = load_splits(project, load_config(project / "params.yaml"))["test"]
     assert abs(ort_accuracy(onnx_file, test.x, test.y) - float(mv.tags["accuracy"])) <= 0.005
     assert "signature" in (onnx_file.parent / "MLmodel").read_text()
 
@@ -177,7 +179,7 @@ def test_corrupted_sample_fails_validation_and_leaves_registry_unchanged(project
     c = client()
     versions = {v.version for v in c.search_model_versions("name='digits'")}
     aliases = c.get_registered_model("digits").aliases
-    write_params(project, data={"source": "data/external/bad.npz"})
+    write_params(project, data={"source": "bad.npz"})
     try:
         assert cli(project, "run") == 3
     finally:
