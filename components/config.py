@@ -80,11 +80,19 @@ class BenchmarkConfig(_Section):
 
 
 class GateConfig(_Section):
+    metric: str = Field("accuracy", description="Metric that ranks candidates and that max_metric_drop and the "
+                                                "production comparison use: accuracy, macro_f1, or for two classes "
+                                                "f1_positive, sensitivity, specificity, roc_auc.")
+    min_metric: float = Field(0.0, ge=0, le=1, description="Minimum of `metric` on the test split.")
+    max_metric_drop: float = Field(1.0, ge=0, le=1, description="Maximum drop of `metric` from the teacher.")
+    min_sensitivity: float = Field(0.0, ge=0, le=1, description="Minimum recall of the positive (last) class; "
+                                                                "two-class datasets only.")
     min_accuracy: float = Field(0.97, ge=0, le=1, description="Minimum test accuracy (measured through ORT).")
     max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="Maximum accuracy drop from the teacher.")
     max_p95_ms: float = Field(1.0, gt=0, description="Maximum p95 latency in ms under the device profile.")
     max_size_kb: float = Field(200.0, gt=0, description="Maximum ONNX file size in KiB.")
-    regression_tolerance: float = Field(0.01, ge=0, le=1, description="Allowed accuracy loss vs the production version.")
+    regression_tolerance: float = Field(0.01, ge=0, le=1, description="Allowed loss of `metric` vs the production "
+                                                                      "version.")
 
 
 class PipelineConfig(_Section):

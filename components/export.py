@@ -82,5 +82,11 @@ def ort_predict(path: str | Path, x: np.ndarray, batch_size: int = 256, threads:
                            for i in range(0, len(x), batch_size)])
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def ort_accuracy(path: str | Path, x: np.ndarray, y: np.ndarray) -> float:
     return float((ort_predict(path, x).argmax(1) == y).mean())

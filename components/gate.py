@@ -13,31 +13,43 @@ class Decision:
 
 
 def decide(candidate: dict, teacher: dict, champion: dict | None, policy: GateConfig) -> Decision:
-    """Check a candidate's measured `accuracy`, `p95_ms` and `size_bytes` against the policy.
-
-    `teacher` needs `accuracy`; `champion` (the version holding `production`, or None) needs `accuracy`.
-    """
+    """Check a candidate's measured metrics (`accuracy`, `policy.metric`, `p95_ms`, `size_bytes`, and
+    `sensitivity` when required) against the policy. `teacher` needs `accuracy` and `policy.metric`; `champion`
+    (the version holding `production`, or None) needs `policy.metric`."""
     reasons = []
-    acc = candidate["accuracy"]
+    m = policy.metric
+    if m not in candidate or m not in teacher:
+        return Decision(False, [f"gate metric {m!r} was not measured for this candidate"])
+    acc, score = candidate["accuracy"], candidate[m]
     if acc < policy.min_accuracy:
         reasons.append(f"accuracy {acc:.4f} < min_accuracy {policy.min_accuracy:.4f}")
     drop = teacher["accuracy"] - acc
     if drop > policy.max_accuracy_drop:
         reasons.append(f"accuracy drop from teacher {drop:.4f} > max_accuracy_drop {policy.max_accuracy_drop:.4f}")
+    if score < policy.min_metric:
+        reasons.append(f"{m} {score:.4f} < min_metric {policy.min_metric:.4f}")
+    if m != "accuracy" and teacher[m] - score > policy.max_metric_drop:
+        reasons.append(f"{m} drop from teacher {teacher[m] - score:.4f} > max_metric_drop {policy.max_metric_drop:.4f}")
+    if policy.min_sensitivity > 0:
+        sens = candidate.get("sensitivity")
+        if sens is None:
+            reasons.append("min_sensitivity is set but sensitivity is only defined for two classes")
+        elif sens < policy.min_sensitivity:
+            reasons.append(f"sensitivity {sens:.4f} < min_sensitivity {policy.min_sensitivity:.4f}")
     if candidate["p95_ms"] > policy.max_p95_ms:
         reasons.append(f"p95 latency {candidate['p95_ms']:.4f} ms > max_p95_ms {policy.max_p95_ms:.4f} ms")
     size_kb = candidate["size_bytes"] / 1024
     if size_kb > policy.max_size_kb:
         reasons.append(f"size {size_kb:.1f} KiB > max_size_kb {policy.max_size_kb:.1f} KiB")
-    if champion is not None and acc < champion["accuracy"] - policy.regression_tolerance:
-        reasons.append(f"accuracy {acc:.4f} regresses below production {champion['accuracy']:.4f} "
+    if champion is not None and m in champion and score < champion[m] - policy.regression_tolerance:
+        reasons.append(f"{m} {score:.4f} regresses below production {champion[m]:.4f} "
                        f"- tolerance {policy.regression_tolerance:.4f}")
     return Decision(passed=not reasons, reasons=reasons)
 
 
-def select_best(candidates: dict[str, dict], decisions: dict[str, Decision]) -> str | None:
-    """Name of the passing candidate with the highest accuracy, ties broken by lower p95; None if none passes."""
+def select_best(candidates: dict[str, dict], decisions: dict[str, Decision], metric: str = "accuracy") -> str | None:
+    """Name of the passing candidate with the highest `metric`, ties broken by lower p95; None if none passes."""
     passing = [n for n, d in decisions.items() if d.passed]
     if not passing:
         return None
-    return min(passing, key=lambda n: (-candidates[n]["accuracy"], candidates[n]["p95_ms"]))
+    return min(passing, key=lambda n: (-candidates[n][metric], candidates[n]["p95_ms"]))

@@ -50,8 +50,96 @@ def image_student(spec: dict, num_classes: int, width: int) -> Classifier:
     return Classifier(body, nn.Sequential(nn.Linear(_flat_size(body, input_shape), num_classes)))
 
 
+def tabular_teacher(spec: dict, num_classes: int, width: int) -> Classifier:
+    """MLP n_features -> width -> width/2 -> classes. No BatchNorm: the training loop keeps a last batch of one
+    row when the train split has one left over, which BatchNorm cannot train on."""
+    n, half = spec["input_shape"][0], max(1, width // 2)
+    body = nn.Sequential(nn.Linear(n, width), nn.ReLU(), nn.Dropout(0.2),
+                         nn.Linear(width, half), nn.ReLU(), nn.Dropout(0.2))
+    return Classifier(body, nn.Sequential(nn.Linear(half, num_classes)))
+
+
+def tabular_student(spec: dict, num_classes: int, width: int) -> Classifier:
+    """One hidden layer of `width` units: pruning removes hidden units, the output layer keeps its classes."""
+    body = nn.Sequential(nn.Linear(spec["input_shape"][0], width), nn.ReLU())
+    return Classifier(body, nn.Sequential(nn.Linear(width, num_classes)))
+
+
+def _tconv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    """A temporal conv over (C, 1, frames) feature maps: kernel 3 along time, optional stride 2 along time."""
+    return [nn.Conv2d(cin, cout, (1, 3), stride=(1, stride), padding=(0, 1), bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU()]
+
+
+def _mel_stem(spec: dict, width: int) -> list[nn.Module]:
+    """A conv whose kernel spans every mel band (and 3 frames): (C, n_mels, frames) -> (width, 1, frames).
+    Mel bands become channels, so every later layer is a cheap temporal conv (TC-ResNet's idea): a few MFLOPs
+    per second of audio instead of the hundreds a 2-D CNN spends on the full spectrogram."""
+    c, n_mels, _ = spec["input_shape"]
+    return [nn.Conv2d(c, width, (n_mels, 3), padding=(0, 1), bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+
+
+def audio_teacher(spec: dict, num_classes: int, width: int) -> Classifier:
+    """Mel stem, then two stages of temporal convs (width, then 2 * width channels), each halving the frame rate,
+    global average pooling and a linear head."""
+    body = nn.Sequential(
+        *_mel_stem(spec, width), *_tconv(width, width), *_tconv(width, width, 2),
+        *_tconv(width, 2 * width), *_tconv(2 * width, 2 * width, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )
+    return Classifier(body, nn.Sequential(nn.Dropout(0.2), nn.Linear(2 * width, num_classes)))
+
+
+def audio_student(spec: dict, num_classes: int, width: int) -> Classifier:
+    """Mel stem and two strided temporal convs, global average pooling, linear head."""
+    body = nn.Sequential(*_mel_stem(spec, width), *_tconv(width, 2 * width, 2), *_tconv(2 * width, 2 * width, 2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return Classifier(body, nn.Sequential(nn.Linear(2 * width, num_classes)))
+
+
+class ChannelsFirst(nn.Module):
+    """(N, tokens, dim) embeddings -> (N, dim, tokens), the layout Conv1d reads."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2)
+
+
+class GlobalMaxMeanPool1d(nn.Module):
+    """(N, C, tokens) -> (N, 2C): the max finds the most telling phrase anywhere in the message, the mean says how
+    much of the message looks like it (max pooling alone lost ~2 points of spam F1 on the SMS data)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.amax(dim=2), x.mean(dim=2)], dim=1)
+
+
+def _conv1d(cin: int, cout: int, k: int) -> list[nn.Module]:
+    return [nn.Conv1d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm1d(cout), nn.ReLU()]
+
+
+def text_teacher(spec: dict, num_classes: int, width: int) -> Classifier:
+    """Token ids -> embedding (2 * width) -> two 1-D convs (4 * width channels, kernels 5 and 3) -> max+mean over
+    the message -> MLP head."""
+    v, c = int(spec["vocab_size"]), 4 * width
+    body = nn.Sequential(nn.Embedding(v, 2 * width, padding_idx=spec["pad_id"]), ChannelsFirst(),
+                         *_conv1d(2 * width, c, 5), *_conv1d(c, c, 3), GlobalMaxMeanPool1d())
+    head = nn.Sequential(nn.Dropout(0.3), nn.Linear(2 * c, 64), nn.ReLU(), nn.Linear(64, num_classes))
+    return Classifier(body, head)
+
+
+def text_student(spec: dict, num_classes: int, width: int) -> Classifier:
+    """Same token ids as the teacher (one preprocessing spec) -> embedding (width) -> one 1-D conv (2 * width,
+    kernel 3) -> max+mean -> linear. The embedding table (vocab_size x width) is most of its size."""
+    v = int(spec["vocab_size"])
+    body = nn.Sequential(nn.Embedding(v, width, padding_idx=spec["pad_id"]), ChannelsFirst(),
+                         *_conv1d(width, 2 * width, 3), GlobalMaxMeanPool1d())
+    return Classifier(body, nn.Sequential(nn.Linear(4 * width, num_classes)))
+
+
 Builder = Callable[[dict, int, int], Classifier]  # (preprocessing spec, num_classes, width)
-ARCHITECTURES: dict[str, dict[str, Builder]] = {"image": {"teacher": image_teacher, "student": image_student}}
+ARCHITECTURES: dict[str, dict[str, Builder]] = {"tabular": {"teacher": tabular_teacher, "student": tabular_student},
+                                                 "image": {"teacher": image_teacher, "student": image_student},
+                                                 "audio": {"teacher": audio_teacher, "student": audio_student},
+                                                 "text": {"teacher": text_teacher, "student": text_student}}
 
 
 def build(kind: str, role: str, spec: dict, num_classes: int, width: int, seed: int) -> Classifier:

@@ -14,8 +14,15 @@ def measure(model: torch.nn.Module, example: torch.Tensor) -> dict:
     return {"params": int(params), "macs": int(macs)}
 
 
-def conv_channels(model: torch.nn.Module) -> list[int]:
-    return [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+def conv_channels(model: Classifier) -> list[int]:
+    """Widths of the prunable layers: conv output channels and hidden linear units (not the output layer)."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)):
+            out.append(m.out_channels)
+        elif isinstance(m, torch.nn.Linear) and m is not model.output_layer:
+            out.append(m.out_features)
+    return out
 
 
 def prune_channels(model: Classifier, example: torch.Tensor, ratio: float) -> tuple[Classifier, dict]:
@@ -32,6 +39,8 @@ def prune_channels(model: Classifier, example: torch.Tensor, ratio: float) -> tu
         pruner = tp.pruner.BasePruner(
             model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
             pruning_ratio=ratio, ignored_layers=[model.output_layer],
+            # torch-pruning's default roots leave nn.Embedding whole; a text model's table is most of its size.
+            root_module_types=[torch.nn.modules.conv._ConvNd, torch.nn.Linear, torch.nn.LSTM, torch.nn.Embedding],
         )
         pruner.step()
     after = measure(model, example) | {"channels": conv_channels(model)}

@@ -66,12 +66,11 @@ def cmd_promote(args) -> int:
 
     policy = _config(args).gate
 
-    def gate_check(candidate: dict, production: dict | None):
-        missing = {"accuracy", "p95_ms", "size_bytes", "teacher_accuracy"} - set(candidate)
-        if missing:
-            raise tracking.PromotionError(f"version lacks the measured metrics {sorted(missing)}; "
-                                          "only versions registered by the pipeline can be promoted")
-        return decide(candidate, {"accuracy": candidate["teacher_accuracy"]}, production, policy)
+    def gate_check(candidate: dict, teacher: dict, production: dict | None):
+        if not {"accuracy", "p95_ms", "size_bytes"} <= set(candidate) or "accuracy" not in teacher:
+            raise tracking.PromotionError("the version carries no measured metrics; only versions registered by "
+                                          "the pipeline can be promoted")
+        return decide(candidate, teacher, production, policy)
 
     try:
         rec = tracking.promote(_name(args), str(args.version), gate_check)
@@ -91,6 +90,47 @@ def cmd_rollback(args) -> int:
         print(f"refused: {e}", file=sys.stderr)
         return EXIT_REFUSED
     print(f"{_name(args)}: production rolled back {rec['from']} -> {rec['to']} by {rec['who']} at {rec['when']}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    # No training code: the registry client, the ONNX file, its preprocessing spec and ONNX Runtime.
+    from components.predict import predict, read_input
+    from flows import tracking
+
+    try:
+        folder, spec, mv = tracking.fetch_verified(args.model, args.ref)
+        raw = [read_input(spec, a) for a in args.inputs]
+    except (tracking.PromotionError, tracking.IntegrityError, OSError, ValueError) as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    for arg, out in zip(args.inputs, predict(folder / "model.onnx", spec, raw)):
+        print(f"{out['label']}\t{out['probability']:.4f}\t{arg}")
+    return 0
+
+
+def cmd_data_add(args) -> int:
+    from components.config import ConfigError
+    from components.data import DataError
+    from flows.data_add import add_dataset
+
+    options = {}
+    for kv in args.option or []:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            print(f"error: --option {kv!r}: expected KEY=VALUE", file=sys.stderr)
+            return 1
+        import yaml
+
+        options[key] = yaml.safe_load(value)  # numbers, booleans, lists and mappings as in YAML
+    try:
+        section = add_dataset(Path(args.project_dir), args.name, args.kind, args.source, args.root,
+                              args.classes.split(",") if args.classes else None, options)
+    except (ConfigError, DataError, ValueError) as e:
+        print(f"error: {e}\nnothing was added.", file=sys.stderr)
+        return EXIT_BAD_DATA
+    print(f"added dataset {args.name!r}: {section['samples']} samples, classes {section['classes']}; "
+          f"run it with: edgekd run --dataset {args.name}")
     return 0
 
 
@@ -122,6 +162,20 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("--model", help="registered model name (default: the dataset's name)")
     rb.add_argument("--dataset", help=dataset_help)
     rb.set_defaults(fn=cmd_rollback)
+    data = sub.add_parser("data", help="manage datasets").add_subparsers(dest="data_command", required=True)
+    da = data.add_parser("add", help="put a dataset under DVC and add it to params.yaml")
+    da.add_argument("name", help="dataset name (also the registered model's name)")
+    da.add_argument("--kind", required=True, help="data kind: image, audio, text or tabular")
+    da.add_argument("--source", required=True, help="file or folder, relative to --root")
+    da.add_argument("--root", default="data/external", help="data root, relative to the project")
+    da.add_argument("--classes", help="comma-separated label set in index order (default: the labels found)")
+    da.add_argument("--option", action="append", help="kind option KEY=VALUE (repeatable)")
+    da.set_defaults(fn=cmd_data_add)
+    pd_ = sub.add_parser("predict", help="predict raw inputs with a registered model (ONNX Runtime + its spec only)")
+    pd_.add_argument("model", help="registered model name (the dataset's name)")
+    pd_.add_argument("inputs", nargs="+", help="image or wav files, text lines, or CSV rows of features")
+    pd_.add_argument("--ref", default="staging", help="a version number or an alias (default: staging)")
+    pd_.set_defaults(fn=cmd_predict)
     return p
 
 

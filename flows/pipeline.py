@@ -28,7 +28,8 @@ from components import gate, quantize
 from components.config import PipelineConfig, load_config
 from components.data import get_kind
 from components.distill import kd_objective
-from components.export import artifact_info, atomic_path, export_onnx, ort_accuracy
+from components.export import artifact_info, atomic_path, export_onnx, ort_accuracy, ort_predict
+from components.metrics import classification_metrics
 from components.models import build, count_params
 from components.prune import prune_channels
 from components.train import evaluate, fit, select_device
@@ -148,9 +149,11 @@ def validate_data(root: str, cfg: PipelineConfig, phase: str) -> dict:
     if phase == "raw":
         plan = raw_plan(get_kind(cfg.data.kind), dvc_stages.load_raw_data(rootp, cfg), cfg)
     else:
-        tables = {n: describe_features(d.x, d.y, list(d.meta["hash"]))
-                  for n, d in dvc_stages.load_splits(rootp, cfg).items()}
-        plan = split_plan(tables, dvc_stages.load_spec(rootp, cfg), cfg)
+        splits, spec = dvc_stages.load_splits(rootp, cfg), dvc_stages.load_spec(rootp, cfg)
+        plan = split_plan({n: describe_features(d.x, d.y, list(d.meta["hash"])) for n, d in splits.items()}, spec, cfg)
+        kind = get_kind(cfg.data.kind)
+        if hasattr(kind, "split_checks"):  # optional hook: checks a kind adds per prepared split
+            plan += [c for n, d in splits.items() for c in kind.split_checks(spec, n, d)]
     docs = rootp / ".edgekd" / "validation" / cfg.data.name / phase
     report = validate(plan, docs_dir=docs)
     out = report.to_dict() | {"phase": phase, "docs_dir": str(docs)}
@@ -209,10 +212,11 @@ def quantize_int8(spec: dict) -> dict:
 
 @task
 def measure_candidate(root: str, cfg: PipelineConfig, onnx_path: str) -> dict:
-    """Accuracy through ONNX Runtime on the test split, then latency under the device profile."""
+    """Metrics through ONNX Runtime on the test split, then latency under the device profile."""
     test = dvc_stages.load_splits(Path(root), cfg)["test"]
     b = cfg.benchmark
-    return {"accuracy": ort_accuracy(onnx_path, test.x, test.y)} | bench.benchmark(
+    metrics = classification_metrics(ort_predict(onnx_path, test.x), test.y, cfg.data.classes)
+    return metrics | bench.benchmark(
         onnx_path, test.x, threads=b.intra_op_threads, batch_size=b.batch_size,
         warmup_runs=b.warmup_runs, timed_runs=b.timed_runs)
 
@@ -341,7 +345,7 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
                  **quantized}
     results: dict[str, dict] = {}
     for name in CANDIDATES:
-        log.info(f"measuring {name} (ORT accuracy on test, latency at {cfg.benchmark.intra_op_threads} thread(s), "
+        log.info(f"measuring {name} (ORT metrics on test, latency at {cfg.benchmark.intra_op_threads} thread(s), "
                  f"batch {cfg.benchmark.batch_size})")
         results[name] = measure_candidate(str(root), cfg, artifacts[name]["path"]) | {
             "sha256": artifacts[name]["sha256"], "path": artifacts[name]["path"]}
@@ -356,9 +360,9 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
     champion_mv = tracking.version_by_alias(c, cfg.data.name, tracking.PRODUCTION)
     champion = tracking.version_metrics(champion_mv) if champion_mv else None
     decisions = {n: gate.decide(m, teacher_m, champion, cfg.gate) for n, m in results.items()}
-    best = gate.select_best(results, decisions)
+    best = gate.select_best(results, decisions, cfg.gate.metric)
 
-    table = reporting.candidate_table(results, decisions, teacher_m)
+    table = reporting.candidate_table(results, decisions, teacher_m, cfg.gate.metric)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "benchmark.csv").write_text(table.to_csv(index=False))
@@ -378,6 +382,9 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
             rid = tr.start(f"candidate:{name}", {"candidate": name, "gate_passed": decisions[name].passed,
                                                  "gate_reasons": "; ".join(decisions[name].reasons) or "none"})
             tr.metrics(rid, {k: v for k, v in m.items() if isinstance(v, (int, float))})
+            reporting.confusion_plot(m["confusion"], cfg.data.classes, tmp / f"confusion_{name}.png", name)
+            tr.file(rid, tmp / f"confusion_{name}.png")
+            tr.json(rid, {"classes": cfg.data.classes, "matrix": m["confusion"]}, "confusion_matrix.json")
             tr.end(rid)
         summary = {"kd_gain": kd_gain, "student_plain_accuracy": plain_acc,
                    "teacher_accuracy": teacher_m["accuracy"]}
@@ -400,16 +407,17 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
                 parent, cfg.data.name, m["path"], test.x[:1],
                 [str(tmp / "benchmark.csv"), str(tmp / "gate_report.json"),
                  str(dvc_stages.prepared_dir(root, cfg) / "preprocess.json")],
-                tags=lineage | {"candidate": best, "sha256": m["sha256"], "teacher_accuracy": teacher_m["accuracy"],
-                                **{k: m[k] for k in ("accuracy", "p50_ms", "p95_ms", "size_bytes")}},
-                description=f"{best} of {cfg.data.name}: accuracy {m['accuracy']:.4f} (ORT, test split), "
-                            f"p95 {m['p95_ms']:.4f} ms, {m['size_bytes']} bytes",
+                tags=lineage | {"candidate": best, "sha256": m["sha256"], "gate_metric": cfg.gate.metric}
+                | tracking.metric_tags(m, teacher_m),
+                description=f"{best} of {cfg.data.name}: {cfg.gate.metric} {m[cfg.gate.metric]:.4f}, accuracy "
+                            f"{m['accuracy']:.4f} (ORT, test split), p95 {m['p95_ms']:.4f} ms, {m['size_bytes']} bytes",
             )
             tr.tags(parent, {"registered_version": version, "registered_candidate": best})
         else:
             tr.tags(parent, {"registered_version": "none: no candidate passed the gate"})
 
-    text = reporting.render_summary(table, kd_gain, plain_acc, cfg.benchmark, best, version, decisions, cfg.data.name)
+    text = reporting.render_summary(table, kd_gain, plain_acc, cfg.benchmark, best, version, decisions, cfg.data.name,
+                                    cfg.gate.metric)
     log.info("summary\n" + text)
     return {"summary": text, "selected": best, "version": version, "kd_gain": kd_gain, "parent_run_id": parent,
                "candidates": results, "decisions": {n: d.reasons for n, d in decisions.items()}}

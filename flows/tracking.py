@@ -18,7 +18,6 @@ from mlflow.exceptions import MlflowException
 
 STAGING, PRODUCTION = "staging", "production"
 HISTORY_TAG = "edgekd.production_history"
-VERSION_METRICS = ("accuracy", "p50_ms", "p95_ms", "size_bytes", "teacher_accuracy")
 
 
 def now() -> str:
@@ -122,9 +121,17 @@ def version_by_alias(c: MlflowClient, name: str, alias: str):
         return None
 
 
-def version_metrics(mv) -> dict:
-    """The measured metrics recorded on a version at registration."""
-    return {k: float(mv.tags[k]) for k in VERSION_METRICS if k in mv.tags}
+def metric_tags(candidate: dict, teacher: dict) -> dict:
+    """Version tags for the measured scalar metrics of the registered candidate (`metric.*`) and its teacher
+    (`teacher.*`), so that `promote` can re-run the gate from the registry alone."""
+    scalar = lambda d: {k: v for k, v in d.items() if isinstance(v, (int, float)) and k != "batch_size"}  # noqa
+    return {f"metric.{k}": v for k, v in scalar(candidate).items()} | {
+        f"teacher.{k}": v for k, v in scalar(teacher).items()}
+
+
+def version_metrics(mv, prefix: str = "metric.") -> dict:
+    """The measured metrics recorded on a version at registration (`prefix` "teacher." for its teacher's)."""
+    return {k[len(prefix):]: float(v) for k, v in mv.tags.items() if k.startswith(prefix)}
 
 
 def register(run_id: str, name: str, onnx_path: str | Path, input_example, extra_files: list[str],
@@ -174,7 +181,7 @@ class PromotionError(RuntimeError):
 
 
 def promote(name: str, version: str, gate_check) -> dict:
-    """Move `production` to `version` if `gate_check(candidate_metrics, production_metrics|None)` passes.
+    """Move `production` to `version` if `gate_check(candidate, teacher, production|None)` passes (metric dicts).
 
     `gate_check` returns a components.gate.Decision; the registry only changes when it passes.
     """
@@ -184,7 +191,8 @@ def promote(name: str, version: str, gate_check) -> dict:
     cur = str(current.version) if current else None
     if cur == str(version):
         raise PromotionError(f"{name} version {version} already holds '{PRODUCTION}'")
-    decision = gate_check(version_metrics(mv), version_metrics(current) if current else None)
+    decision = gate_check(version_metrics(mv), version_metrics(mv, "teacher."),
+                          version_metrics(current) if current else None)
     if not decision.passed:
         raise PromotionError(f"{name} version {version} fails the gate against "
                              f"{'version ' + cur if cur else 'no production version'}:\n  - "
@@ -225,3 +233,28 @@ def rollback(name: str) -> dict:
     c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(_history(c, name) + [record]))
     _audit(c, name, [cur, target], record)
     return record
+
+
+class IntegrityError(RuntimeError):
+    pass
+
+
+def fetch_verified(name: str, ref: str) -> tuple[Path, dict, object]:
+    """Download a version's artifacts (`ref`: a version number or an alias) and check the ONNX file against the
+    sha256 recorded at registration. Returns (model dir, its preprocessing spec, the ModelVersion)."""
+    from components.export import check_onnx, file_sha256
+
+    c = client()
+    mv = c.get_model_version(name, ref) if ref.isdigit() else version_by_alias(c, name, ref)
+    if mv is None:
+        raise PromotionError(f"{name} has no version with alias {ref!r}")
+    onnx_file = model_onnx_path(c, name, str(mv.version))
+    digest = file_sha256(onnx_file)
+    if digest != mv.tags.get("sha256"):
+        raise IntegrityError(f"{name} version {mv.version}: model.onnx has sha256 {digest}, but "
+                             f"{mv.tags.get('sha256')} was recorded at registration; refusing a tampered artifact")
+    check_onnx(onnx_file)
+    spec_file = onnx_file.parent / "extra_files" / "preprocess.json"
+    if not spec_file.is_file():
+        raise IntegrityError(f"{name} version {mv.version} carries no preprocess.json; re-register it")
+    return onnx_file.parent, json.loads(spec_file.read_text()), mv

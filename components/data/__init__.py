@@ -5,10 +5,13 @@ into model inputs (components.preprocess applies it). The flow never branches on
 """
 from __future__ import annotations
 
+from components.data.audio import AudioKind
 from components.data.base import DataError, DataKind, Dataset, RawData, Split, content_hashes
 from components.data.images import ImageKind
+from components.data.tabular import TabularKind
+from components.data.text import TextKind
 
-KINDS: dict[str, DataKind] = {"image": ImageKind()}
+KINDS: dict[str, DataKind] = {"tabular": TabularKind(), "image": ImageKind(), "audio": AudioKind(), "text": TextKind()}
 
 
 def get_kind(name: str) -> DataKind:

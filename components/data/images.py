@@ -45,9 +45,9 @@ class ImageKind:
                     raise DataError(f"{path}: missing arrays {sorted(missing)} (has {sorted(f.files)})")
                 x, y = f["x"], f["y"]
                 scale = float(f["scale"]) if "scale" in f.files else 255.0
-        except (OSError, ValueError) as e:
-            if isinstance(e, DataError):
-                raise
+        except DataError:
+            raise
+        except Exception as e:  # np.load raises OSError, ValueError, zipfile.BadZipFile, EOFError...
             raise DataError(f"{path}: not a readable .npz: {e}") from e
         if x.ndim not in (3, 4):
             raise DataError(f"{path}: x must be (N, H, W) or (N, C, H, W), got shape {x.shape}")

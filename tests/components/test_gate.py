@@ -51,3 +51,35 @@ def test_select_best_prefers_accuracy_then_lower_p95():
     decisions = {"a": Decision(True), "b": Decision(True), "c": Decision(False, ["x"]), "d": Decision(False, ["y"])}
     assert select_best(cands, decisions) == "b"
     assert select_best(cands, {k: Decision(False, ["x"]) for k in cands}) is None
+
+
+BINARY = GateConfig(metric="f1_positive", min_metric=0.88, max_metric_drop=0.05, min_sensitivity=0.95,
+                    min_accuracy=0.5, max_accuracy_drop=1.0, max_p95_ms=1.0, max_size_kb=100)
+B_TEACHER = {"accuracy": 0.98, "f1_positive": 0.93}
+B_GOOD = {"accuracy": 0.97, "f1_positive": 0.90, "sensitivity": 0.96, "p95_ms": 0.1, "size_bytes": 1024}
+
+
+def test_gate_metric_threshold_drop_and_sensitivity():
+    assert decide(B_GOOD, B_TEACHER, None, BINARY).passed
+    d = decide(B_GOOD | {"f1_positive": 0.87}, B_TEACHER, None, BINARY)
+    assert d.reasons == ["f1_positive 0.8700 < min_metric 0.8800", "f1_positive drop from teacher 0.0600 > "
+                                                                    "max_metric_drop 0.0500"]
+    d = decide(B_GOOD | {"sensitivity": 0.9}, B_TEACHER, None, BINARY)
+    assert d.reasons == ["sensitivity 0.9000 < min_sensitivity 0.9500"]
+
+
+def test_regression_uses_the_gate_metric():
+    d = decide(B_GOOD, B_TEACHER, {"f1_positive": 0.92, "accuracy": 0.5}, BINARY)
+    assert d.reasons == ["f1_positive 0.9000 regresses below production 0.9200 - tolerance 0.0100"]
+
+
+def test_unmeasured_gate_metric_fails_with_a_reason():
+    d = decide(GOOD, TEACHER, None, BINARY)
+    assert not d.passed and "was not measured" in d.reasons[0]
+
+
+def test_select_best_by_gate_metric():
+    cands = {"a": {"accuracy": 0.99, "f1_positive": 0.80, "p95_ms": 0.1},
+             "b": {"accuracy": 0.95, "f1_positive": 0.90, "p95_ms": 0.2}}
+    ok = {"a": Decision(True), "b": Decision(True)}
+    assert select_best(cands, ok, "f1_positive") == "b" and select_best(cands, ok) == "a"

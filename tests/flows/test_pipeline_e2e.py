@@ -96,15 +96,18 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     hist = c.get_metric_history(children["teacher"].info.run_id, "val_accuracy")
     assert [m.step for m in hist] == list(range(1, len(hist) + 1)) and len(hist) >= 2
     for name in cands:
-        assert {"accuracy", "p50_ms", "p95_ms", "p99_ms", "throughput_sps", "size_bytes", "peak_mem_mb"} <= set(
-            children[name].data.metrics)
+        assert {"accuracy", "macro_f1", "precision.3", "recall.3", "p50_ms", "p95_ms", "p99_ms", "throughput_sps",
+                "size_bytes", "peak_mem_mb"} <= set(children[name].data.metrics)
+        arts = {a.path for a in c.list_artifacts(children[name].info.run_id)}
+        assert {f"confusion_{name[len('candidate:'):]}.png", "confusion_matrix.json"} <= arts
     assert "kd_gain" in parent.data.metrics
     arts = {a.path for a in c.list_artifacts(first["parent_run_id"])}
     assert {"accuracy_vs_p95.png", "benchmark.csv", "gate_report.json", "params.json"} <= arts
     # the registered version: staging alias, lineage tags, and an ONNX file that scores as logged
     mv = c.get_model_version_by_alias("digits", "staging")
     assert str(mv.version) == first["version"]
-    assert lineage | {"sha256", "accuracy", "p95_ms", "size_bytes", "teacher_accuracy"} <= set(mv.tags)
+    assert lineage | {"sha256", "metric.accuracy", "metric.macro_f1", "metric.p95_ms", "metric.size_bytes",
+                      "teacher.accuracy"} <= set(mv.tags)
     from components.config import load_config
     from components.export import ort_accuracy
     from flows.dvc_stages import load_splits
@@ -115,7 +118,7 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     assert {"model.onnx", "MLmodel", "input_example.json", "extra_files/benchmark.csv",
             "extra_files/gate_report.json", "extra_files/preprocess.json"} <= files
     test = load_splits(project, load_config(project / "params.yaml"))["test"]
-    assert abs(ort_accuracy(onnx_file, test.x, test.y) - float(mv.tags["accuracy"])) <= 0.005
+    assert abs(ort_accuracy(onnx_file, test.x, test.y) - float(mv.tags["metric.accuracy"])) <= 0.005
     assert "signature" in (onnx_file.parent / "MLmodel").read_text()
 
 
@@ -196,3 +199,49 @@ def test_corrupted_sample_fails_validation_and_leaves_registry_unchanged(project
     parent = c.get_run(last.data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FAILED"
     assert not runs_of(parent.info.run_id).keys() - {"validation"}  # nothing trained
+
+
+def test_predict_raw_inputs_in_a_fresh_process_matches_pipeline_ort(project, first, tmp_path):
+    from PIL import Image
+
+    from components.config import load_config
+    from components.export import ort_predict
+    from flows.dvc_stages import load_splits
+    from flows.tracking import model_onnx_path
+
+    test = load_splits(project, load_config(project / "params.yaml"))["test"]
+    files = []
+    for i in range(20):  # raw digits are 0..16 intensities; the prepared ones are those / 16
+        f = tmp_path / f"{i}.png"
+        Image.fromarray(np.rint(test.x[i, 0] * 16).astype(np.uint8)).save(f)
+        files.append(str(f))
+    mv = client().get_model_version_by_alias("digits", "staging")
+    expected = ort_predict(model_onnx_path(client(), "digits", str(mv.version)), test.x[:20]).argmax(1)
+    code = ("import sys; from flows.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'predict imported torch'; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, "--project-dir", str(project), "predict", "digits", *files],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    labels = [line.split("\t")[0] for line in proc.stdout.strip().splitlines()]
+    assert labels == [str(c) for c in expected]
+
+
+def test_predict_refuses_a_tampered_artifact(project, first, capsys):
+    from flows.tracking import model_onnx_path
+
+    c = client()
+    mv = c.get_model_version_by_alias("digits", "staging")
+    # the registry's own copy (local store): flip one byte in place
+    src = Path(c.get_model_version("digits", str(mv.version)).source)
+    stored = next(Path(project / "mlruns").rglob(f"{src.name}/artifacts/model.onnx"), None) if src.name else None
+    assert stored is not None and stored.is_file()
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    try:
+        assert cli(project, "predict", "digits", "whatever.png") == 4
+        assert "sha256" in capsys.readouterr().err
+    finally:
+        data[len(data) // 2] ^= 0xFF
+        stored.write_bytes(bytes(data))
+    assert model_onnx_path(c, "digits", str(mv.version)).is_file()

@@ -1,0 +1,221 @@
+"""Text kind: one message per line of a delimited file (e.g. the SMS Spam Collection, `label<TAB>text`).
+
+Reading options (`datasets.NAME.options`):
+  delimiter     field separator (default tab)
+  header        whether line 1 names the columns (default false)
+  label_column  name (with a header) or 0-based position of the label (default 0)
+  text_column   name (with a header) or 0-based position of the message (default 1)
+  quotechar     parse each line as CSV with this quote character (default: none, plain split)
+  label_map     source label -> class name, e.g. {"1": "spam", "0": "ham"} (unmapped labels stay as spelled)
+  max_chars     longest message the raw expectations accept (default 1000)
+Tokenization options (fitted on the train split only, stored in the preprocessing spec):
+  tokenizer     'vocab' (word list from train) or 'hash' (crc32 buckets, nothing to fit) (default 'vocab')
+  lowercase     (default true); token_pattern: the regex of a token (default words and single symbols)
+  digits_to_zero  write every digit as 0 before tokenizing, so e.g. all 11-digit phone numbers share one token
+  min_count     a train word needs at least this many occurrences to get an id (default 2)
+  max_vocab     at most this many words, most frequent first (default 4000)
+  num_buckets   hash buckets (default 4096); max_len: ids per message, truncated or padded (default 64)
+
+The message column is the only free text: when a line holds more fields than there are columns (the message
+contains the delimiter), the extra fields are joined back into the message.
+"""
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.data.base import DataError, Expectation, RawData
+
+DEFAULTS = {
+    "delimiter": "\t", "header": False, "label_column": 0, "text_column": 1, "quotechar": None, "label_map": {},
+    "max_chars": 1000, "tokenizer": "vocab", "lowercase": True, "digits_to_zero": False,
+    "token_pattern": r"\w+|[^\w\s]", "min_count": 2,
+    "max_vocab": 4000, "num_buckets": 4096, "max_len": 64,
+}
+PAD_ID, UNK_ID = 0, 1  # ids of the fitted vocabulary start at 2
+TOKEN_DROPOUT = 0.1  # share of a training message's tokens replaced by the unknown id (see `augment`)
+
+
+def _options(options: dict) -> dict:
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise DataError(f"unknown text options {sorted(unknown)}; expected some of {sorted(DEFAULTS)}")
+    o = DEFAULTS | dict(options)
+    if o["tokenizer"] not in ("vocab", "hash"):
+        raise DataError(f"options.tokenizer must be 'vocab' or 'hash', got {o['tokenizer']!r}")
+    for key in ("max_len", "min_count", "max_vocab", "num_buckets", "max_chars"):
+        if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
+            raise DataError(f"options.{key} must be a positive integer, got {o[key]!r}")
+    if not isinstance(o["delimiter"], str) or len(o["delimiter"]) != 1:
+        raise DataError(f"options.delimiter must be one character, got {o['delimiter']!r}")
+    return o
+
+
+def token_dropout(x, gen, p: float = TOKEN_DROPOUT):
+    """Training augmentation: replace each real token by the unknown id with probability `p`, so the model learns
+    to classify messages with words it has never seen (what every test message has)."""
+    import torch
+
+    drop = (torch.rand(x.shape, generator=gen) < p) & (x != PAD_ID)
+    return torch.where(drop, torch.full_like(x, UNK_ID), x)
+
+
+class TextKind:
+    name = "text"
+
+    @property
+    def augment(self):
+        return token_dropout
+
+    # --- reading -----------------------------------------------------------------------------------------------
+
+    def load(self, source: str, options: dict) -> RawData:
+        o = _options(options)
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"text source {source}: no such file")
+        delim = o["delimiter"]
+        label_map = {str(k): str(v) for k, v in (o["label_map"] or {}).items()}
+        texts, labels, lines, bad = [], [], [], []
+        columns = label_pos = text_pos = None
+        blank = 0
+        pieces = path.read_bytes().split(b"\n")
+        if pieces[-1] == b"":  # what follows the final newline is not a line
+            pieces.pop()
+        for number, line_bytes in enumerate(pieces, start=1):
+            line_bytes = line_bytes.removesuffix(b"\r")
+            if number == 1:
+                line_bytes = line_bytes.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
+            if not line_bytes.strip():
+                blank += 1
+                continue
+            try:
+                line, error = line_bytes.decode("utf-8"), False
+            except UnicodeDecodeError:
+                # Kept and flagged rather than raised: the raw GX suite then names every such line at once.
+                line, error = line_bytes.decode("utf-8", errors="replace"), True
+            fields = self._fields(line, delim, o["quotechar"])
+            if columns is None:
+                columns, label_pos, text_pos = self._columns(fields if o["header"] else None, o, path)
+                if o["header"]:
+                    continue
+            label, text = self._pick(fields, columns, label_pos, text_pos, delim, path, number)
+            label = label.strip()
+            texts.append(text)
+            labels.append(label_map.get(label, label))
+            lines.append(number)
+            bad.append(error)
+        if not texts:
+            raise DataError(f"{path}: no messages found")
+        info = {"source": path.name, "lines": len(texts), "blank_lines_skipped": blank,
+                "encoding_errors": int(sum(bad)), "max_chars": o["max_chars"]}
+        return RawData(texts, np.array(labels, dtype=str),
+                       {"line": np.array(lines, dtype=np.int64), "encoding_error": np.array(bad, dtype=np.int8)}, info)
+
+    @staticmethod
+    def _fields(line: str, delim: str, quotechar: str | None) -> list[str]:
+        if quotechar:
+            return next(csv.reader([line], delimiter=delim, quotechar=quotechar))
+        return line.split(delim)
+
+    @staticmethod
+    def _columns(header: list[str] | None, o: dict, path: Path) -> tuple[int, int, int]:
+        """Number of columns and the positions of the label and the message."""
+        def position(role: str) -> int:
+            col = o[f"{role}_column"]
+            if isinstance(col, bool) or not isinstance(col, (int, str)):
+                raise DataError(f"options.{role}_column must be a column name or a 0-based position, got {col!r}")
+            if isinstance(col, str) and header is None and not col.isdigit():
+                raise DataError(f"{path}: {role} column {col!r} is a name, but options.header is false "
+                                "(give a 0-based position, or set header: true)")
+            if header is not None and isinstance(col, str):
+                names = [h.strip() for h in header]
+                if col not in names:
+                    raise DataError(f"{path}: {role} column {col!r} not found in the header {names}")
+                return names.index(col)
+            pos = int(col)
+            if pos < 0:
+                raise DataError(f"options.{role}_column must be a 0-based position >= 0, got {pos}")
+            if header is not None and pos >= len(header):
+                raise DataError(f"{path}: {role} column {pos} is beyond the {len(header)} columns of the header")
+            return pos
+
+        label_pos, text_pos = position("label"), position("text")
+        if label_pos == text_pos:
+            raise DataError(f"{path}: label and text are both column {label_pos}")
+        columns = len(header) if header is not None else max(label_pos, text_pos) + 1
+        return columns, label_pos, text_pos
+
+    @staticmethod
+    def _pick(fields, columns, label_pos, text_pos, delim, path, number) -> tuple[str, str]:
+        if len(fields) < columns:
+            missing = [f"{role} column {pos}" for role, pos in (("label", label_pos), ("text", text_pos))
+                       if pos >= len(fields)]
+            why = " and ".join(missing) + " missing" if missing else "fewer than the header"
+            raise DataError(f"{path}, line {number}: {len(fields)} field(s) separated by {delim!r}, expected "
+                            f"{columns} ({why})")
+        extra = len(fields) - columns
+        # The message absorbs surplus fields: columns before it count from the left, those after from the right.
+        text = delim.join(fields[text_pos:text_pos + extra + 1])
+        label = fields[label_pos if label_pos < text_pos else label_pos + extra]
+        return label, text
+
+    # --- on-disk form: UTF-8 bytes of all messages plus offsets (no object arrays) ------------------------------
+
+    def pack(self, samples) -> dict[str, np.ndarray]:
+        encoded = [s.encode("utf-8", "surrogatepass") for s in samples]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(b) for b in encoded])
+        return {"utf8": np.frombuffer(b"".join(encoded), dtype=np.uint8), "offsets": offsets}
+
+    def unpack(self, arrays: dict[str, np.ndarray]):
+        data, off = arrays["utf8"].tobytes(), arrays["offsets"]
+        return [data[off[i]:off[i + 1]].decode("utf-8", "surrogatepass") for i in range(len(off) - 1)]
+
+    # --- checks ------------------------------------------------------------------------------------------------
+
+    def describe(self, raw: RawData, options: dict) -> pd.DataFrame:
+        n = len(raw)
+        enc = raw.meta.get("encoding_error", np.zeros(n, dtype=np.int8))
+        return pd.DataFrame({
+            "chars": np.array([len(t) for t in raw.samples], dtype=np.int64),
+            "blank": np.array([int(not t.strip()) for t in raw.samples], dtype=np.int64),
+            "encoding_error": np.asarray(enc, dtype=np.int64),
+            "label": raw.labels,
+        })
+
+    def expectations(self, raw: RawData, options: dict) -> list[Expectation]:
+        o = _options(options)
+        return [
+            ("ExpectColumnValuesToBeInSet", {"column": "blank", "value_set": [0]}),  # empty or whitespace-only
+            ("ExpectColumnValuesToBeBetween", {"column": "chars", "min_value": 1, "max_value": o["max_chars"]}),
+            ("ExpectColumnValuesToBeInSet", {"column": "encoding_error", "value_set": [0]}),
+        ]
+
+    # --- preprocessing fitted on train -------------------------------------------------------------------------
+
+    def fit(self, train: RawData, options: dict) -> dict:
+        from components.preprocess import text_tokens
+
+        o = _options(options)
+        spec = {"kind": "text", "tokenizer": o["tokenizer"], "lowercase": bool(o["lowercase"]),
+                "digits_to_zero": bool(o["digits_to_zero"]), "token_pattern": o["token_pattern"],
+                "max_len": o["max_len"], "pad_id": PAD_ID, "unk_id": UNK_ID, "input_shape": [o["max_len"]],
+                "input_dtype": "int64"}
+        if o["tokenizer"] == "hash":
+            size = o["num_buckets"] + 2
+            spec["num_buckets"] = o["num_buckets"]
+        else:
+            counts = Counter(t for text in train.samples
+                             for t in text_tokens(text, o["token_pattern"], o["lowercase"], o["digits_to_zero"]))
+            words = sorted((w for w, c in counts.items() if c >= o["min_count"]), key=lambda w: (-counts[w], w))
+            spec["vocab"] = words[:o["max_vocab"]]
+            size = len(spec["vocab"]) + 2
+        return spec | {"vocab_size": size, "value_range": [0, size - 1]}
+
+    def split(self, raw: RawData, options: dict) -> np.ndarray | None:
+        return None

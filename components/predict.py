@@ -1,0 +1,73 @@
+"""Raw input -> prediction with nothing but an ONNX file and its preprocessing spec (no torch, no training code).
+
+A raw input is what a device sees: an image file, a wav file, a line of text, a CSV row of measurements.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from components.preprocess import transform
+
+
+def read_image(spec: dict, arg: str):
+    from PIL import Image
+
+    mode = "L" if spec["input_shape"][0] == 1 else "RGB"
+    with Image.open(arg) as im:
+        a = np.asarray(im.convert(mode), dtype=np.float32)
+    return a if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def read_text(spec: dict, arg: str) -> str:
+    return arg
+
+
+def read_csv_row(spec: dict, arg: str) -> np.ndarray:
+    """A row of feature values in the spec's feature order, comma-separated."""
+    fields = [f.strip() for f in arg.split(",")]
+    if len(fields) != len(spec["features"]):
+        raise ValueError(f"CSV row has {len(fields)} values; the model expects {len(spec['features'])}: "
+                         f"{', '.join(spec['features'])}")
+    try:
+        return np.array([float(f) for f in fields])
+    except ValueError as e:
+        raise ValueError(f"CSV row: {e}") from None
+
+
+def read_audio(spec: dict, arg: str) -> np.ndarray:
+    """A WAV file read exactly as the audio kind reads its training data (same scaling to [-1, 1], channels
+    averaged); the model's preprocessing does not resample, so the file must be at the spec's sample rate."""
+    from components.data.audio import read_wav
+
+    rate, x = read_wav(Path(arg))
+    if rate != spec["sample_rate"]:
+        raise ValueError(f"{arg}: sample rate {rate} Hz; the model expects {spec['sample_rate']} Hz audio")
+    return x
+
+
+READERS: dict[str, Callable[[dict, str], object]] = {"image": read_image, "text": read_text,
+                                                     "tabular": read_csv_row,
+                                                     "audio": read_audio}
+
+
+def read_input(spec: dict, arg: str):
+    """One raw sample from a command-line argument (a file path, or the text / CSV row itself)."""
+    try:
+        reader = READERS[spec["kind"]]
+    except KeyError:
+        raise ValueError(f"no raw-input reader for kind {spec.get('kind')!r}; known: {sorted(READERS)}") from None
+    return reader(spec, arg)
+
+
+def predict(onnx_path: str | Path, spec: dict, raw_samples: list) -> list[dict]:
+    """Label and class probabilities for each raw sample, computed by ONNX Runtime."""
+    from components.export import ort_predict, softmax
+
+    x = transform(spec, raw_samples)
+    probs = softmax(ort_predict(onnx_path, x).astype(np.float64))
+    classes = spec["classes"]
+    return [{"label": classes[int(p.argmax())], "probability": float(p.max()),
+             "probabilities": {c: float(v) for c, v in zip(classes, p)}} for p in probs]

@@ -1,0 +1,65 @@
+"""`edgekd data add` on a real git + DVC project: good data is recorded, bad data leaves nothing behind."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from flows.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tmp_path):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    shutil.copy(REPO / "params.yaml", tmp_path)
+    (tmp_path / "data" / "external").mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    return tmp_path
+
+
+def _state(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".git" not in p.parts and ".dvc" not in p.parts[:1]}
+
+
+def test_add_npz_records_section_and_dvc_file(project, capsys):
+    np.savez(project / "data" / "external" / "mine.npz", x=np.random.rand(30, 6, 6) * 255, y=np.arange(30) % 3)
+    assert main(["--project-dir", str(project), "data", "add", "mine", "--kind", "image", "--source", "mine.npz"]) == 0
+    section = yaml.safe_load((project / "params.yaml").read_text())["datasets"]["mine"]
+    assert section == {"kind": "image", "root": "data/external", "source": "mine.npz", "classes": ["0", "1", "2"],
+                       "options": {}}
+    assert (project / "data" / "external" / "mine.npz.dvc").is_file()
+    assert "30 samples" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("setup,source,message", [
+    (None, "../../outside.npz", "outside the data root"),
+    (None, "missing.npz", "does not exist"),
+    ("corrupt", "bad.npz", "not a readable .npz"),
+    ("nolabels", "bad.npz", r"missing arrays \['y'\]"),
+])
+def test_bad_data_is_refused_and_nothing_changes(project, capsys, setup, source, message):
+    if setup == "corrupt":
+        (project / "data" / "external" / "bad.npz").write_bytes(b"PK\x03\x04 truncated")
+    elif setup == "nolabels":
+        np.savez(project / "data" / "external" / "bad.npz", x=np.zeros((3, 4, 4)))
+    before = _state(project)
+    assert main(["--project-dir", str(project), "data", "add", "bad", "--kind", "image", "--source", source]) == 3
+    err = capsys.readouterr().err
+    assert "nothing was added" in err
+    assert __import__("re").search(message, err), err
+    assert _state(project) == before
+
+
+def test_labels_outside_given_classes_are_refused(project, capsys):
+    np.savez(project / "data" / "external" / "m.npz", x=np.zeros((4, 4, 4)), y=np.array([0, 1, 2, 2]))
+    before = _state(project)
+    assert main(["--project-dir", str(project), "data", "add", "m", "--kind", "image", "--source", "m.npz",
+                 "--classes", "0,1"]) == 3
+    assert "labels ['2'] are not among --classes" in capsys.readouterr().err
+    assert _state(project) == before
