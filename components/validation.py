@@ -76,7 +76,12 @@ def raw_plan(kind, raw, cfg) -> list[tuple[str, pd.DataFrame, list[Expectation]]
     for col in ("file", "line"):  # failure examples then name the file or line instead of a row number
         if col in raw.meta and "where" not in df:
             df["where"] = [f"{col} {v}" if col == "line" else str(v) for v in raw.meta[col]]
-    return [("raw_samples", df, exps)]
+    labels = pd.Series(np.asarray(raw.labels, dtype=str))
+    counts = pd.DataFrame({"samples": [int((labels == c).sum()) for c in cfg.data.classes],
+                           "where": [f"class {c!r}" for c in cfg.data.classes]})
+    return [("raw_samples", df, exps),
+            ("raw_samples_per_class", counts,  # an empty class: a missing folder, a label never spelled as given
+             [("ExpectColumnValuesToBeBetween", {"column": "samples", "min_value": 1})])]
 
 
 def split_plan(tables: dict[str, pd.DataFrame], spec: dict, cfg, leakage_reference: str = "train"):

@@ -20,7 +20,7 @@ def _config(args):
 def cmd_run(args) -> int:
     from components.config import ConfigError
     from components.validation import DataValidationError
-    from flows.pipeline import pipeline
+    from flows.pipeline import DvcError, pipeline
 
     try:
         _config(args)  # fail on a bad params file before starting any server
@@ -29,7 +29,14 @@ def cmd_run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except DataValidationError as e:
-        print(f"error: data validation failed; nothing was trained or registered.\n{e}", file=sys.stderr)
+        print(f"error: data validation failed; nothing was trained or registered, data/ is unchanged.\n{e}",
+              file=sys.stderr)
+        return EXIT_BAD_DATA
+    except DvcError as e:
+        if e.data_error is None:
+            raise
+        print(f"error: the data could not be ingested; nothing was trained or registered, data/ is unchanged.\n"
+              f"{e.data_error}", file=sys.stderr)
         return EXIT_BAD_DATA
     print(outcome["summary"])
     return 0 if outcome["selected"] else EXIT_NOTHING_PASSED

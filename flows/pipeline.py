@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,7 +122,11 @@ def _retry_on_io(task, task_run, state) -> bool:
 
 
 class DvcError(RuntimeError):
-    pass
+    """A DVC stage failed; `data_error` is the stage's own 'error: ...' line when the data was at fault."""
+
+    def __init__(self, message: str, data_error: str | None = None):
+        super().__init__(message)
+        self.data_error = data_error
 
 
 @task(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_retry_on_io)
@@ -138,7 +143,9 @@ def dvc_repro(root: str, stage: str) -> list[str]:
     if proc.returncode != 0:
         if "Unable to acquire lock" in proc.stderr:
             raise TimeoutError(f"dvc repro {stage}: the DVC repository is locked by another process")
-        raise DvcError(f"dvc repro {stage} failed (exit {proc.returncode}):\n{proc.stderr.strip()[-3000:]}")
+        data_errors = [line[len("error: "):] for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        raise DvcError(f"dvc repro {stage} failed (exit {proc.returncode}):\n{proc.stderr.strip()[-3000:]}",
+                       data_errors[-1] if data_errors else None)
     return re.findall(r"Running stage '([^']+)'", proc.stdout)
 
 
@@ -242,6 +249,30 @@ def _walk(obj):
 # --- the flow -----------------------------------------------------------------------------------------------
 
 
+def restore_data(root: Path, cfg: PipelineConfig, lock_before: str | None) -> None:
+    """Put dvc.lock and the dataset's outputs back as they were before this run: data that failed to ingest or to
+    validate is never left in data/. The outputs of the previous lock come back from DVC's cache; outputs of stages
+    that had no lock entry are removed."""
+    log, name = get_run_logger(), cfg.data.name
+    lock = root / "dvc.lock"
+    if lock_before is None:
+        lock.unlink(missing_ok=True)
+    else:
+        with atomic_path(lock) as tmp:
+            tmp.write_text(lock_before)
+    locked = (yaml.safe_load(lock_before or "") or {}).get("stages", {})
+    for stage, out in ((f"ingest@{name}", dvc_stages.raw_dir(root, cfg)),
+                       (f"prepare@{name}", dvc_stages.prepared_dir(root, cfg))):
+        if stage not in locked:
+            shutil.rmtree(out, ignore_errors=True)
+            continue
+        proc = subprocess.run([sys.executable, "-m", "dvc", "checkout", "--force", stage], cwd=root,
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            log.error(f"could not restore {out} from DVC's cache: {proc.stderr.strip()[-1000:]}")
+    log.info(f"data of {name!r} restored to the last good version in dvc.lock")
+
+
 def dataset_hash(root: Path, name: str) -> str:
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     return lock["stages"][f"prepare@{name}"]["outs"][0]["md5"]
@@ -265,9 +296,9 @@ def pipeline(project_dir: str = ".", dataset: str | None = None) -> dict:
     params_hash = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode()).hexdigest()[:16]
     local_store = os.environ["MLFLOW_TRACKING_URI"] == env.tracking_uri(root)
     tracker = tracking.Tracker(cfg.data.name, root / "mlruns" if local_store else None)
-    run_name = f"{cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
     lineage = {"git_commit": git_commit(root), "params_hash": params_hash,
                "prefect_flow_run_id": flow_run.get_id() or "none"}
+    run_name = f"{cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
     parent = tracker.start(run_name, lineage, parent=True)
     tracker.params(parent, tracking.flatten(cfg_dict))
     tracker.json(parent, cfg_dict, "params.json")
@@ -285,12 +316,17 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
     log = get_run_logger()
     # Data: DVC stages, each followed by the GX suite that guards it.
     run = tr.start("validation")
-    ran = dvc_repro(str(root), f"ingest@{cfg.data.name}")
-    raw = validate_data(str(root), cfg, "raw")
-    reports = [raw]
-    if raw["success"]:
-        ran += dvc_repro(str(root), f"prepare@{cfg.data.name}")
-        reports.append(validate_data(str(root), cfg, "splits"))
+    lock_before = (root / "dvc.lock").read_text() if (root / "dvc.lock").exists() else None
+    try:
+        ran = dvc_repro(str(root), f"ingest@{cfg.data.name}")
+        raw = validate_data(str(root), cfg, "raw")
+        reports = [raw]
+        if raw["success"]:
+            ran += dvc_repro(str(root), f"prepare@{cfg.data.name}")
+            reports.append(validate_data(str(root), cfg, "splits"))
+    except DvcError:
+        restore_data(root, cfg, lock_before)
+        raise
     for rep in reports:
         tr.json(run, rep, f"validation_{rep['phase']}.json")
         tr.folder(run, rep["docs_dir"], f"data_docs_{rep['phase']}")
@@ -302,6 +338,7 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
     if failures:
         from components.validation import ValidationReport
 
+        restore_data(root, cfg, lock_before)
         tr.end(run, ok=False)
         raise DataValidationError(ValidationReport(success=False, failures=failures,
                                                    results=[r for rep in reports for r in rep["results"]]))

@@ -87,6 +87,10 @@ class DataKind(Protocol):
     def split(self, raw: RawData, options: dict) -> np.ndarray | None:
         """A boolean test mask when the dataset has a conventional test split, else None (stratified random)."""
 
+    # Optional hooks: `dedupe_keys(samples, options) -> list` (what makes two samples the same to the model, for
+    # dropping duplicates before the split; default: the raw content) and `split_checks(spec, split_name, dataset)`
+    # (extra expectations per prepared split).
+
 
 # --- on-disk form of raw data: data/raw/<name>/raw.npz + info.json -------------------------------------------
 
@@ -118,13 +122,16 @@ def write_text(path: Path, text: str) -> None:
 
 
 def split_indices(raw: RawData, classes: list[str], val_fraction: float, test_fraction: float, seed: int,
-                  test_mask: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], int]:
-    """Train/val/test indices after dropping exact duplicates (so no sample sits in two splits), stratified by
-    label. With `test_mask` (a dataset's conventional test split) the test split is that mask instead.
+                  test_mask: np.ndarray | None = None, hashes: list[str] | None = None
+                  ) -> tuple[dict[str, np.ndarray], int]:
+    """Train/val/test indices after dropping duplicates (equal `hashes`, default the raw content's, so no sample
+    sits in two splits), stratified by label. With `test_mask` (a dataset's conventional test split) the test split
+    is that mask instead.
 
     Returns the indices and the number of duplicates dropped.
     """
-    _, first = np.unique(np.array(content_hashes(raw.samples)), return_index=True)
+    hashes = content_hashes(raw.samples) if hashes is None else hashes
+    _, first = np.unique(np.array(hashes), return_index=True)
     keep = np.sort(first)
     y = raw.labels[keep]
     if test_mask is not None:
@@ -135,6 +142,11 @@ def split_indices(raw: RawData, classes: list[str], val_fraction: float, test_fr
         frac = val_fraction / (1 - test_fraction)
     train, val = train_test_split(rest, test_size=frac, stratify=raw.labels[rest], random_state=seed)
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}, len(raw) - len(keep)
+
+
+def duplicate_hashes(kind: DataKind, samples, options: dict) -> list[str]:
+    """One hash per sample; equal hashes are duplicates to the model (the kind's `dedupe_keys`, else content)."""
+    return content_hashes(kind.dedupe_keys(samples, options) if hasattr(kind, "dedupe_keys") else samples)
 
 
 def encode_labels(labels: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -148,15 +160,17 @@ def encode_labels(labels: np.ndarray, classes: list[str]) -> np.ndarray:
 def prepare_splits(kind: DataKind, raw: RawData, data_cfg) -> tuple[dict[str, Dataset], dict, int]:
     """Split `raw`, fit the kind's preprocessing on train only, and turn every split into model inputs.
 
-    Returns the splits (x, y as class indices, meta["hash"] of each raw sample), the preprocessing spec and the
-    number of duplicates dropped.
+    Returns the splits (x, y as class indices, meta["hash"]: each sample's duplicate key), the preprocessing spec
+    and the number of duplicates dropped.
     """
     from components import preprocess
 
     d = data_cfg
-    idx, dropped = split_indices(raw, d.classes, d.val_fraction, d.test_fraction, d.seed, kind.split(raw, d.options))
+    hashes = np.array(duplicate_hashes(kind, raw.samples, d.options))
+    idx, dropped = split_indices(raw, d.classes, d.val_fraction, d.test_fraction, d.seed, kind.split(raw, d.options),
+                                 list(hashes))
     parts = {n: raw.subset(i) for n, i in idx.items()}
     spec = kind.fit(parts["train"], d.options) | {"classes": list(d.classes)}
     splits = {n: Dataset(preprocess.transform(spec, p.samples), encode_labels(p.labels, d.classes),
-                         {"hash": np.array(content_hashes(p.samples))}) for n, p in parts.items()}
+                         {"hash": hashes[idx[n]]}) for n, p in parts.items()}
     return splits, spec, dropped

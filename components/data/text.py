@@ -219,3 +219,12 @@ class TextKind:
 
     def split(self, raw: RawData, options: dict) -> np.ndarray | None:
         return None
+
+    def dedupe_keys(self, samples, options: dict) -> list[str]:
+        """Messages with the same tokens are the same input to the model ("Call 0800 123" and "call 0800 456" with
+        digits_to_zero): dropping them before the split keeps near-duplicates out of two splits."""
+        from components.preprocess import text_tokens
+
+        o = _options(options)
+        return ["\x1f".join(text_tokens(str(t), o["token_pattern"], o["lowercase"], o["digits_to_zero"]))
+                for t in samples]

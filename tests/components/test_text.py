@@ -8,7 +8,7 @@ import torch
 
 from components.config import DataConfig, effective_config, load_config
 from components.data import DataError, RawData, get_kind
-from components.data.base import content_hashes, load_raw, prepare_splits, save_raw
+from components.data.base import content_hashes, duplicate_hashes, load_raw, prepare_splits, save_raw
 from components.data.text import token_dropout
 from components.export import export_onnx, ort_predict
 from components.models import build
@@ -180,6 +180,20 @@ def test_exact_duplicates_never_straddle_splits():
     assert splits["train"].x.dtype == np.int64 and splits["train"].x.shape[1] == 4
 
 
+def test_near_duplicates_with_the_same_tokens_are_dropped_before_the_split():
+    texts = [f"offer {w} today" for w in "abcdefghijklmnopqrst"] * 2
+    texts[20:] = [t.upper().replace("TODAY", "today  ") for t in texts[:20]]  # case and spacing differ
+    texts += ["Call 0800 123", "call 0900 456"]  # digits_to_zero: the same tokens
+    raw = RawData(texts, np.array(["ham", "spam"] * 21))
+
+    splits, _, dropped = prepare_splits(KIND, raw, DataConfig(kind="text", classes=["ham", "spam"],
+                                                              options={"digits_to_zero": True, "max_len": 4}))
+
+    assert dropped == 21 and sum(len(s) for s in splits.values()) == 21
+    seen = [h for s in splits.values() for h in s.meta["hash"]]
+    assert len(seen) == len(set(seen))
+
+
 def test_token_dropout_only_touches_real_tokens():
     x = torch.tensor([[5, 6, 7, 8, 0, 0]] * 2000)
     out = token_dropout(x, torch.Generator().manual_seed(0), p=0.25)
@@ -202,7 +216,9 @@ def test_real_sms_spam_counts():
     assert raw.meta["line"].tolist() == list(range(1, 5550))
     assert raw.info["encoding_errors"] == 0 and raw.info["blank_lines_skipped"] == 0
     assert sum(any(ord(c) > 127 for c in t) for t in raw.samples) > 0  # non-ASCII text survived decoding
-    assert len(set(content_hashes(raw.samples))) == 5549 - 396  # exact duplicates prepare will drop
+    assert len(set(content_hashes(raw.samples))) == 5549 - 396  # exact duplicates
+    # prepare also drops the 33 messages whose tokens repeat another's (case, spacing, digits)
+    assert len(set(duplicate_hashes(KIND, raw.samples, cfg.data.options))) == 5549 - 396 - 33
     assert cfg.data.classes[-1] == "spam" and cfg.gate.metric == "f1_positive"
 
 

@@ -30,8 +30,17 @@ def test_clean_digits_pass_every_expectation(digits_splits, digits_spec, tmp_pat
     report = validate(raw_plan(KIND, _raw(), CFG) + split_plan(_tables(digits_splits), digits_spec, CFG),
                       docs_dir=tmp_path / "docs")
     assert report.success, report.summary()
-    assert len(report.results) == 5 + 3 * 6 + 2 + 3 * 2  # raw, per-split samples, leakage, class counts
+    assert len(report.results) == 5 + 1 + 3 * 6 + 2 + 3 * 2  # raw, raw per class, per-split, leakage, class counts
     assert (tmp_path / "docs" / "index.html").is_file()
+
+
+def test_a_configured_class_without_samples_is_named():
+    raw = _raw()
+    keep = raw.labels != "4"
+    raw = type(raw)(raw.samples[keep], raw.labels[keep], {}, raw.info)
+    report = validate(raw_plan(KIND, raw, CFG))
+    assert _failed(report) == {("raw_samples_per_class", "expect_column_values_to_be_between", "samples")}
+    assert report.failures[0]["examples"] == ["class '4': 0"]
 
 
 def test_raw_nan_pixel_names_the_sample():

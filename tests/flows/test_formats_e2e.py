@@ -10,10 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "datasets"
+from tests.flows.projects import SHARED, pipeline_project, shipped_params
 FAST = {"train": {"epochs": 3, "patience": 3}, "distill": {"epochs": 3}, "prune": {"finetune_epochs": 1},
         "quantize": {"calibration_samples": 32}, "benchmark": {"warmup_runs": 2, "timed_runs": 20},
         "gate": {"min_accuracy": 0.0, "max_accuracy_drop": 1.0, "max_p95_ms": 100.0, "max_size_kb": 10000.0}}
@@ -79,37 +77,25 @@ if SHARED.is_dir():
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from prefect.testing.utilities import prefect_test_harness
-
-    root = tmp_path_factory.mktemp("formats")
-    for d in ("components", "flows"):
-        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root)
-    ext = root / "data" / "external"
-    ext.mkdir(parents=True)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["datasets"] = {}
-    for name, case in CASES.items():
-        case["write"](ext)
-        params["datasets"][name] = {"root": "data/external", "options": {}, "overrides": FAST} | case["section"]
+    params = shipped_params()
+    params["datasets"] = {name: {"root": "data/external", "options": {}, "overrides": FAST} | case["section"]
+                          for name, case in CASES.items()}
     params["dataset"] = next(iter(CASES))
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
-        (root / "mlruns").mkdir()
-        with prefect_test_harness(server_startup_timeout=120):
-            yield root
+    with pipeline_project(tmp_path_factory.mktemp("formats"), params) as root:
+        for case in CASES.values():
+            case["write"](root / "data" / "external")
+        yield root
 
 
 def _raw_inputs(root: Path, name: str, cfg, test, out: Path) -> list[str]:
     """The raw samples behind the first 20 prepared test rows (matched by content hash), written as a device
     would receive them: files for images and audio, the text itself, CSV rows for tabular data."""
-    from components.data import content_hashes
+    from components.data import get_kind
+    from components.data.base import duplicate_hashes
     from flows.dvc_stages import load_raw_data
 
     raw = load_raw_data(root, cfg)
-    by_hash = dict(zip(content_hashes(raw.samples), range(len(raw))))
+    by_hash = dict(zip(duplicate_hashes(get_kind(cfg.data.kind), raw.samples, cfg.data.options), range(len(raw))))
     picks = [by_hash[h] for h in test.meta["hash"][:20]]
     args = []
     for k, i in enumerate(picks):

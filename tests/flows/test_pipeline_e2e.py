@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.flows.projects import data_state, pipeline_project, shipped_params
+
 SMALL = {
     "train": {"epochs": 4, "patience": 4},
     "distill": {"epochs": 4},
@@ -21,7 +22,7 @@ SMALL = {
 
 def write_params(root: Path, **sections) -> None:
     """A complete params.yaml (as shipped) with the small test settings and `sections` on top."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = shipped_params()
     for name, values in [*SMALL.items(), *sections.items()]:
         if name == "data":
             params["datasets"]["digits"] |= values
@@ -32,22 +33,11 @@ def write_params(root: Path, **sections) -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A fresh project: the pipeline's code and dvc.yaml, its own DVC repo, MLflow store and Prefect server."""
-    from prefect.testing.utilities import prefect_test_harness
-
+    """A fresh project with the shipped params.yaml, shrunk by SMALL."""
     root = tmp_path_factory.mktemp("project")
-    for d in ("components", "flows"):
-        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root)
-    (root / "data" / "external").mkdir(parents=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
-    write_params(root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
-        mp.setenv("EDGEKD_USER", "e2e-tester")
-        (root / "mlruns").mkdir()
-        with prefect_test_harness(server_startup_timeout=120):
-            yield root
+    with pipeline_project(root, shipped_params(), EDGEKD_USER="e2e-tester"):
+        write_params(root)
+        yield root
 
 
 def run(root: Path):
@@ -245,3 +235,66 @@ def test_predict_refuses_a_tampered_artifact(project, first, capsys):
         data[len(data) // 2] ^= 0xFF
         stored.write_bytes(bytes(data))
     assert model_onnx_path(c, "digits", str(mv.version)).is_file()
+
+
+def _png(path: Path, size: int = 8, value: int = 0) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size), value, dtype=np.uint8)).save(path)
+
+
+def _digit_folders(ext: Path, empty: str | None = None) -> None:
+    """Class folders of real digits, 25 PNGs each; `empty` names a class whose folder holds nothing."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for c in range(10):
+        folder = ext / "folders" / str(c)
+        folder.mkdir(parents=True, exist_ok=True)
+        if str(c) != empty:
+            for i in np.flatnonzero(d.target == c)[:25]:
+                Image.fromarray((d.images[i] * 15).astype(np.uint8)).save(folder / f"{i}.png")
+
+
+def _bad_table(ext: Path) -> None:
+    (ext / "patients.csv").write_text("radius,texture,outcome\n14.1,20.3,benign\n20.6,29.3,malignant\n")
+
+
+BAD_DATA = {  # case: (write the user's files, the dataset section, the message that must name the problem)
+    "corrupt file": (lambda ext: (_digit_folders(ext), (ext / "folders" / "3" / "scan.png").write_bytes(b"\x89PNG..")),
+                     {"source": "folders"}, r"folders/3/scan\.png: unreadable or corrupt image"),
+    "mixed image sizes": (lambda ext: (_digit_folders(ext), _png(ext / "folders" / "7" / "big.png", size=12)),
+                          {"source": "folders"}, r"folders/7/big\.png: image size \(12, 12\) differs from \(8, 8\)"),
+    "empty class": (lambda ext: _digit_folders(ext, empty="4"), {"source": "folders"},
+                    r"\[raw_samples_per_class\].*examples \[\"class '4': 0\"\]"),
+    "missing label column": (_bad_table, {"kind": "tabular", "source": "patients.csv", "classes": ["benign",
+                             "malignant"], "options": {"label_column": "diagnosis"}},
+                             r"patients\.csv: label column 'diagnosis' not found"),
+    "path outside the root": (lambda ext: None, {"source": "../../../etc"}, r"outside the data root"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_data_is_named_and_changes_neither_data_nor_registry(project, first, case, capsys):
+    write, section, message = BAD_DATA[case]
+    ext = project / "data" / "external"
+    write(ext)
+    c = client()
+    versions = {v.version for v in c.search_model_versions("name='digits'")}
+    aliases = c.get_registered_model("digits").aliases
+    before = data_state(project)
+    write_params(project, data=section)
+    try:
+        assert cli(project, "run") == 3
+    finally:
+        write_params(project)
+        for p in ext.iterdir():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    err = capsys.readouterr().err
+    assert "nothing was trained or registered, data/ is unchanged" in err
+    assert __import__("re").search(message, err), err
+    assert data_state(project) == before
+    assert {v.version for v in c.search_model_versions("name='digits'")} == versions
+    assert c.get_registered_model("digits").aliases == aliases
