@@ -32,6 +32,8 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Fraction of samples in the validation split.")
     test_fraction: float = Field(0.2, gt=0, lt=0.5, description="Fraction of samples in the test split.")
     validation: ValidationConfig = ValidationConfig()
+    intended_use: str = Field("", description="What the model is for and not for, for the model card (default: a "
+                                              "sentence from the kind and classes).")
 
     @property
     def num_classes(self) -> int:
@@ -128,12 +130,28 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
-def effective_config(params: dict, dataset: str | None = None) -> PipelineConfig:
-    """Build one run's config from a params mapping: the stage sections, then the chosen dataset's `overrides`.
+def parse_overrides(overrides: dict | None) -> dict:
+    """{"distill.temperature": 4, ...} (as `--set` gives them) -> nested stage sections. Only stage keys: data
+    settings are versioned with the data by DVC, which reads them from params.yaml itself."""
+    nested: dict = {}
+    for key, value in (overrides or {}).items():
+        section, _, field = str(key).partition(".")
+        if section not in STAGE_SECTIONS or not field or "." in field:
+            raise ConfigError(f"override {key!r}: expected SECTION.KEY with SECTION one of {list(STAGE_SECTIONS)}"
+                              + ("; data settings are versioned with the data by DVC: change datasets.* in "
+                                 "params.yaml" if section in ("datasets", "dataset", "data") else ""))
+        nested.setdefault(section, {})[field] = value
+    return nested
+
+
+def effective_config(params: dict, dataset: str | None = None, overrides: dict | None = None) -> PipelineConfig:
+    """Build one run's config from a params mapping: the stage sections, then the chosen dataset's `overrides`,
+    then `overrides` given for this run (`{"SECTION.KEY": value}`, e.g. from `edgekd run --set`).
 
     `params` holds `dataset` (the default name), `datasets` (name -> data section + optional `overrides`) and the
     stage sections.
     """
+    run_overrides = parse_overrides(overrides)
     params = dict(params)
     unknown = set(params) - {"dataset", "datasets", *STAGE_SECTIONS}
     if unknown:
@@ -149,7 +167,7 @@ def effective_config(params: dict, dataset: str | None = None) -> PipelineConfig
     unknown = set(overrides) - set(STAGE_SECTIONS)
     if unknown:
         raise ConfigError(f"datasets.{name}.overrides: unknown sections {sorted(unknown)}; expected {STAGE_SECTIONS}")
-    merged = _merge({k: v for k, v in params.items()}, overrides) | {"data": data | {"name": name}}
+    merged = _merge(_merge(params, overrides), run_overrides) | {"data": data | {"name": name}}
     try:
         return PipelineConfig.model_validate(merged)
     except ValidationError as e:
@@ -167,9 +185,9 @@ def read_params(path: str | Path) -> dict:
     return raw
 
 
-def load_config(path: str | Path, dataset: str | None = None) -> PipelineConfig:
-    """The effective config of `dataset` (default: the file's `dataset`) from a params file."""
+def load_config(path: str | Path, dataset: str | None = None, overrides: dict | None = None) -> PipelineConfig:
+    """The effective config of `dataset` (default: the file's `dataset`) from a params file, with `overrides`."""
     try:
-        return effective_config(read_params(path), dataset)
+        return effective_config(read_params(path), dataset, overrides)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

@@ -1,4 +1,4 @@
-"""`edgekd`: run the pipeline, open the MLflow UI, serve on a schedule, promote and roll back."""
+"""`edgekd`: run the pipeline, open the MLflow UI, serve on a schedule, promote, roll back, show the history."""
 from __future__ import annotations
 
 import argparse
@@ -8,13 +8,28 @@ from pathlib import Path
 
 from flows import env
 
-EXIT_NOTHING_PASSED, EXIT_BAD_DATA, EXIT_REFUSED = 2, 3, 4
+EXIT_NOTHING_PASSED, EXIT_BAD_DATA, EXIT_REFUSED, EXIT_BUSY = 2, 3, 4, 5
+
+
+def _overrides(args) -> dict:
+    """`--set SECTION.KEY=VALUE` pairs as {"SECTION.KEY": value}, values parsed as YAML (4 -> int, true -> bool)."""
+    import yaml
+
+    from components.config import ConfigError
+
+    out = {}
+    for kv in getattr(args, "set", None) or []:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {kv!r}: expected SECTION.KEY=VALUE, e.g. distill.temperature=4")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def _config(args):
     from components.config import load_config
 
-    return load_config(Path(args.project_dir) / "params.yaml", getattr(args, "dataset", None))
+    return load_config(Path(args.project_dir) / "params.yaml", getattr(args, "dataset", None), _overrides(args))
 
 
 def cmd_run(args) -> int:
@@ -23,8 +38,8 @@ def cmd_run(args) -> int:
     from flows.pipeline import DvcError, pipeline
 
     try:
-        _config(args)  # fail on a bad params file before starting any server
-        outcome = pipeline(project_dir=args.project_dir, dataset=args.dataset)
+        _config(args)  # fail on a bad params file or override before starting any server
+        outcome = pipeline(project_dir=args.project_dir, dataset=args.dataset, overrides=_overrides(args))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -32,6 +47,9 @@ def cmd_run(args) -> int:
         print(f"error: data validation failed; nothing was trained or registered, data/ is unchanged.\n{e}",
               file=sys.stderr)
         return EXIT_BAD_DATA
+    except TimeoutError as e:  # after the task's bounded retries: another process holds a lock
+        print(f"error: {e}; nothing was trained or registered, try again when it has finished", file=sys.stderr)
+        return EXIT_BUSY
     except DvcError as e:
         if e.data_error is None:
             raise
@@ -100,6 +118,29 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def cmd_history(args) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from flows import tracking
+
+    name = _name(args)
+    try:
+        entries = tracking.history(name)
+        aliases = tracking.client().get_registered_model(name).aliases
+    except MlflowException as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 1
+    print(f"{name}: who moved 'production', oldest first")
+    if not entries:
+        print("  (never promoted)")
+    for h in entries:
+        move = f"{h['from'] or '(none)'} -> {h['to']}"
+        outcome = f"REFUSED: {h['refused'].splitlines()[0]}" if "refused" in h else "done"
+        print(f"  {h['when']}  {h['action']:<8}  {move:<12}  by {h['who']:<12}  {outcome}")
+    print("now: " + (", ".join(f"{a} = version {v}" for a, v in sorted(aliases.items())) or "no aliases"))
+    return 0
+
+
 def cmd_predict(args) -> int:
     # No training code: the registry client, the ONNX file, its preprocessing spec and ONNX Runtime.
     from components.predict import predict, read_input
@@ -147,7 +188,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     dataset_help = "a key of `datasets` in params.yaml (default: its `dataset`)"
     run = sub.add_parser("run", help="run the pipeline once")
+    set_help = ("override a stage key for this run, SECTION.KEY=VALUE (repeatable), e.g. distill.temperature=4; "
+                "logged with the effective config")
     run.add_argument("--dataset", help=dataset_help)
+    run.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help=set_help)
     run.set_defaults(fn=cmd_run)
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
@@ -169,6 +213,10 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("--model", help="registered model name (default: the dataset's name)")
     rb.add_argument("--dataset", help=dataset_help)
     rb.set_defaults(fn=cmd_rollback)
+    hi = sub.add_parser("history", help="which version held 'production' when, who moved it, refused attempts")
+    hi.add_argument("--model", help="registered model name (default: the dataset's name)")
+    hi.add_argument("--dataset", help=dataset_help)
+    hi.set_defaults(fn=cmd_history)
     data = sub.add_parser("data", help="manage datasets").add_subparsers(dest="data_command", required=True)
     da = data.add_parser("add", help="put a dataset under DVC and add it to params.yaml")
     da.add_argument("name", help="dataset name (also the registered model's name)")
@@ -189,7 +237,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     env.configure(args.project_dir)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except Exception as e:
+        # SQLite waits up to 20 s for a writer (MLflow sets busy_timeout), then gives up: say so, don't trace.
+        if "database is locked" not in str(e):
+            raise
+        print(f"error: the MLflow store {os.environ['MLFLOW_TRACKING_URI']} stayed locked by another process "
+              f"beyond SQLite's 20 s busy timeout; this command stopped there, try again", file=sys.stderr)
+        return EXIT_BUSY
 
 
 if __name__ == "__main__":

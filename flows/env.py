@@ -23,6 +23,7 @@ def configure(project_dir: str | Path) -> Path:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri(root))
+    os.environ.setdefault("EDGEKD_LOCK_DIR", str(root / ".edgekd" / "locks"))  # serializes promotions
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps `predict` output to its rows
     return root

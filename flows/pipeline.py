@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +31,7 @@ from components import gate, quantize
 from components.config import PipelineConfig, load_config
 from components.data import get_kind
 from components.distill import kd_objective
-from components.export import artifact_info, atomic_path, export_onnx, ort_accuracy, ort_predict
+from components.export import artifact_info, atomic_path, export_onnx, file_sha256, ort_accuracy, ort_predict
 from components.metrics import classification_metrics
 from components.models import build, count_params
 from components.prune import prune_channels
@@ -37,8 +39,22 @@ from components.train import evaluate, fit, select_device
 from components.validation import DataValidationError, describe_features, raw_plan, split_plan, validate
 from flows import dvc_stages, env, reporting, tracking
 
+
+def _retry_on_io(task, task_run, state) -> bool:
+    """Retry a task that failed on I/O (a full or busy disk, a lock held too long); a missing file, a permission
+    problem or any other error (bad data, NaN loss) fails at once."""
+    try:
+        state.result()
+    except (OSError, TimeoutError) as e:
+        return not isinstance(e, (FileNotFoundError, PermissionError))
+    except Exception:
+        return False
+    return False
+
+
+IO_RETRIES = dict(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_retry_on_io)
 # Cached stages persist a small JSON result (paths + metrics); the weights live in files, loaded safely.
-CACHED = dict(cache_policy=INPUTS + TASK_SOURCE, persist_result=True, result_serializer="json")
+CACHED = dict(cache_policy=INPUTS + TASK_SOURCE, persist_result=True, result_serializer="json", **IO_RETRIES)
 CANDIDATES = ("teacher_fp32", "student_fp32", "pruned_fp32", "pruned_int8_static", "pruned_int8_dynamic")
 
 
@@ -78,9 +94,22 @@ def _build(cfg: PipelineConfig, role: str, spec: dict) -> torch.nn.Module:
     return build(cfg.data.kind, role, spec, cfg.data.num_classes, width, cfg.train.seed)
 
 
-def _load(cfg: PipelineConfig, role: str, spec: dict, weights: str) -> torch.nn.Module:
+class UntrustedFileError(RuntimeError):
+    pass
+
+
+def _load(cfg: PipelineConfig, role: str, spec: dict, weights: dict) -> torch.nn.Module:
+    """Weights saved by an upstream stage (`weights`: its path and sha256), loaded without unpickling code."""
+    path = weights["path"]
+    if file_sha256(path) != weights["sha256"]:
+        raise UntrustedFileError(f"{path}: sha256 differs from the one recorded when the stage saved it; "
+                                 "refusing to load it (delete .edgekd/artifacts to retrain)")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        raise UntrustedFileError(f"{path}: not a plain tensor file; refusing to unpickle it ({e})") from None
     model = _build(cfg, role, spec)
-    model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
+    model.load_state_dict(state)
     return model.eval()
 
 
@@ -111,16 +140,6 @@ def _finish(model: torch.nn.Module, cfg: PipelineConfig, out: Path, history: lis
 # --- tasks --------------------------------------------------------------------------------------------------
 
 
-def _retry_on_io(task, task_run, state) -> bool:
-    try:
-        state.result()
-    except (OSError, TimeoutError) as e:
-        return not isinstance(e, (FileNotFoundError, PermissionError))
-    except Exception:
-        return False
-    return False
-
-
 class DvcError(RuntimeError):
     """A DVC stage failed; `data_error` is the stage's own 'error: ...' line when the data was at fault."""
 
@@ -129,7 +148,7 @@ class DvcError(RuntimeError):
         self.data_error = data_error
 
 
-@task(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_retry_on_io)
+@task(**IO_RETRIES)
 def dvc_repro(root: str, stage: str) -> list[str]:
     """`dvc repro STAGE` (with its upstream stages) in the project; returns the stages that actually ran."""
     # A subprocess, so DVC resolves paths against the project and its stage commands find this interpreter.
@@ -149,7 +168,7 @@ def dvc_repro(root: str, stage: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", proc.stdout)
 
 
-@task
+@task(**IO_RETRIES)
 def validate_data(root: str, cfg: PipelineConfig, phase: str) -> dict:
     """GX suites over the raw dataset (phase 'raw') or the prepared splits (phase 'splits')."""
     rootp = Path(root)
@@ -184,7 +203,7 @@ def train_student(spec: dict) -> dict:
     d = cfg.distill
     kw = _fit_kwargs(cfg, d.epochs, d.lr, spec["name"])
     if spec.get("teacher"):
-        kw["loss_fn"] = kd_objective(_load(cfg, "teacher", pspec, spec["teacher"]["path"]), d.temperature, d.alpha)
+        kw["loss_fn"] = kd_objective(_load(cfg, "teacher", pspec, spec["teacher"]), d.temperature, d.alpha)
     model, hist = fit(_build(cfg, "student", pspec), s["train"], s["val"], **kw)
     return _finish(model, cfg, spec_dir(spec, spec["name"]), hist, s["test"])
 
@@ -193,13 +212,13 @@ def train_student(spec: dict) -> dict:
 def prune_student(spec: dict) -> dict:
     _, cfg, pspec, s = _inputs(spec)
     p, d = cfg.prune, cfg.distill
-    student = _load(cfg, "student", pspec, spec["student"]["path"])
+    student = _load(cfg, "student", pspec, spec["student"])
     pruned, report = prune_channels(student, torch.from_numpy(s["train"].x[:2]), p.ratio)
     report["torch_test_accuracy_before_finetune"] = evaluate(pruned, s["test"], torch.device("cpu"))["accuracy"]
     hist: list[dict] = []
     if p.finetune_epochs:
         kw = _fit_kwargs(cfg, p.finetune_epochs, p.finetune_lr, "prune-finetune")
-        kw["loss_fn"] = kd_objective(_load(cfg, "teacher", pspec, spec["teacher"]["path"]), d.temperature, d.alpha)
+        kw["loss_fn"] = kd_objective(_load(cfg, "teacher", pspec, spec["teacher"]), d.temperature, d.alpha)
         pruned, hist = fit(pruned, s["train"], s["val"], **kw)
     return _finish(pruned, cfg, spec_dir(spec, "pruned"), hist, s["test"]) | {"prune": report}
 
@@ -217,7 +236,7 @@ def quantize_int8(spec: dict) -> dict:
     }
 
 
-@task
+@task(**IO_RETRIES)
 def measure_candidate(root: str, cfg: PipelineConfig, onnx_path: str) -> dict:
     """Metrics through ONNX Runtime on the test split, then latency under the device profile."""
     test = dvc_stages.load_splits(Path(root), cfg)["test"]
@@ -286,22 +305,33 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
-@flow(name="edgekd-pipeline")
-def pipeline(project_dir: str = ".", dataset: str | None = None) -> dict:
+def _flow_run_name() -> str:
+    """Prefect's name of a flow run: the dataset and the start time, e.g. 'fsdd-20261123-140509'."""
+    return f"{flow_run.parameters.get('dataset') or 'default-dataset'}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+@flow(name="edgekd-pipeline", flow_run_name=_flow_run_name)
+def pipeline(project_dir: str = ".", dataset: str | None = None, overrides: dict[str, Any] | None = None) -> dict:
     """Run every stage on `dataset` (default: params.yaml's `dataset`) as configured in the project's params.yaml,
-    which DVC's stages read too; register the best passing candidate with alias 'staging'."""
+    which DVC's stages read too, with `overrides` of stage keys on top ({"distill.temperature": 4}); register
+    the best passing candidate with alias 'staging'."""
     root = Path(project_dir).resolve()
-    cfg = load_config(root / "params.yaml", dataset)
+    cfg = load_config(root / "params.yaml", dataset, overrides)
     cfg_dict = cfg.model_dump(mode="json")
     params_hash = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode()).hexdigest()[:16]
     local_store = os.environ["MLFLOW_TRACKING_URI"] == env.tracking_uri(root)
     tracker = tracking.Tracker(cfg.data.name, root / "mlruns" if local_store else None)
+    dead = tracker.close_dead_runs()
+    if dead:
+        dropped = tracking.drop_partial_versions(cfg.data.name, dead)
+        get_run_logger().warning(f"{len(dead)} MLflow run(s) left RUNNING by a killed process marked FAILED"
+                                 + (f"; partly registered version(s) {dropped} deleted" if dropped else ""))
     lineage = {"git_commit": git_commit(root), "params_hash": params_hash,
                "prefect_flow_run_id": flow_run.get_id() or "none"}
-    run_name = f"{cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    parent = tracker.start(run_name, lineage, parent=True)
+    parent = tracker.start("pipeline", lineage | {"overrides": json.dumps(overrides or {}, sort_keys=True)},
+                           parent=True)
     tracker.params(parent, tracking.flatten(cfg_dict))
-    tracker.json(parent, cfg_dict, "params.json")
+    tracker.json(parent, cfg_dict, "effective_config.json")
     try:
         result = _stages(root, cfg, cfg_dict, tracker, parent, lineage)
     except BaseException:
@@ -331,8 +361,9 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
         tr.json(run, rep, f"validation_{rep['phase']}.json")
         tr.folder(run, rep["docs_dir"], f"data_docs_{rep['phase']}")
     failures = [f for rep in reports for f in rep["failures"]]
-    tr.metrics(run, {"expectations_evaluated": sum(len(r["results"]) for r in reports),
-                     "expectations_failed": len(failures)})
+    validation = {"success": not failures, "evaluated": sum(len(r["results"]) for r in reports),
+                  "failed": len(failures)}
+    tr.metrics(run, {"expectations_evaluated": validation["evaluated"], "expectations_failed": len(failures)})
     tr.tags(run, {"dvc_stages_ran": ",".join(ran) or "none (up to date)", "validation_success": not failures})
     tr.tags(parent, {"validation_success": not failures})
     if failures:
@@ -349,7 +380,8 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
     log.info(f"dataset {cfg.data.name} validated; hash {ds_hash}; DVC stages run: {ran or 'none (up to date)'}")
 
     base = {"root": str(root), "dataset_hash": ds_hash, "code": code_version()}
-    sections = lambda *names: {n: cfg_dict[n] for n in ("data", "model", "train", *names)}  # noqa: E731
+    data_spec = {k: v for k, v in cfg_dict["data"].items() if k != "intended_use"}  # prose: never retrains
+    sections = lambda *names: {"data": data_spec} | {n: cfg_dict[n] for n in ("model", "train", *names)}  # noqa: E731
 
     def stage(name: str, fn, spec: dict) -> dict:
         rid = tr.start(name, {"dataset_hash": ds_hash})
@@ -372,7 +404,7 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
     pruned = stage("prune", prune_student, {**base, "student": kd["weights"], "teacher": teacher["weights"],
                                             "cfg": sections("distill", "prune")})
     qrun = tr.start("quantize")
-    qspec = {**base, "fp32": pruned["onnx"], "cfg": {n: cfg_dict[n] for n in ("data", "quantize")}}
+    qspec = {**base, "fp32": pruned["onnx"], "cfg": {"data": data_spec, "quantize": cfg_dict["quantize"]}}
     quantized, q_cached = cached(quantize_int8, qspec)
     tr.tags(qrun, {"cached": q_cached})
     tr.json(qrun, quantized, "quantization.json")
@@ -440,14 +472,20 @@ def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracke
         version = None
         if best is not None:
             m = results[best]
+            prepared = dvc_stages.prepared_dir(root, cfg)
+            card = reporting.model_card(
+                cfg=cfg, candidate=best, table=table, decisions=decisions, gate_report=gate_report,
+                validation=validation, data_summary=json.loads((prepared / "summary.json").read_text()),
+                lineage=lineage, kd_gain=kd_gain, plain_acc=plain_acc, sha256=m["sha256"], run_id=parent)
+            (tmp / "model_card.md").write_text(card)
+            tr.file(parent, tmp / "model_card.md")
             version = tracking.register(
                 parent, cfg.data.name, m["path"], test.x[:1],
-                [str(tmp / "benchmark.csv"), str(tmp / "gate_report.json"),
-                 str(dvc_stages.prepared_dir(root, cfg) / "preprocess.json")],
+                [str(tmp / f) for f in ("model_card.md", "benchmark.csv", "gate_report.json")]
+                + [str(prepared / "preprocess.json")],
                 tags=lineage | {"candidate": best, "sha256": m["sha256"], "gate_metric": cfg.gate.metric}
                 | tracking.metric_tags(m, teacher_m),
-                description=f"{best} of {cfg.data.name}: {cfg.gate.metric} {m[cfg.gate.metric]:.4f}, accuracy "
-                            f"{m['accuracy']:.4f} (ORT, test split), p95 {m['p95_ms']:.4f} ms, {m['size_bytes']} bytes",
+                description=card,
             )
             tr.tags(parent, {"registered_version": version, "registered_candidate": best})
         else:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -95,3 +96,71 @@ def render_summary(table: pd.DataFrame, kd_gain: float, plain_acc: float, profil
         if not d.passed:
             con.print(f"  {name} failed: " + "; ".join(d.reasons))
     return buf.getvalue()
+
+
+def model_card(*, cfg, candidate: str, table: pd.DataFrame, decisions: dict[str, Decision], gate_report: dict,
+               validation: dict, data_summary: dict, lineage: dict, kd_gain: float, plain_acc: float,
+               sha256: str, run_id: str) -> str:
+    """The Markdown card of a registered version: what it is for, its data and validation, every model's
+    metrics, the benchmark under its device profile, and the gate's verdict against production at the time."""
+    import platform
+
+    import onnxruntime
+
+    d, b, metric = cfg.data, cfg.benchmark, cfg.gate.metric
+    champion = gate_report["champion_version"]
+    roles = {"teacher_fp32": "teacher", "student_fp32": "student (KD)"}
+
+    def row(cells) -> str:
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+
+    quality = [row(["model", "role", "accuracy", "macro F1", *([metric] if metric != "accuracy" else []), "gate"]),
+               row(["---"] * (5 + (metric != "accuracy")))]
+    bench = [row(["model", "size KiB", "p50 ms", "p95 ms", "p99 ms", "throughput /s", "peak MiB"]), row(["---"] * 7)]
+    for r in table.itertuples():
+        role = "**registered**" if r.candidate == candidate else roles.get(r.candidate, "candidate")
+        quality.append(row([r.candidate, role, f"{r.accuracy:.4f}", f"{r.macro_f1:.4f}",
+                            *([f"{r.score:.4f}"] if metric != "accuracy" else []), r.gate]))
+        bench.append(row([r.candidate, f"{r.size_kb:.1f}", f"{r.p50_ms:.4f}", f"{r.p95_ms:.4f}", f"{r.p99_ms:.4f}",
+                          f"{r.throughput_sps:.0f}", f"{r.peak_mem_mb:.1f}"]))
+    reasons = [f"- {n}: " + ("pass" if dec.passed else "fail: " + "; ".join(dec.reasons))
+               for n, dec in decisions.items()]
+    if champion:
+        prod = gate_report["champion"] or {}
+        production = (f"Production at the time: version {champion} ({metric} {prod.get(metric, float('nan')):.4f}); "
+                      f"a candidate may lose at most {cfg.gate.regression_tolerance} of {metric} against it.")
+    else:
+        production = "Production at the time: none (no version held `production`)."
+    counts = data_summary.get("counts", {})
+    intended = d.intended_use or (f"Classifies {d.kind} inputs into {', '.join(d.classes)}, on inputs like those "
+                                  f"of the `{d.name}` dataset; not validated for anything else.")
+    lines = [
+        f"# Model card: {d.name} / {candidate}", "",
+        "## Intended use", "", intended, "",
+        "Input: raw " + {"image": "image files", "audio": "WAV files", "text": "text lines",
+                         "tabular": "rows of feature values"}.get(d.kind, "samples")
+        + " through `extra_files/preprocess.json` (`edgekd predict`). Output: one of "
+        + ", ".join(f"`{c}`" for c in d.classes) + ".", "",
+        "## Data", "",
+        f"- Dataset `{d.name}` (kind `{d.kind}`), source `{d.source}` under `{d.root}`",
+        f"- Data version (DVC hash of the prepared splits): `{lineage['dataset_hash']}`",
+        f"- Splits: train {counts.get('train')}, val {counts.get('val')}, test {counts.get('test')}; "
+        f"duplicates dropped: {data_summary.get('duplicates_dropped')}",
+        f"- Validation (Great Expectations): {'passed' if validation['success'] else 'FAILED'}, "
+        f"{validation['evaluated']} expectations evaluated, {validation['failed']} failed", "",
+        "## Metrics (test split, measured through ONNX Runtime)", "", *quality, "",
+        f"KD gain: {kd_gain * 100:+.2f} points (the KD student vs the same student trained without KD, "
+        f"{plain_acc:.4f}).", "",
+        "## Benchmark", "",
+        f"Device profile: ONNX Runtime {onnxruntime.__version__} CPU execution provider, {b.intra_op_threads} "
+        f"intra-op thread(s), batch {b.batch_size}, {b.timed_runs} timed runs after {b.warmup_runs} warm-up, "
+        f"on {platform.machine()} ({os.cpu_count()} logical CPUs, {platform.system()}).", "", *bench, "",
+        "## Gate", "",
+        f"Policy: {', '.join(f'{k}={v}' for k, v in gate_report['policy'].items())}.", "",
+        production, "", *reasons, "",
+        "## Lineage", "",
+        f"- Pipeline run (MLflow): `{run_id}`; Prefect flow run: `{lineage.get('prefect_flow_run_id')}`",
+        f"- Git commit: `{lineage.get('git_commit')}`; params hash: `{lineage.get('params_hash')}`",
+        f"- `model.onnx` sha256: `{sha256}`",
+    ]
+    return "\n".join(lines) + "\n"

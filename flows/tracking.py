@@ -7,7 +7,10 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import socket
+import sys
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,6 +21,8 @@ from mlflow.exceptions import MlflowException
 
 STAGING, PRODUCTION = "staging", "production"
 HISTORY_TAG = "edgekd.production_history"
+ARCHIVED = "archived"  # tag of a version that `production` moved away from
+COMPLETE = "registration_complete"  # the last tag `register` writes
 
 
 def now() -> str:
@@ -41,19 +46,36 @@ class Tracker:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
             self.experiment_id = exp.experiment_id
+        self.experiment = experiment
+        self.started = datetime.now()
         self.parent: str | None = None
         self._open: list[str] = []
 
-    def start(self, name: str, tags: dict | None = None, parent: bool = False) -> str:
-        tags = dict(tags or {})
+    def start(self, stage: str, tags: dict | None = None, parent: bool = False) -> str:
+        """A run named for the UI, 'digits · candidate:student_fp32 · 2026-11-23 14:05:09', tagged `stage`."""
+        tags = dict(tags or {}, stage=stage, host=socket.gethostname(), pid=os.getpid())
         if not parent:
             tags["mlflow.parentRunId"] = self.parent
+        name = f"{self.experiment} · {stage} · {self.started:%Y-%m-%d %H:%M:%S}"
         run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
         rid = run.info.run_id
         if parent:
             self.parent = rid
         self._open.append(rid)
         return rid
+
+    def close_dead_runs(self) -> list[str]:
+        """Mark FAILED the runs of this experiment that a process on this host left RUNNING and that process is
+        gone (killed, crashed, machine restarted), so no dead run shows as running. Returns their ids."""
+        host, dead = socket.gethostname(), []
+        for r in self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+            pid = r.data.tags.get("pid", "")
+            if r.data.tags.get("host") == host and pid.isdigit() and not _alive(int(pid)):
+                self.client.set_tag(r.info.run_id, "failure", f"process {pid} on {host} ended without finishing "
+                                                              "the run (killed or crashed)")
+                self.client.set_terminated(r.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+                dead.append(r.info.run_id)
+        return dead
 
     def end(self, run_id: str, ok: bool = True) -> None:
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
@@ -97,6 +119,16 @@ class Tracker:
         self.client.log_artifacts(run_id, str(path), folder)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -117,7 +149,9 @@ def version_by_alias(c: MlflowClient, name: str, alias: str):
     """The version holding `alias`, or None. (Its .version may be an int: compare through str().)"""
     try:
         return c.get_model_version_by_alias(name, alias)
-    except MlflowException:
+    except MlflowException as e:
+        if "database is locked" in str(e):  # a busy store is not "no such alias"
+            raise
         return None
 
 
@@ -156,7 +190,20 @@ def register(run_id: str, name: str, onnx_path: str | Path, input_example, extra
         c.set_model_version_tag(name, version, k, str(v))
     c.update_model_version(name, version, description=description)
     c.set_registered_model_alias(name, STAGING, version)
+    c.set_model_version_tag(name, version, COMPLETE, "true")  # last: without it, the version is partial
     return version
+
+
+def drop_partial_versions(name: str, run_ids: list[str]) -> list[str]:
+    """Delete versions that runs in `run_ids` (dead ones) began registering but never finished."""
+    c, dropped = client(), []
+    if not run_ids:
+        return dropped
+    for mv in c.search_model_versions(f"name='{name}'"):
+        if mv.run_id in run_ids and COMPLETE not in mv.tags:
+            c.delete_model_version(name, mv.version)
+            dropped.append(str(mv.version))
+    return dropped
 
 
 def model_onnx_path(c: MlflowClient, name: str, version: str) -> Path:
@@ -180,35 +227,88 @@ class PromotionError(RuntimeError):
     pass
 
 
-def promote(name: str, version: str, gate_check) -> dict:
-    """Move `production` to `version` if `gate_check(candidate, teacher, production|None)` passes (metric dicts).
+@contextmanager
+def registry_lock(name: str, timeout: float = 60.0):
+    """Serialize changes of `name`'s production alias across processes (a file lock beside the project's store);
+    a promotion waits at most `timeout` seconds for another one to finish."""
+    from filelock import FileLock, Timeout
 
-    `gate_check` returns a components.gate.Decision; the registry only changes when it passes.
-    """
+    folder = Path(os.environ.get("EDGEKD_LOCK_DIR", ".edgekd/locks"))
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / f"registry-{name}.lock"))
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"waiting up to {timeout:.0f} s for another promotion or rollback of {name} to finish ...",
+                  file=sys.stderr, flush=True)
+            lock.acquire(timeout=timeout)
+    except Timeout:
+        raise PromotionError(f"another promotion or rollback of {name} has held the registry lock for "
+                             f"{timeout:.0f} s ({folder}); nothing was changed, try again") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _move_production(c: MlflowClient, name: str, record: dict) -> None:
+    """Point `production` at record['to'], archive the version it replaces, and record the move."""
+    c.set_registered_model_alias(name, PRODUCTION, record["to"])
+    if ARCHIVED in c.get_model_version(name, record["to"]).tags:  # a rollback brings an archived version back
+        c.delete_model_version_tag(name, record["to"], ARCHIVED)
+    if record["from"]:
+        c.set_model_version_tag(name, record["from"], ARCHIVED, json.dumps({"when": record["when"],
+                                                                            "by": record["who"],
+                                                                            "replaced_by": record["to"]}))
+    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(_history(c, name) + [record]))
+    _audit(c, name, [v for v in (record["to"], record["from"]) if v], record)
+
+
+def _refuse(c: MlflowClient, name: str, record: dict, reason: str) -> None:
+    """Record a refused attempt in the history (who tried what, and why), then refuse."""
+    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(_history(c, name) + [record | {"refused": reason}]))
+    raise PromotionError(reason)
+
+
+def promote(name: str, version: str, gate_check) -> dict:
+    """Move `production` to `version` if its artifact is intact and `gate_check(candidate, teacher, production|None)`
+    (metric dicts -> components.gate.Decision) passes. Serialized: when another promotion moves `production`
+    while this one waits for the lock, this one is refused rather than silently overriding it."""
     c = client()
-    mv = c.get_model_version(name, version)
-    current = version_by_alias(c, name, PRODUCTION)
-    cur = str(current.version) if current else None
-    if cur == str(version):
-        raise PromotionError(f"{name} version {version} already holds '{PRODUCTION}'")
-    decision = gate_check(version_metrics(mv), version_metrics(mv, "teacher."),
-                          version_metrics(current) if current else None)
-    if not decision.passed:
-        raise PromotionError(f"{name} version {version} fails the gate against "
-                             f"{'version ' + cur if cur else 'no production version'}:\n  - "
-                             + "\n  - ".join(decision.reasons))
-    record = {"action": "promote", "who": actor(), "when": now(), "from": cur, "to": str(version)}
-    c.set_registered_model_alias(name, PRODUCTION, str(version))
-    hist = _history(c, name) + [record]
-    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(hist))
-    _audit(c, name, [str(version)] + ([cur] if cur else []), record)
+    seen = version_by_alias(c, name, PRODUCTION)
+    seen = str(seen.version) if seen else None
+    with registry_lock(name):
+        current = version_by_alias(c, name, PRODUCTION)
+        cur = str(current.version) if current else None
+        record = {"action": "promote", "who": actor(), "when": now(), "from": cur, "to": str(version)}
+        if cur != seen:
+            _refuse(c, name, record, f"{PRODUCTION} of {name} moved from version {seen} to {cur} while this "
+                                     f"promotion of version {version} waited; nothing was changed: review version "
+                                     f"{cur} and promote again if {version} should replace it")
+        if cur == str(version):
+            raise PromotionError(f"{name} version {version} already holds '{PRODUCTION}'")
+        mv = c.get_model_version(name, version)
+        try:
+            verify_artifact(c, name, mv)
+        except IntegrityError as e:
+            _refuse(c, name, record, str(e))
+        decision = gate_check(version_metrics(mv), version_metrics(mv, "teacher."),
+                              version_metrics(current) if current else None)
+        if not decision.passed:
+            _refuse(c, name, record, f"{name} version {version} fails the gate against "
+                                     f"{'version ' + cur if cur else 'no production version'}:\n  - "
+                                     + "\n  - ".join(decision.reasons))
+        _move_production(c, name, record)
     return record
 
 
 def production_stack(history: list[dict]) -> list[str]:
-    """Versions that held production, oldest first: promote pushes, rollback pops."""
+    """Versions that held production, oldest first: promote pushes, rollback pops (refused attempts don't count)."""
     stack: list[str] = []
     for h in history:
+        if "refused" in h:
+            continue
         if h["action"] == "promote":
             stack.append(h["to"])
         elif h["action"] == "rollback" and stack:
@@ -219,41 +319,53 @@ def production_stack(history: list[dict]) -> list[str]:
 def rollback(name: str) -> dict:
     """Give `production` back to the version that held it before the current one."""
     c = client()
-    current = version_by_alias(c, name, PRODUCTION)
-    if current is None:
-        raise PromotionError(f"{name} has no '{PRODUCTION}' version to roll back")
-    cur = str(current.version)
-    stack = production_stack(_history(c, name))
-    if len(stack) < 2 or stack[-1] != cur:
-        raise PromotionError(f"{name} version {cur} holds '{PRODUCTION}' with no earlier holder "
-                             "recorded by promote; nothing to roll back to")
-    target = stack[-2]
-    record = {"action": "rollback", "who": actor(), "when": now(), "from": cur, "to": target}
-    c.set_registered_model_alias(name, PRODUCTION, target)
-    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(_history(c, name) + [record]))
-    _audit(c, name, [cur, target], record)
+    with registry_lock(name):
+        current = version_by_alias(c, name, PRODUCTION)
+        if current is None:
+            raise PromotionError(f"{name} has no '{PRODUCTION}' version to roll back")
+        cur = str(current.version)
+        stack = production_stack(_history(c, name))
+        if len(stack) < 2 or stack[-1] != cur:
+            raise PromotionError(f"{name} version {cur} holds '{PRODUCTION}' with no earlier holder "
+                                 "recorded by promote; nothing to roll back to")
+        record = {"action": "rollback", "who": actor(), "when": now(), "from": cur, "to": stack[-2]}
+        _move_production(c, name, record)
     return record
+
+
+def history(name: str) -> list[dict]:
+    """Every promotion, rollback and refused attempt of `name`, oldest first."""
+    c = client()
+    c.get_registered_model(name)  # a clear MlflowException for an unknown model
+    return _history(c, name)
 
 
 class IntegrityError(RuntimeError):
     pass
 
 
-def fetch_verified(name: str, ref: str) -> tuple[Path, dict, object]:
-    """Download a version's artifacts (`ref`: a version number or an alias) and check the ONNX file against the
-    sha256 recorded at registration. Returns (model dir, its preprocessing spec, the ModelVersion)."""
+def verify_artifact(c: MlflowClient, name: str, mv) -> Path:
+    """Download a version's ONNX file and check it against the sha256 recorded at registration, then with
+    onnx.checker; returns its local path."""
     from components.export import check_onnx, file_sha256
 
-    c = client()
-    mv = c.get_model_version(name, ref) if ref.isdigit() else version_by_alias(c, name, ref)
-    if mv is None:
-        raise PromotionError(f"{name} has no version with alias {ref!r}")
     onnx_file = model_onnx_path(c, name, str(mv.version))
     digest = file_sha256(onnx_file)
     if digest != mv.tags.get("sha256"):
         raise IntegrityError(f"{name} version {mv.version}: model.onnx has sha256 {digest}, but "
                              f"{mv.tags.get('sha256')} was recorded at registration; refusing a tampered artifact")
     check_onnx(onnx_file)
+    return onnx_file
+
+
+def fetch_verified(name: str, ref: str) -> tuple[Path, dict, object]:
+    """Download a version's artifacts (`ref`: a version number or an alias) and check the ONNX file against the
+    sha256 recorded at registration. Returns (model dir, its preprocessing spec, the ModelVersion)."""
+    c = client()
+    mv = c.get_model_version(name, ref) if ref.isdigit() else version_by_alias(c, name, ref)
+    if mv is None:
+        raise PromotionError(f"{name} has no version with alias {ref!r}")
+    onnx_file = verify_artifact(c, name, mv)
     spec_file = onnx_file.parent / "extra_files" / "preprocess.json"
     if not spec_file.is_file():
         raise IntegrityError(f"{name} version {mv.version} carries no preprocess.json; re-register it")

@@ -48,3 +48,15 @@ def test_dataset_selection_and_overrides():
         effective_config(params, "c")
     with pytest.raises(ConfigError, match=r"overrides: unknown sections \['data'\]"):
         effective_config({"datasets": {"a": {"overrides": {"data": {}}}}})
+
+
+def test_run_overrides_win_over_dataset_overrides_and_are_validated():
+    params = {"datasets": {"b": {"overrides": {"gate": {"min_accuracy": 0.5}}}}}
+    cfg = effective_config(params, "b", {"gate.min_accuracy": 0.8, "distill.temperature": 2})
+    assert (cfg.gate.min_accuracy, cfg.distill.temperature, cfg.distill.alpha) == (0.8, 2.0, 0.7)
+    with pytest.raises(ConfigError, match=r"distill\.temprature"):
+        effective_config(params, "b", {"distill.temprature": 2})
+    with pytest.raises(ConfigError, match=r"prune\.ratio.*less than 1"):
+        effective_config(params, "b", {"prune.ratio": 3})
+    with pytest.raises(ConfigError, match=r"'datasets\.b\.seed'.*versioned with the data by DVC"):
+        effective_config(params, "b", {"datasets.b.seed": 1})

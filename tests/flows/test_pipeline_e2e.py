@@ -1,7 +1,10 @@
 """The real flow, end to end, on a small config: real Prefect (test harness), DVC, GX, MLflow (SQLite), ORT."""
+import json
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +65,7 @@ def runs_of(parent_id: str) -> dict:
     c = client()
     parent = c.get_run(parent_id)
     children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
-    return {r.info.run_name: r for r in children}
+    return {r.data.tags["stage"]: r for r in children}
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +95,7 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
         assert {f"confusion_{name[len('candidate:'):]}.png", "confusion_matrix.json"} <= arts
     assert "kd_gain" in parent.data.metrics
     arts = {a.path for a in c.list_artifacts(first["parent_run_id"])}
-    assert {"accuracy_vs_p95.png", "benchmark.csv", "gate_report.json", "params.json"} <= arts
+    assert {"accuracy_vs_p95.png", "benchmark.csv", "gate_report.json", "effective_config.json"} <= arts
     # the registered version: staging alias, lineage tags, and an ONNX file that scores as logged
     mv = c.get_model_version_by_alias("digits", "staging")
     assert str(mv.version) == first["version"]
@@ -121,22 +124,24 @@ def test_rerun_skips_dvc_and_reuses_cached_training(project, first):
     assert second["version"] == str(int(first["version"]) + 1)
 
 
-def test_strict_policy_registers_nothing_and_names_each_reason(project, first, capsys):
+def test_strict_policy_set_from_the_cli_registers_nothing_and_names_each_reason(project, first, capsys):
     before = client().search_model_versions("name='digits'")
-    write_params(project, gate={"max_size_kb": 0.001})
-    try:
-        assert cli(project, "run") == 2
-    finally:
-        write_params(project)
+    assert cli(project, "run", "--set", "gate.max_size_kb=0.001") == 2
     out = capsys.readouterr().out
     assert "No candidate passed the gate; nothing was registered." in out
     for name in ("teacher_fp32", "student_fp32", "pruned_fp32", "pruned_int8_static", "pruned_int8_dynamic"):
         assert f"{name} failed: size" in out
     assert len(client().search_model_versions("name='digits'")) == len(before)
     latest = client().search_runs([client().get_experiment_by_name("digits").experiment_id],
-                                  "tags.mlflow.runName LIKE 'candidate:%'", order_by=["start_time DESC"],
-                                  max_results=5)
+                                  "tags.stage LIKE 'candidate:%'", order_by=["start_time DESC"], max_results=5)
     assert all(r.data.tags["gate_passed"] == "False" and "max_size_kb" in r.data.tags["gate_reasons"] for r in latest)
+    # the override is part of the logged effective config, and the run's name says what and when
+    parent = client().get_run(latest[0].data.tags["mlflow.parentRunId"])
+    config = json.loads(Path(client().download_artifacts(parent.info.run_id, "effective_config.json")).read_text())
+    assert config["gate"]["max_size_kb"] == 0.001 and config["gate"]["min_accuracy"] == SMALL["gate"]["min_accuracy"]
+    assert json.loads(parent.data.tags["overrides"]) == {"gate.max_size_kb": 0.001}
+    assert re.fullmatch(r"digits · pipeline · \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", parent.info.run_name)
+    assert latest[0].info.run_name.startswith("digits · candidate:")
 
 
 def test_promote_then_rollback_moves_aliases_with_audit_tags(project, first, capsys):
@@ -156,6 +161,39 @@ def test_promote_then_rollback_moves_aliases_with_audit_tags(project, first, cap
     assert any(a["action"] == "promote" and a["from"] == v1 and a["to"] == v2 for a in audits[v1].values())
     assert cli(project, "rollback") == 4  # v1 was the first production version: nothing earlier
     assert "nothing to roll back to" in capsys.readouterr().err
+
+
+def _sections(card: str) -> dict[str, str]:
+    parts = re.split(r"^## (.+)$", card, flags=re.M)
+    return {title: body.strip() for title, body in zip(parts[1::2], parts[2::2])}
+
+
+def test_model_card_holds_every_item_and_the_production_version_of_its_time(project, first):
+    from flows.tracking import model_onnx_path
+
+    c = client()
+    production = c.get_model_version_by_alias("digits", "production").version  # set by the promotion test
+    outcome = run(project)
+    mv = c.get_model_version("digits", outcome["version"])
+    card = (model_onnx_path(c, "digits", mv.version).parent / "extra_files" / "model_card.md").read_text()
+    assert mv.description == card
+    assert card.startswith(f"# Model card: digits / {outcome['selected']}\n")
+    s = _sections(card)
+    assert list(s) == ["Intended use", "Data", "Metrics (test split, measured through ONNX Runtime)", "Benchmark",
+                       "Gate", "Lineage"]
+    assert "Classifies image inputs into 0, 1," in s["Intended use"]
+    assert f"`{mv.tags['dataset_hash']}`" in s["Data"] and "Validation (Great Expectations): passed" in s["Data"]
+    rows = {r.split("|")[1].strip(): r for r in s["Metrics (test split, measured through ONNX Runtime)"].splitlines()
+            if r.startswith("| ") and "---" not in r}
+    assert {"teacher_fp32", "student_fp32", "pruned_fp32", "pruned_int8_static", "pruned_int8_dynamic"} <= set(rows)
+    assert "**registered**" in rows[outcome["selected"]] and "teacher" in rows["teacher_fp32"]
+    assert f"{float(mv.tags['metric.accuracy']):.4f}" in rows[outcome["selected"]]
+    assert re.search(r"Device profile: ONNX Runtime [\d.]+ CPU execution provider, 1 intra-op thread\(s\), batch 1, "
+                     r"50 timed runs after 5 warm-up", s["Benchmark"])
+    assert s["Benchmark"].count("| pruned_") == 3
+    assert f"Production at the time: version {production} (accuracy " in s["Gate"]
+    assert all(f"- {n}: " in s["Gate"] for n in ("teacher_fp32", "student_fp32"))
+    assert f"`model.onnx` sha256: `{mv.tags['sha256']}`" in s["Lineage"]
 
 
 @pytest.mark.parametrize("corruption", ["nan_pixel", "unknown_label"])
@@ -184,7 +222,7 @@ def test_corrupted_sample_fails_validation_and_leaves_registry_unchanged(project
     assert {v.version for v in c.search_model_versions("name='digits'")} == versions
     assert c.get_registered_model("digits").aliases == aliases
     exp = c.get_experiment_by_name("digits").experiment_id
-    last = c.search_runs([exp], "tags.mlflow.runName = 'validation'", order_by=["start_time DESC"], max_results=1)[0]
+    last = c.search_runs([exp], "tags.stage = 'validation'", order_by=["start_time DESC"], max_results=1)[0]
     assert last.info.status == "FAILED" and last.data.tags["validation_success"] == "False"
     parent = c.get_run(last.data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FAILED"
@@ -294,7 +332,22 @@ def test_bad_data_is_named_and_changes_neither_data_nor_registry(project, first,
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     err = capsys.readouterr().err
     assert "nothing was trained or registered, data/ is unchanged" in err
-    assert __import__("re").search(message, err), err
+    assert re.search(message, err), err
     assert data_state(project) == before
     assert {v.version for v in c.search_model_versions("name='digits'")} == versions
     assert c.get_registered_model("digits").aliases == aliases
+
+
+def test_a_held_dvc_lock_gets_bounded_retries_and_a_clear_message(project, first, capsys):
+    from dvc.lock import make_lock
+
+    lock = make_lock(str(project / ".dvc" / "tmp" / "lock"), tmp_dir=str(project / ".dvc" / "tmp"))
+    lock.lock()  # another DVC process working in this repository
+    try:
+        started = time.monotonic()
+        assert cli(project, "run") == 5
+        took = time.monotonic() - started
+    finally:
+        lock.unlock()
+    assert "the DVC repository is locked by another process; nothing was trained" in capsys.readouterr().err
+    assert took < 120  # three attempts with 2 s and 8 s back-off, never a hang

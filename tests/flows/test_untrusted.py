@@ -1,0 +1,54 @@
+"""Untrusted files: weights that would run code when unpickled, weights changed after their stage saved them,
+and dataset paths that leave the data root are refused before anything is executed or read."""
+import os
+
+import pytest
+import torch
+
+from components.config import DataConfig, PipelineConfig
+from components.data import DataError, get_kind
+from components.export import file_sha256
+from flows import dvc_stages
+from flows.pipeline import UntrustedFileError, _load
+
+
+class _Payload:
+    """Unpickling this calls os.mkdir(marker): what a booby-trapped weights file would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_weights_that_would_run_code_are_refused_without_running_it(tmp_path, digits_spec):
+    marker, weights = tmp_path / "pwned", tmp_path / "weights.pt"
+    torch.save({"layer.weight": _Payload(marker)}, weights)
+    with pytest.raises(UntrustedFileError, match="not a plain tensor file; refusing to unpickle it"):
+        _load(PipelineConfig(), "student", digits_spec, {"path": str(weights), "sha256": file_sha256(weights)})
+    assert not marker.exists()
+
+
+def test_weights_changed_since_their_stage_saved_them_are_refused(tmp_path, digits_spec):
+    weights = tmp_path / "weights.pt"
+    torch.save({"x": torch.zeros(2)}, weights)
+    recorded = file_sha256(weights)
+    torch.save({"x": torch.ones(2)}, weights)
+    with pytest.raises(UntrustedFileError, match="sha256 differs"):
+        _load(PipelineConfig(), "student", digits_spec, {"path": str(weights), "sha256": recorded})
+
+
+@pytest.mark.parametrize("source", ["../secret.npz", "sub/../../secret.npz", "/etc/passwd", "link/secret.npz"])
+def test_dataset_paths_outside_the_data_root_are_refused_before_reading(tmp_path, monkeypatch, source):
+    root = tmp_path / "project"
+    (root / "data" / "external" / "sub").mkdir(parents=True)
+    (root / "data" / "secret.npz").write_bytes(b"not yours")
+    (root / "data" / "external" / "link").symlink_to(root / "data")  # a symlink out of the root
+    kind = get_kind("image")
+    reads = []
+    monkeypatch.setattr(type(kind), "load", lambda self, *a: reads.append(a))
+    cfg = PipelineConfig(data=DataConfig(source=source))
+    with pytest.raises(DataError, match="outside the data root"):
+        dvc_stages.ingest(root, cfg)
+    assert reads == []
