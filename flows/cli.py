@@ -67,17 +67,114 @@ def cmd_ui(args) -> int:
     os.execvp(sys.executable, [sys.executable, "-m", *cmd])
 
 
+DEFAULT_CRON = "0 2 * * *"
+SERVE_FIRST_RUN_S = 15  # covers registering the deployment and the server's next scheduling pass (every 5 s)
+
+
+def _seconds(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of seconds >= 1")
+    return value
+
+
+def _runner(name: str):
+    """The Prefect Runner that `flow.serve` runs, stopping on SIGTERM the way it does on Ctrl-C: Prefect 3.8's own
+    SIGTERM handler calls the runner's async stop() without awaiting it and raises SystemExit mid event loop."""
+    import signal
+
+    from prefect.runner import Runner
+
+    class StoppableRunner(Runner):
+        def handle_sigterm(self, *args, **kwargs) -> None:
+            signal.raise_signal(signal.SIGINT)  # asyncio.run's Ctrl-C path: cancel, pause the schedule, return
+
+    # limit=1: two runs of one project at once would contend for DVC's lock and the same artifacts; a run due
+    # while another one runs starts when it ends.
+    return StoppableRunner(name=name, limit=1)
+
+
 def cmd_serve(args) -> int:
-    from flows.server import prefect_server
+    import asyncio
+    from datetime import datetime, timedelta, timezone
 
+    from components.config import ConfigError
+    from flows.server import prefect_server, reap_children, sigterm_as_interrupt
+
+    try:
+        _config(args)  # a bad params file or --set fails now, not in every scheduled run
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    parameters = {"project_dir": str(Path(args.project_dir).resolve()), "dataset": args.dataset,
+                  "overrides": _overrides(args) or None}
     os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
-    with prefect_server(args.port):
-        # Imported once PREFECT_API_URL points at the server, so the flow's client talks to it.
-        from flows.pipeline import pipeline
+    try:
+        with sigterm_as_interrupt(), prefect_server(args.port):
+            # Imported once PREFECT_API_URL points at the server, so the flow's client talks to it.
+            from prefect.schedules import Cron, Interval
 
-        print(f"serving deployment 'edgekd-pipeline/{args.name}' on cron '{args.cron}' (Ctrl-C to stop)")
-        pipeline.serve(name=args.name, cron=args.cron,
-                       parameters={"project_dir": str(Path(args.project_dir).resolve()), "dataset": args.dataset})
+            from flows.pipeline import pipeline
+
+            if args.interval:
+                # Prefect anchors an interval at "now", so its first run would come one interval later; anchored
+                # a little ahead, the first run starts right after `serve` does and then every SECONDS.
+                start = datetime.now(timezone.utc) + timedelta(seconds=SERVE_FIRST_RUN_S)
+                schedule = Interval(args.interval, anchor_date=start)
+                when = f"every {args.interval} s from {start:%H:%M:%S} UTC"
+            else:
+                schedule, when = Cron(args.cron or DEFAULT_CRON), f"on cron '{args.cron or DEFAULT_CRON}'"
+            # pipeline.serve(name, schedule=..., parameters=..., limit=1), but with a clean stop on SIGTERM.
+            runner = _runner(args.name)
+            runner.add_flow(pipeline, name=args.name, schedule=schedule, parameters=parameters)
+            print(f"serving deployment 'edgekd-pipeline/{args.name}' {when} with parameters {parameters} "
+                  f"(Ctrl-C: stop once a run in progress ends; twice: stop now)", flush=True)
+            asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        print("stopped serving", flush=True)
+    finally:
+        reap_children()
+    return 0
+
+
+def cmd_deploy(args) -> int:
+    import time
+
+    import yaml
+
+    from flows.server import prefect, prefect_server, process_worker, reap_children, sigterm_as_interrupt
+
+    root = Path(args.project_dir).resolve()
+    spec = root / "prefect.yaml"
+    if not spec.is_file():
+        print(f"error: {spec} not found; `deploy` deploys the prefect.yaml of the project", file=sys.stderr)
+        return 1
+    deployments = yaml.safe_load(spec.read_text()).get("deployments") or []
+    pools = sorted({d["work_pool"]["name"] for d in deployments})
+    if len(pools) != 1:
+        print(f"error: {spec}: expected the deployments on one work pool, found {pools}", file=sys.stderr)
+        return 1
+    pool = pools[0]
+    os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
+    try:
+        with sigterm_as_interrupt(), prefect_server(args.port) as url:
+            if prefect("work-pool", "inspect", pool, check=False).returncode != 0:
+                prefect("work-pool", "create", pool, "--type", "process")
+            prefect("--no-prompt", "deploy", "--all", cwd=root)
+            with process_worker(pool, root) as worker:
+                for d in deployments:
+                    print(f"deployed 'edgekd-pipeline/{d['name']}' to work pool {pool!r}; run it with:\n"
+                          f"  PREFECT_API_URL={url} prefect deployment run 'edgekd-pipeline/{d['name']}' "
+                          f"[-p dataset=NAME]\n(Ctrl-C to stop the worker and the server)", flush=True)
+                while worker.poll() is None:
+                    time.sleep(1)
+                print(f"error: the worker exited with {worker.returncode}; "
+                      f"see {os.environ['PREFECT_HOME']}/worker.log", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reap_children()
     return 0
 
 
@@ -197,13 +294,22 @@ def parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(fn=cmd_ui)
-    sv = sub.add_parser("serve", help="serve the flow as a Prefect deployment on a cron schedule")
+    sv = sub.add_parser("serve", help="serve the flow as a Prefect deployment on a schedule (cron or interval)")
     sv.add_argument("--dataset", help=dataset_help)
-    sv.add_argument("--cron", default="0 2 * * *", help="cron expression (default: nightly at 02:00)")
+    when = sv.add_mutually_exclusive_group()
+    when.add_argument("--cron", help=f"cron expression (default: '{DEFAULT_CRON}', nightly at 02:00)")
+    when.add_argument("--interval", type=_seconds, metavar="SECONDS",
+                      help=f"run every SECONDS instead, the first run about {SERVE_FIRST_RUN_S} s after start")
+    sv.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                    help=set_help.replace("for this run", "for every scheduled run"))
     sv.add_argument("--name", default="edgekd-nightly", help="deployment name")
     sv.add_argument("--port", type=int, default=4200,
                     help="port of the local Prefect server started when PREFECT_API_URL is unset")
     sv.set_defaults(fn=cmd_serve)
+    dp = sub.add_parser("deploy", help="deploy prefect.yaml to its work pool and run a process worker for it")
+    dp.add_argument("--port", type=int, default=4200,
+                    help="port of the local Prefect server started when PREFECT_API_URL is unset")
+    dp.set_defaults(fn=cmd_deploy)
     pr = sub.add_parser("promote", help="move the 'production' alias to a version, after the gate passes again")
     pr.add_argument("version", help="registered model version")
     pr.add_argument("--model", help="registered model name (default: the dataset's name)")

@@ -17,7 +17,8 @@ def candidate_table(results: dict[str, dict], decisions: dict[str, Decision], te
     for name, m in results.items():
         rows.append({
             "candidate": name, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "metric": metric,
-            "score": m.get(metric, float("nan")), "size_kb": m["size_bytes"] / 1024,
+            "score": m.get(metric, float("nan")), "sensitivity": m.get("sensitivity", float("nan")),
+            "specificity": m.get("specificity", float("nan")), "size_kb": m["size_bytes"] / 1024,
             "p50_ms": m["p50_ms"], "p95_ms": m["p95_ms"], "p99_ms": m["p99_ms"],
             "throughput_sps": m["throughput_sps"], "peak_mem_mb": m["peak_mem_mb"],
             "size_ratio": teacher["size_bytes"] / m["size_bytes"], "p50_speedup": teacher["p50_ms"] / m["p50_ms"],
@@ -114,13 +115,15 @@ def model_card(*, cfg, candidate: str, table: pd.DataFrame, decisions: dict[str,
     def row(cells) -> str:
         return "| " + " | ".join(str(c) for c in cells) + " |"
 
-    quality = [row(["model", "role", "accuracy", "macro F1", *([metric] if metric != "accuracy" else []), "gate"]),
-               row(["---"] * (5 + (metric != "accuracy")))]
+    extra = [metric] if metric != "accuracy" else []
+    binary = [c for c in ("sensitivity", "specificity") if len(d.classes) == 2 and c != metric]
+    quality = [row(["model", "role", "accuracy", "macro F1", *extra, *binary, "gate"]),
+               row(["---"] * (5 + len(extra) + len(binary)))]
     bench = [row(["model", "size KiB", "p50 ms", "p95 ms", "p99 ms", "throughput /s", "peak MiB"]), row(["---"] * 7)]
     for r in table.itertuples():
         role = "**registered**" if r.candidate == candidate else roles.get(r.candidate, "candidate")
         quality.append(row([r.candidate, role, f"{r.accuracy:.4f}", f"{r.macro_f1:.4f}",
-                            *([f"{r.score:.4f}"] if metric != "accuracy" else []), r.gate]))
+                            *[f"{r.score:.4f}" for _ in extra], *[f"{getattr(r, c):.4f}" for c in binary], r.gate]))
         bench.append(row([r.candidate, f"{r.size_kb:.1f}", f"{r.p50_ms:.4f}", f"{r.p95_ms:.4f}", f"{r.p99_ms:.4f}",
                           f"{r.throughput_sps:.0f}", f"{r.peak_mem_mb:.1f}"]))
     reasons = [f"- {n}: " + ("pass" if dec.passed else "fail: " + "; ".join(dec.reasons))

@@ -13,8 +13,40 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "datasets"
 
 
+# Shrinks the shipped params.yaml for tests: few epochs, a short benchmark, a lenient gate.
+SMALL = {
+    "train": {"epochs": 4, "patience": 4},
+    "distill": {"epochs": 4},
+    "prune": {"finetune_epochs": 2},
+    "quantize": {"calibration_samples": 64},
+    "benchmark": {"warmup_runs": 5, "timed_runs": 50},
+    "gate": {"min_accuracy": 0.5, "max_accuracy_drop": 0.5, "max_p95_ms": 50.0, "max_size_kb": 200.0},
+}
+
+
 def shipped_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def small_params() -> dict:
+    """The shipped params.yaml shrunk by SMALL."""
+    params = shipped_params()
+    for name, values in SMALL.items():
+        params[name] = params[name] | values
+    return params
+
+
+def _scaffold(root: Path, params: dict) -> None:
+    """The pipeline's code, dvc.yaml and prefect.yaml in `root`, `params` as its params.yaml, an empty
+    data/external and mlruns/, and its own DVC repo."""
+    for d in ("components", "flows"):
+        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("dvc.yaml", "prefect.yaml"):
+        shutil.copy(REPO / f, root)
+    (root / "data" / "external").mkdir(parents=True)
+    (root / "mlruns").mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
 
 
 @contextmanager
@@ -22,13 +54,7 @@ def pipeline_project(root: Path, params: dict, **environ: str):
     """`root` as a project with `params` as its params.yaml and an empty data/external; `environ` is set too."""
     from prefect.testing.utilities import prefect_test_harness
 
-    for d in ("components", "flows"):
-        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root)
-    (root / "data" / "external").mkdir(parents=True)
-    (root / "mlruns").mkdir()
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
+    _scaffold(root, params)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
         for k, v in environ.items():
@@ -41,3 +67,21 @@ def data_state(root: Path) -> dict[str, bytes]:
     """Every file under data/ (the user's own files under data/external aside) and dvc.lock, by content."""
     files = [p for p in (root / "data").rglob("*") if p.is_file() and "external" not in p.relative_to(root).parts]
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(files + [root / "dvc.lock"])}
+
+
+def served_project(root: Path, params: dict) -> dict[str, str]:
+    """`root` as a project (code, dvc.yaml, prefect.yaml, `params`, its own DVC repo) for a *real* Prefect server
+    run by subprocesses (`edgekd serve`, `edgekd deploy`): no test harness. Returns the environment to give them:
+    this one without any PREFECT_* or MLFLOW_* setting, so they use no server, profile or store of this checkout,
+    with the project's MLflow store and Prefect home (server database, logs, results) inside `root`."""
+    import os
+
+    _scaffold(root, params)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    return environ | {
+        "PREFECT_HOME": str(root / ".prefect"),
+        "PREFECT_LOCAL_STORAGE_PATH": str(root / ".prefect" / "results"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
+        # `python -m flows.cli` in `root` must import the project's copy, not this checkout's.
+        "PYTHONPATH": str(root),
+    }

@@ -11,22 +11,13 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.flows.projects import data_state, pipeline_project, shipped_params
-
-SMALL = {
-    "train": {"epochs": 4, "patience": 4},
-    "distill": {"epochs": 4},
-    "prune": {"finetune_epochs": 2},
-    "quantize": {"calibration_samples": 64},
-    "benchmark": {"warmup_runs": 5, "timed_runs": 50},
-    "gate": {"min_accuracy": 0.5, "max_accuracy_drop": 0.5, "max_p95_ms": 50.0, "max_size_kb": 200.0},
-}
+from tests.flows.projects import SMALL, data_state, pipeline_project, small_params
 
 
 def write_params(root: Path, **sections) -> None:
     """A complete params.yaml (as shipped) with the small test settings and `sections` on top."""
-    params = shipped_params()
-    for name, values in [*SMALL.items(), *sections.items()]:
+    params = small_params()
+    for name, values in sections.items():
         if name == "data":
             params["datasets"]["digits"] |= values
         else:
@@ -38,8 +29,7 @@ def write_params(root: Path, **sections) -> None:
 def project(tmp_path_factory):
     """A fresh project with the shipped params.yaml, shrunk by SMALL."""
     root = tmp_path_factory.mktemp("project")
-    with pipeline_project(root, shipped_params(), EDGEKD_USER="e2e-tester"):
-        write_params(root)
+    with pipeline_project(root, small_params(), EDGEKD_USER="e2e-tester"):
         yield root
 
 

@@ -1,0 +1,163 @@
+"""Schedules and deployments against a real `prefect server start` (the test harness's server schedules nothing):
+`edgekd deploy` (prefect.yaml, a work pool of type process, a process worker) and `edgekd serve --interval`, each
+in a subprocess, each stopped by a signal, then checked for exit status 0 and no process left behind.
+
+Both tests share one project (its data, DVC stages and cached stages), each with its own Prefect home (server
+database, logs): the worker test pays for the cold run, so the scheduled runs of the serve test are quick."""
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+
+from flows.server import healthy
+from tests.flows.projects import served_project, small_params
+
+FLOW = "edgekd-pipeline"
+TERMINAL_BAD = {"FAILED", "CRASHED", "CANCELLED"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scheduled")
+    return root, served_project(root, small_params())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def edgekd(root: Path, environ: dict, log: Path, *args: str):
+    """`edgekd --project-dir ROOT ARGS...` in a subprocess, output in `log`; killed with all it started if the
+    test leaves the block with it still running (the test itself stops it with a signal)."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "--project-dir", str(root), *args], cwd=root,
+                                env=environ, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            left = psutil.Process(proc.pid).children(recursive=True)
+            proc.kill()
+            proc.wait()
+            for p in left:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+
+
+def wait_for(what: str, check, proc: subprocess.Popen, log: Path, timeout: float, every: float = 2.0):
+    """Poll `check()` until it returns something truthy; fail with the log if `proc` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if value := check():
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"edgekd exited with {proc.returncode} while waiting for {what}:\n{log.read_text()[-6000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} after {timeout:.0f} s:\n{log.read_text()[-6000:]}")
+        time.sleep(every)
+
+
+def flow_runs(url: str, deployment: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])))
+
+
+def read_deployment(url: str, name: str):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(name)
+
+
+def completed(url: str, deployment: str, log: Path) -> list:
+    runs = flow_runs(url, deployment)
+    if bad := [r for r in runs if r.state_type and r.state_type.value in TERMINAL_BAD]:
+        pytest.fail(f"flow run {bad[0].name} ended {bad[0].state_type.value}:\n{log.read_text()[-6000:]}")
+    return [r for r in runs if r.state_type and r.state_type.value == "COMPLETED"]
+
+
+def at_least(n: int, items: list) -> list | None:
+    return items if len(items) >= n else None
+
+
+def stop(proc: subprocess.Popen, sig: int, url: str, timeout: float = 120) -> float:
+    """Send `sig`, wait for the exit; check exit status 0, the server down, nothing it started still running."""
+    started = psutil.Process(proc.pid).children(recursive=True)
+    assert started, "edgekd should have started the server (and a worker) as child processes"
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    assert proc.wait(timeout=timeout) == 0
+    took = time.monotonic() - t0
+    # multiprocessing's resource tracker exits on its own right after its parent: allow it a moment.
+    _, alive = psutil.wait_procs(started, timeout=10)
+    assert not alive, f"left running: {[' '.join(p.cmdline()) for p in alive]}"
+    assert not healthy(url)
+    return took
+
+
+def test_deploy_runs_the_flow_from_a_work_pool_through_a_process_worker(project):
+    root, environ = project
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    environ = environ | {"PREFECT_HOME": str(root / ".prefect" / "deploy"), "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    log = root / "deploy.log"
+    t0 = time.monotonic()
+    with edgekd(root, environ, log, "deploy", "--port", str(port)) as proc:
+        wait_for("worker", lambda: "run it with" in log.read_text(), proc, log, timeout=240)
+        ready = time.monotonic() - t0
+        dep = read_deployment(url, f"{FLOW}/edgekd-pool")
+        assert dep.work_pool_name == "edgekd" and dep.entrypoint == "flows/deploy.py:pipeline"
+        # prefect.yaml holds no absolute path: its build step recorded the project's, for the pull step.
+        assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(root)}}]
+
+        # Act: the documented trigger, the `prefect` CLI against the server `deploy` started.
+        trigger = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", f"{FLOW}/edgekd-pool",
+                                  "-p", "dataset=digits"], env=environ | {"PREFECT_API_URL": url}, cwd=root,
+                                 capture_output=True, text=True)
+        assert trigger.returncode == 0, trigger.stdout + trigger.stderr
+        t1 = time.monotonic()
+        [run] = wait_for("completed flow run", lambda: completed(url, "edgekd-pool", log), proc, log, timeout=420)
+        ran = time.monotonic() - t1
+
+        assert run.parameters == {"project_dir": ".", "dataset": "digits", "overrides": None}
+        stopped = stop(proc, signal.SIGINT, url)
+    print(f"\ndeploy: worker ready {ready:.0f} s, run completed {ran:.0f} s after trigger, stopped in {stopped:.0f} s")
+
+
+def test_serve_on_an_interval_completes_scheduled_runs_and_stops_cleanly(project):
+    root, environ = project
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    environ = environ | {"PREFECT_HOME": str(root / ".prefect" / "serve")}
+    log = root / "serve.log"
+    t0 = time.monotonic()
+    with edgekd(root, environ, log, "serve", "--interval", "60", "--set", "gate.max_p95_ms=45",
+                "--name", "edgekd-test", "--port", str(port)) as proc:
+        wait_for("serving", lambda: "serving deployment" in log.read_text(), proc, log, timeout=240)
+        runs = wait_for("two completed scheduled runs", lambda: at_least(2, completed(url, "edgekd-test", log)),
+                        proc, log, timeout=300, every=3)
+        two = time.monotonic() - t0
+
+        assert all(r.auto_scheduled for r in runs)  # created by the server's scheduler, not triggered
+        starts = sorted(r.expected_start_time for r in runs)
+        assert (starts[1] - starts[0]).total_seconds() == 60
+        assert all(r.parameters == {"project_dir": str(root), "dataset": None,
+                                    "overrides": {"gate.max_p95_ms": 45}} for r in runs)
+        stopped = stop(proc, signal.SIGTERM, url)
+    print(f"\nserve: two scheduled runs completed {two:.0f} s after start, stopped in {stopped:.0f} s")
