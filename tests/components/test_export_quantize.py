@@ -1,3 +1,4 @@
+import errno
 import os
 
 import numpy as np
@@ -38,13 +39,15 @@ def test_static_and_dynamic_int8_stay_within_tolerance_of_fp32(fp32, digits_spli
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.onnx", "s.onnx"]  # no temp files left
 
 
-def test_atomic_path_leaves_previous_file_on_failure(tmp_path):
+@pytest.mark.parametrize("failure", [RuntimeError("killed mid-write"),
+                                     OSError(errno.ENOSPC, "No space left on device")], ids=["killed", "disk-full"])
+def test_atomic_path_leaves_previous_file_on_failure(tmp_path, failure):
     target = tmp_path / "model.onnx"
     target.write_text("previous")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(type(failure)):
         with atomic_path(target) as tmp:
             tmp.write_text("half-written")
-            raise RuntimeError("killed mid-write")
+            raise failure
     assert target.read_text() == "previous"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
