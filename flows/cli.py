@@ -284,6 +284,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--project-dir", default=".", help="project root holding params.yaml, dvc.yaml, data/, mlruns/")
     sub = p.add_subparsers(dest="command", required=True)
     dataset_help = "a key of `datasets` in params.yaml (default: its `dataset`)"
+    server_port_help = "port of the local Prefect server started when PREFECT_API_URL is unset"
     run = sub.add_parser("run", help="run the pipeline once")
     set_help = ("override a stage key for this run, SECTION.KEY=VALUE (repeatable), e.g. distill.temperature=4; "
                 "logged with the effective config")
@@ -303,12 +304,10 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                     help=set_help.replace("for this run", "for every scheduled run"))
     sv.add_argument("--name", default="edgekd-nightly", help="deployment name")
-    sv.add_argument("--port", type=int, default=4200,
-                    help="port of the local Prefect server started when PREFECT_API_URL is unset")
+    sv.add_argument("--port", type=int, default=4200, help=server_port_help)
     sv.set_defaults(fn=cmd_serve)
     dp = sub.add_parser("deploy", help="deploy prefect.yaml to its work pool and run a process worker for it")
-    dp.add_argument("--port", type=int, default=4200,
-                    help="port of the local Prefect server started when PREFECT_API_URL is unset")
+    dp.add_argument("--port", type=int, default=4200, help=server_port_help)
     dp.set_defaults(fn=cmd_deploy)
     pr = sub.add_parser("promote", help="move the 'production' alias to a version, after the gate passes again")
     pr.add_argument("version", help="registered model version")
