@@ -25,6 +25,8 @@ class DataConfig(_Section):
     root: str = Field("data/external", description="Data root, relative to the project; `source` must stay inside it. "
                                                    "DVC watches it as the input of the ingest stage.")
     source: str = Field("sklearn:digits", description="A built-in ('sklearn:digits') or a path relative to `root`.")
+    unlabelled: str | None = Field(None, description="An unlabelled pool of the same kind (a path relative to `root`) "
+                                                     "for methods that use one, e.g. distill.method pseudo_label.")
     classes: list[str] = Field([str(i) for i in range(10)], min_length=2,
                                description="The label set as the source spells labels; its order fixes class indices.")
     options: dict = Field({}, description="Kind-specific reading and preprocessing options (see README).")
@@ -41,31 +43,68 @@ class DataConfig(_Section):
 
 
 class TrainConfig(_Section):
-    seed: int = Field(0, description="Seed of weight init and batch order.")
-    epochs: int = Field(60, ge=1, description="Maximum epochs.")
+    """What every model's training shares: teacher, plain student and KD students alike."""
+
+    seed: int = Field(0, description="Seed of weight init and batch order (`edgekd bench kd` varies the students').")
     batch_size: int = Field(64, ge=1, description="Mini-batch size.")
-    lr: float = Field(3e-3, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
-    patience: int = Field(10, ge=1, description="Early stopping: epochs without validation-accuracy gain.")
-    augment: bool = Field(True, description="Random 1-pixel shifts of training images.")
+    augment: bool = Field(True, description="The data kind's training augmentation (images: 1-pixel shifts).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when available.")
 
 
-class ModelConfig(_Section):
-    teacher_width: int = Field(32, ge=1, description="Channels of the teacher's first conv; later layers double it.")
-    student_width: int = Field(16, ge=1, description="Channels of the student's first conv; the second doubles it.")
+class TeacherConfig(_Section):
+    """The teacher: trained here (one network or an ensemble), or brought by the user as a file."""
+
+    source: str | None = Field(None, description="Bring your own teacher: an .onnx or TorchScript (.pt/.ts) file, "
+                                                  "relative to the project, that maps the prepared inputs to logits. "
+                                                  "Nothing is trained then.")
+    width: int = Field(32, ge=1, description="Width of the teacher architecture (first layer's channels or units).")
+    ensemble: int = Field(1, ge=1, description="Train N teachers (seeds seed, seed+1, ...) whose averaged logits "
+                                               "act as one teacher.")
+    ensemble_widths: list[int] = Field([], description="Widths of the ensemble's members, cycled (default: all "
+                                                       "`width`): different architectures instead of seeds only.")
+    epochs: int = Field(100, ge=1, description="Maximum teacher epochs.")
+    lr: float = Field(3e-3, gt=0, description="Teacher AdamW learning rate.")
+    patience: int = Field(20, ge=1, description="Early stopping: epochs without validation gain.")
+    checkpoint: Literal["best", "last"] = Field("best", description="'best': the early-stopped checkpoint of best "
+                                                                    "validation accuracy; 'last': the final epoch's.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the teacher's loss. Keep 0: "
+                                                                "it erases the dark knowledge KD transfers.")
+    min_margin: float = Field(0.01, ge=0, le=1, description="The teacher counts as clearly stronger only when its "
+                                                            "val gate metric beats the plain student's by this much; "
+                                                            "otherwise the run warns that KD cannot help.")
+
+
+class StudentConfig(_Section):
+    """The budget every student gets, plain and KD alike: only the loss differs."""
+
+    width: int = Field(16, ge=1, description="Width of the student architecture (first layer's channels or units).")
+    epochs: int = Field(200, ge=1, description="Maximum epochs of every student.")
+    lr: float = Field(5e-3, gt=0, description="AdamW learning rate of every student.")
+    patience: int = Field(200, ge=1, description="Early stopping of every student: epochs without validation gain "
+                                                 "(the best validation epoch is kept either way).")
 
 
 class DistillConfig(_Section):
-    temperature: float = Field(4.0, gt=0, description="Softmax temperature T of Hinton KD.")
-    alpha: float = Field(0.7, ge=0, le=1, description="Weight of the KD term; (1 - alpha) weights cross-entropy.")
-    epochs: int = Field(80, ge=1, description="Maximum epochs of the student (KD and plain alike).")
-    lr: float = Field(5e-3, gt=0, description="Student learning rate.")
+    """Which KD method(s) train the KD student, and each method's options under its own name."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # distill.<method>: options, typed by components.kd
+    method: str | list[str] = Field("hinton", description="A KD method of components.kd (see README), or a list "
+                                                          "of them: every variant is trained and the best on "
+                                                          "validation becomes the KD student.")
+
+    @property
+    def methods(self) -> list[str]:
+        return [self.method] if isinstance(self.method, str) else list(self.method)
+
+    def options(self, method: str) -> dict:
+        return dict((self.model_extra or {}).get(method) or {})
 
 
 class PruneConfig(_Section):
     ratio: float = Field(0.25, ge=0, lt=1, description="Fraction of channels removed from each prunable conv.")
-    finetune_epochs: int = Field(20, ge=0, description="KD fine-tune epochs after pruning.")
+    finetune_epochs: int = Field(20, ge=0, description="Fine-tune epochs after pruning, with the loss its source "
+                                                       "was trained with (KD for the KD student, labels for plain).")
     finetune_lr: float = Field(2e-3, gt=0, description="Learning rate of the fine-tune.")
 
 
@@ -82,27 +121,33 @@ class BenchmarkConfig(_Section):
 
 
 class GateConfig(_Section):
+    """Every metric condition is checked on the validation split, measured through ONNX Runtime: the gate chooses,
+    and choices are made on validation. Test metrics are reported, never used to choose."""
+
     metric: str = Field("accuracy", description="Metric that ranks candidates and that max_metric_drop and the "
                                                 "production comparison use: accuracy, macro_f1, or for two classes "
                                                 "f1_positive, sensitivity, specificity, roc_auc.")
-    min_metric: float = Field(0.0, ge=0, le=1, description="Minimum of `metric` on the test split.")
+    min_metric: float = Field(0.0, ge=0, le=1, description="Minimum of `metric`.")
     max_metric_drop: float = Field(1.0, ge=0, le=1, description="Maximum drop of `metric` from the teacher.")
     min_sensitivity: float = Field(0.0, ge=0, le=1, description="Minimum recall of the positive (last) class; "
                                                                 "two-class datasets only.")
-    min_accuracy: float = Field(0.97, ge=0, le=1, description="Minimum test accuracy (measured through ORT).")
+    min_accuracy: float = Field(0.97, ge=0, le=1, description="Minimum accuracy.")
     max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="Maximum accuracy drop from the teacher.")
     max_p95_ms: float = Field(1.0, gt=0, description="Maximum p95 latency in ms under the device profile.")
     max_size_kb: float = Field(200.0, gt=0, description="Maximum ONNX file size in KiB.")
     regression_tolerance: float = Field(0.01, ge=0, le=1, description="Allowed loss of `metric` vs the production "
                                                                       "version.")
+    plain_tolerance: float = Field(0.0, ge=0, le=1, description="Allowed loss of the val `metric` vs `plain_fp32`, "
+                                                                "the same student trained without a teacher.")
 
 
 class PipelineConfig(_Section):
     """The effective configuration of one run: one dataset plus every stage's section."""
 
     data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
     distill: DistillConfig = DistillConfig()
     prune: PruneConfig = PruneConfig()
     quantize: QuantizeConfig = QuantizeConfig()
@@ -120,7 +165,7 @@ class ConfigError(ValueError):
     """params.yaml is missing, unreadable or holds a bad value."""
 
 
-STAGE_SECTIONS = ("model", "train", "distill", "prune", "quantize", "benchmark", "gate")
+STAGE_SECTIONS = ("train", "teacher", "student", "distill", "prune", "quantize", "benchmark", "gate")
 
 
 def _merge(base: dict, top: dict) -> dict:
@@ -131,16 +176,19 @@ def _merge(base: dict, top: dict) -> dict:
 
 
 def parse_overrides(overrides: dict | None) -> dict:
-    """{"distill.temperature": 4, ...} (as `--set` gives them) -> nested stage sections. Only stage keys: data
+    """{"distill.hinton.temperature": 4, ...} (as `--set` gives them) -> nested stage sections. Only stage keys: data
     settings are versioned with the data by DVC, which reads them from params.yaml itself."""
     nested: dict = {}
     for key, value in (overrides or {}).items():
-        section, _, field = str(key).partition(".")
-        if section not in STAGE_SECTIONS or not field or "." in field:
+        section, *path = str(key).split(".")
+        if section not in STAGE_SECTIONS or not path or not all(path):
             raise ConfigError(f"override {key!r}: expected SECTION.KEY with SECTION one of {list(STAGE_SECTIONS)}"
                               + ("; data settings are versioned with the data by DVC: change datasets.* in "
                                  "params.yaml" if section in ("datasets", "dataset", "data") else ""))
-        nested.setdefault(section, {})[field] = value
+        node = nested.setdefault(section, {})
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
     return nested
 
 

@@ -1,31 +1,38 @@
-"""Hinton knowledge distillation: softened-teacher KL (times T^2) weighted by alpha, plus CE on labels."""
+"""Train one student variant: the plain student (labels only) or a KD method of components.kd, on the same budget.
+
+Only the objective (and, for pool methods, the rows) differs between variants; everything passed to `fit` (epochs,
+optimizer, schedule, augmentation, stopping rule, seed) is the caller's and is the same for all of them.
+"""
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from components.train import LossFn
+from components.data.base import Dataset
+from components.kd import TeacherSignal, Variant
+from components.teachers import TeacherFn
+from components.train import CrossEntropy, fit
+
+LogitsOf = Callable[[np.ndarray], np.ndarray]  # inputs -> the teacher's logits (the caller may cache by content)
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-            temperature: float, alpha: float) -> torch.Tensor:
-    """alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y), batch-mean."""
-    t = temperature
-    kl = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
-                  reduction="batchmean", log_target=True)
-    return alpha * (t * t) * kl + (1 - alpha) * F.cross_entropy(student_logits, labels)
-
-
-def kd_objective(teacher: nn.Module, temperature: float, alpha: float) -> LossFn:
-    """A training loss for `train.fit` that queries the frozen teacher on the same (augmented) batch."""
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-
-    def loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            t_logits = teacher.to(x.device)(x)
-        return kd_loss(logits, t_logits, y, temperature, alpha)
-
-    return loss
+def train_variant(student: nn.Module, variant: Variant, train: Dataset, val: Dataset, *,
+                  teacher: TeacherFn | None = None, teacher_module: nn.Module | None = None,
+                  logits_of: LogitsOf | None = None, pool: np.ndarray | None = None,
+                  **fit_kwargs) -> tuple[nn.Module, list[dict]]:
+    """Train `student` as `variant` says. KD variants need `teacher` (logits of a batch) and `logits_of` (logits of
+    fixed inputs: the training rows when nothing augments them, and the unlabelled `pool`); feature methods need
+    the torch `teacher_module`."""
+    method = variant.build()
+    if method is None:
+        return fit(student, train, val, objective=CrossEntropy(), **fit_kwargs)
+    assert teacher is not None and logits_of is not None, "a KD variant needs a teacher"
+    pool_logits = logits_of(pool) if method.uses_pool and pool is not None and len(pool) else None
+    rows = method.training_set(train, pool, pool_logits)
+    fixed = fit_kwargs.get("augment") is None  # augmented rows differ every epoch: the teacher sees each batch
+    signal = TeacherSignal(teacher, logits_of(rows.x) if fixed else None, teacher_module)
+    objective = method.objective(student, signal, torch.from_numpy(rows.x[:2]))
+    return fit(student, rows, val, objective=objective, **fit_kwargs)

@@ -12,10 +12,22 @@ class Decision:
     reasons: list[str] = field(default_factory=list)  # failed conditions; empty when passed
 
 
-def decide(candidate: dict, teacher: dict, champion: dict | None, policy: GateConfig) -> Decision:
+LATENCY_KEYS = ("p50_ms", "p95_ms", "p99_ms", "size_bytes")
+
+
+def gate_view(measured: dict) -> dict:
+    """What the gate judges of a measured candidate: its validation metrics and its latency and size. Test metrics
+    are left out on purpose: choosing on test would bias the number reported for the chosen one."""
+    return {k: v for k, v in measured["val"].items() if k != "confusion"} | {
+        k: measured[k] for k in LATENCY_KEYS if k in measured}
+
+
+def decide(candidate: dict, teacher: dict, champion: dict | None, policy: GateConfig,
+           plain: dict | None = None) -> Decision:
     """Check a candidate's measured metrics (`accuracy`, `policy.metric`, `p95_ms`, `size_bytes`, and
-    `sensitivity` when required) against the policy. `teacher` needs `accuracy` and `policy.metric`; `champion`
-    (the version holding `production`, or None) needs `policy.metric`."""
+    `sensitivity` when required; the validation split's, see `gate_view`) against the policy. `teacher` needs
+    `accuracy` and `policy.metric`; `champion` (the version holding `production`, or None) and `plain` (the same
+    student trained without a teacher on the same budget, or None) need `policy.metric`."""
     reasons = []
     m = policy.metric
     if m not in candidate or m not in teacher:
@@ -41,6 +53,9 @@ def decide(candidate: dict, teacher: dict, champion: dict | None, policy: GateCo
     size_kb = candidate["size_bytes"] / 1024
     if size_kb > policy.max_size_kb:
         reasons.append(f"size {size_kb:.1f} KiB > max_size_kb {policy.max_size_kb:.1f} KiB")
+    if plain is not None and m in plain and score < plain[m] - policy.plain_tolerance:
+        reasons.append(f"{m} {score:.4f} < plain_fp32's {plain[m]:.4f} - plain_tolerance {policy.plain_tolerance:.4f}: "
+                       "the student trained without a teacher on the same budget does better")
     if champion is not None and m in champion and score < champion[m] - policy.regression_tolerance:
         reasons.append(f"{m} {score:.4f} regresses below production {champion[m]:.4f} "
                        f"- tolerance {policy.regression_tolerance:.4f}")

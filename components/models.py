@@ -135,6 +135,17 @@ def text_student(spec: dict, num_classes: int, width: int) -> Classifier:
     return Classifier(body, nn.Sequential(nn.Linear(4 * width, num_classes)))
 
 
+class Ensemble(nn.Module):
+    """N classifiers acting as one: the mean of their logits. Exported to ONNX as a single graph."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
 Builder = Callable[[dict, int, int], Classifier]  # (preprocessing spec, num_classes, width)
 ARCHITECTURES: dict[str, dict[str, Builder]] = {"tabular": {"teacher": tabular_teacher, "student": tabular_student},
                                                  "image": {"teacher": image_teacher, "student": image_student},

@@ -11,7 +11,6 @@ from torch import nn
 
 from components.data.base import Dataset
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, x, y) -> loss
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 EpochCallback = Callable[[int, dict], None]
 
@@ -28,8 +27,42 @@ def select_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
-def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, y)
+class Objective:
+    """What a training step minimises: `objective(model, x, y, idx, gen) -> (loss, logits)`.
+
+    `idx` holds the batch's row numbers in the training set when `x` holds those rows unchanged (no augmentation),
+    else None, so an objective may look precomputed values up (a KD teacher's cached logits). `gen` is the
+    training's seeded generator, for objectives that draw random views. An objective may bring trainable
+    parameters of its own (e.g. feature projections), which the optimizer then updates with the model's.
+    """
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return []
+
+    def to(self, device: torch.device) -> "Objective":
+        return self
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
+
+
+class CrossEntropy(Objective):
+    """Labels only: the plain student's and the teacher's loss, with optional label smoothing."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, model, x, y, idx, gen):
+        logits = model(x)
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits
 
 
 @torch.no_grad()
@@ -58,23 +91,29 @@ def fit(
     seed: int,
     device: torch.device,
     weight_decay: float = 0.0,
-    loss_fn: LossFn = cross_entropy,
+    objective: Objective | None = None,
     augment: Augment | None = None,
     on_epoch: EpochCallback | None = None,
+    checkpoint: str = "best",
 ) -> tuple[nn.Module, list[dict]]:
-    """Train with AdamW + cosine schedule; keep the weights of the best validation epoch.
+    """Train with AdamW + cosine schedule, early stopping after `patience` epochs without validation gain.
 
-    Returns the model (best weights, on CPU, in eval mode) and one history row per epoch.
+    Returns the model (on CPU, in eval mode) with the weights of the best validation epoch (`checkpoint` "best") or
+    of the last epoch ("last"), and one history row per epoch.
     """
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    objective = (objective or Objective()).to(device)
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW([*model.parameters(), *objective.parameters()], lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     x_all, y_all = torch.from_numpy(train.x), torch.from_numpy(train.y)
     best_key, best_state, stale, history = (-1.0, 0.0), None, 0, []
     for epoch in range(1, epochs + 1):
         model.train()
+        objective.start_epoch(epoch, epochs)
         order = torch.randperm(len(y_all), generator=gen)
         run_loss, run_correct = 0.0, 0
         for b, i in enumerate(range(0, len(order), batch_size)):
@@ -83,8 +122,7 @@ def fit(
             if augment is not None:
                 xb = augment(xb, gen)
             xb, yb = xb.to(device), yb.to(device)
-            logits = model(xb)
-            loss = loss_fn(logits, xb, yb)
+            loss, logits = objective(model, xb, yb, None if augment is not None else idx, gen)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, batch {b}; lower the learning rate "
                                          f"or check the inputs for NaN/Inf")
@@ -107,8 +145,10 @@ def fit(
             stale += 1
             if stale >= patience:
                 break
+    objective.close()
     assert best_state is not None
-    model.load_state_dict(best_state)
+    if checkpoint == "best":
+        model.load_state_dict(best_state)
     return model.cpu().eval(), history
 
 

@@ -68,38 +68,68 @@ def describe_features(x: np.ndarray, y: np.ndarray, hashes: list[str]) -> pd.Dat
                          "label": y, "content_hash": hashes})
 
 
-def raw_plan(kind, raw, cfg) -> list[tuple[str, pd.DataFrame, list[Expectation]]]:
-    """Checks of the raw dataset before it is split: the kind's own, plus the configured label set."""
-    exps = kind.expectations(raw, cfg.data.options)
-    exps.append(("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(cfg.data.classes)}))
-    df = kind.describe(raw, cfg.data.options)
+def describe_pool(x: np.ndarray, hashes) -> pd.DataFrame:
+    """`describe_features` of an unlabelled pool's model inputs: the same columns but `label`."""
+    return describe_features(x, np.zeros(len(x), dtype=np.int64), list(hashes)).drop(columns="label")
+
+
+def _where(df: pd.DataFrame, raw) -> pd.DataFrame:
     for col in ("file", "line"):  # failure examples then name the file or line instead of a row number
         if col in raw.meta and "where" not in df:
             df["where"] = [f"{col} {v}" if col == "line" else str(v) for v in raw.meta[col]]
+    return df
+
+
+def raw_plan(kind, raw, cfg, pool=None) -> list[tuple[str, pd.DataFrame, list[Expectation]]]:
+    """Checks of the raw dataset before it is split: the kind's own, plus the configured label set; with `pool`
+    (the unlabelled RawData), also `pool_raw_table`."""
+    exps = kind.expectations(raw, cfg.data.options)
+    exps.append(("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(cfg.data.classes)}))
+    df = _where(kind.describe(raw, cfg.data.options), raw)
     labels = pd.Series(np.asarray(raw.labels, dtype=str))
     counts = pd.DataFrame({"samples": [int((labels == c).sum()) for c in cfg.data.classes],
                            "where": [f"class {c!r}" for c in cfg.data.classes]})
-    return [("raw_samples", df, exps),
+    plan = [("raw_samples", df, exps),
             ("raw_samples_per_class", counts,  # an empty class: a missing folder, a label never spelled as given
              [("ExpectColumnValuesToBeBetween", {"column": "samples", "min_value": 1})])]
+    return plan + ([pool_raw_table(kind, raw, pool, cfg)] if pool is not None else [])
 
 
-def split_plan(tables: dict[str, pd.DataFrame], spec: dict, cfg, leakage_reference: str = "train"):
+def pool_raw_table(kind, raw, pool, cfg) -> tuple[str, pd.DataFrame, list[Expectation]]:
+    """Table "raw_unlabelled": the kind's descriptors of the pool, checked with the expectations of the labelled
+    data `raw` (so the pool must have its image shape and value range, sample rate, feature columns...). No label
+    checks; checks of columns a pool's descriptors lack (audio's test-rule field: a pool is never split) are the
+    labelled data's alone."""
+    df = _where(kind.describe(pool, cfg.data.options), pool)
+    exps = [e for e in kind.expectations(raw, cfg.data.options) if "column" not in e[1] or e[1]["column"] in df]
+    return "raw_unlabelled", df, exps
+
+
+def _input_expectations(spec: dict) -> list[Expectation]:
+    """Model-input schema of prepared data: shape, dtype, finite values, the spec's value range."""
+    exps: list[Expectation] = [
+        ("ExpectColumnValuesToBeInSet", {"column": "shape", "value_set": ["x".join(map(str, spec["input_shape"]))]}),
+        ("ExpectColumnValuesToBeInSet", {"column": "dtype", "value_set": [spec["input_dtype"]]}),
+        ("ExpectColumnValuesToBeInSet", {"column": "non_finite", "value_set": [0]}),
+    ]
+    if spec.get("value_range"):
+        lo, hi = spec["value_range"]
+        exps += [("ExpectColumnValuesToBeBetween", {"column": c, "min_value": lo, "max_value": hi})
+                 for c in ("min_value", "max_value")]
+    return exps
+
+
+def split_plan(tables: dict[str, pd.DataFrame], spec: dict, cfg, leakage_reference: str = "train",
+               pool: pd.DataFrame | None = None):
     """Checks of the prepared splits: model-input schema, class counts and balance, and no sample of another
-    split shared with `leakage_reference` (by content hash of the raw sample)."""
+    split shared with `leakage_reference` (by content hash of the raw sample); with `pool` (`describe_pool` of the
+    prepared unlabelled pool), also `pool_split_table`."""
     v = cfg.data.validation
     plan = []
     for name, df in tables.items():
-        exps: list[Expectation] = [
-            ("ExpectColumnValuesToBeInSet", {"column": "shape", "value_set": ["x".join(map(str, spec["input_shape"]))]}),
-            ("ExpectColumnValuesToBeInSet", {"column": "dtype", "value_set": [spec["input_dtype"]]}),
-            ("ExpectColumnValuesToBeInSet", {"column": "non_finite", "value_set": [0]}),
-            ("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(range(cfg.data.num_classes))}),
-        ]
-        if spec.get("value_range"):
-            lo, hi = spec["value_range"]
-            exps += [("ExpectColumnValuesToBeBetween", {"column": c, "min_value": lo, "max_value": hi})
-                     for c in ("min_value", "max_value")]
+        exps = _input_expectations(spec)
+        exps.insert(3, ("ExpectColumnValuesToBeInSet", {"column": "label",
+                                                        "value_set": list(range(cfg.data.num_classes))}))
         if name != leakage_reference:
             ref = sorted(set(tables[leakage_reference]["content_hash"]))
             exps.append(("ExpectColumnValuesToNotBeInSet", {"column": "content_hash", "value_set": ref}))
@@ -109,7 +139,17 @@ def split_plan(tables: dict[str, pd.DataFrame], spec: dict, cfg, leakage_referen
             ("ExpectColumnValuesToBeBetween", {"column": "share_of_largest", "min_value": 1.0 / v.max_class_imbalance,
                                                "max_value": 1.0}),
         ]))
-    return plan
+    return plan + ([pool_split_table(pool, tables, spec, leakage_reference)] if pool is not None else [])
+
+
+def pool_split_table(pool: pd.DataFrame, tables: dict[str, pd.DataFrame], spec: dict,
+                     leakage_reference: str = "train") -> tuple[str, pd.DataFrame, list[Expectation]]:
+    """Table "unlabelled_samples": the prepared pool's model-input schema, and none of its samples equal to one of
+    the evaluation splits (every split but `leakage_reference`): the pool is trained on, so such a sample would
+    leak that split into training."""
+    held_out = sorted({h for n, df in tables.items() if n != leakage_reference for h in df["content_hash"]})
+    return "unlabelled_samples", pool, _input_expectations(spec) + [
+        ("ExpectColumnValuesToNotBeInSet", {"column": "content_hash", "value_set": held_out})]
 
 
 def validate(plan: list[tuple[str, pd.DataFrame, list[Expectation]]], docs_dir: str | Path | None = None

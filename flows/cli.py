@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -32,15 +33,33 @@ def _config(args):
     return load_config(Path(args.project_dir) / "params.yaml", getattr(args, "dataset", None), _overrides(args))
 
 
+def _checked_config(args):
+    """The effective config with its KD methods resolved: a bad params file, override or distill.* setting fails
+    here, before any server starts."""
+    from components.kd import resolve
+
+    cfg = _config(args)
+    resolve(cfg.distill)
+    return cfg
+
+
+def write_json(path: str, obj: dict) -> None:
+    from components.data.base import write_text
+
+    write_text(Path(path), json.dumps(obj, indent=2, default=float) + "\n")
+
+
 def cmd_run(args) -> int:
     from components.config import ConfigError
+    from components.kd import KDConfigError
+    from components.teachers import TeacherFileError
     from components.validation import DataValidationError
     from flows.pipeline import DvcError, pipeline
 
     try:
-        _config(args)  # fail on a bad params file or override before starting any server
+        _checked_config(args)
         outcome = pipeline(project_dir=args.project_dir, dataset=args.dataset, overrides=_overrides(args))
-    except ConfigError as e:
+    except (ConfigError, KDConfigError, TeacherFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except DataValidationError as e:
@@ -57,7 +76,36 @@ def cmd_run(args) -> int:
               f"{e.data_error}", file=sys.stderr)
         return EXIT_BAD_DATA
     print(outcome["summary"])
+    if args.json:
+        write_json(args.json, outcome["json"])
+        print(f"run summary written to {args.json}")
     return 0 if outcome["selected"] else EXIT_NOTHING_PASSED
+
+
+def cmd_bench_kd(args) -> int:
+    from components.config import ConfigError
+    from components.kd import KDConfigError
+    from components.teachers import TeacherFileError
+    from components.validation import DataValidationError
+    from flows.bench import bench_kd
+    from flows.pipeline import DvcError
+
+    try:
+        _checked_config(args)
+        outcome = bench_kd(project_dir=args.project_dir, dataset=args.dataset, widths=args.widths, seeds=args.seeds,
+                           methods=args.methods, labelled_fraction=args.labelled_fraction,
+                           overrides=_overrides(args))
+    except (ConfigError, KDConfigError, TeacherFileError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (DataValidationError, DvcError) as e:
+        print(f"error: the dataset could not be prepared; nothing was trained.\n{e}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    print(outcome["text"])
+    if args.json:
+        write_json(args.json, outcome["json"])
+        print(f"bench results written to {args.json}")
+    return 0
 
 
 def cmd_ui(args) -> int:
@@ -71,10 +119,30 @@ DEFAULT_CRON = "0 2 * * *"
 SERVE_FIRST_RUN_S = 15  # covers registering the deployment and the server's next scheduling pass (every 5 s)
 
 
-def _seconds(text: str) -> int:
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated whole numbers >= 1, e.g. 2,4,8")
+    return values
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a fraction in (0, 1], e.g. 0.1")
+    return value
+
+
+def _positive(text: str) -> int:
     value = int(text) if text.strip().isdigit() else 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of seconds >= 1")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
     return value
 
 
@@ -188,11 +256,11 @@ def cmd_promote(args) -> int:
 
     policy = _config(args).gate
 
-    def gate_check(candidate: dict, teacher: dict, production: dict | None):
+    def gate_check(candidate: dict, teacher: dict, production: dict | None, plain: dict | None):
         if not {"accuracy", "p95_ms", "size_bytes"} <= set(candidate) or "accuracy" not in teacher:
             raise tracking.PromotionError("the version carries no measured metrics; only versions registered by "
                                           "the pipeline can be promoted")
-        return decide(candidate, teacher, production, policy)
+        return decide(candidate, teacher, production, policy, plain=plain)
 
     try:
         rec = tracking.promote(_name(args), str(args.version), gate_check)
@@ -270,11 +338,12 @@ def cmd_data_add(args) -> int:
         options[key] = yaml.safe_load(value)  # numbers, booleans, lists and mappings as in YAML
     try:
         section = add_dataset(Path(args.project_dir), args.name, args.kind, args.source, args.root,
-                              args.classes.split(",") if args.classes else None, options)
+                              args.classes.split(",") if args.classes else None, options, args.unlabelled)
     except (ConfigError, DataError, ValueError) as e:
         print(f"error: {e}\nnothing was added.", file=sys.stderr)
         return EXIT_BAD_DATA
-    print(f"added dataset {args.name!r}: {section['samples']} samples, classes {section['classes']}; "
+    pool = f", {section['unlabelled_samples']} unlabelled samples" if "unlabelled_samples" in section else ""
+    print(f"added dataset {args.name!r}: {section['samples']} samples, classes {section['classes']}{pool}; "
           f"run it with: edgekd run --dataset {args.name}")
     return 0
 
@@ -290,7 +359,26 @@ def parser() -> argparse.ArgumentParser:
                 "logged with the effective config")
     run.add_argument("--dataset", help=dataset_help)
     run.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help=set_help)
+    run.add_argument("--json", metavar="PATH", help="also write the run summary (every candidate's val and test "
+                                                    "metrics, latency, size, gate verdict; what was registered) here")
     run.set_defaults(fn=cmd_run)
+    bench = sub.add_parser("bench", help="benchmarks (not tests): kd compares KD methods against the plain student")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    bk = bsub.add_parser("kd", help="train the teacher, then every width x method x seed student and the "
+                                    "equal-budget plain student; report mean ± std and teacher-gap recovery")
+    bk.add_argument("--dataset", help=dataset_help)
+    bk.add_argument("--widths", type=_ints, default=None, metavar="W,W,...",
+                    help="student widths (default: the dataset's student.width)")
+    bk.add_argument("--seeds", type=_positive, default=3, metavar="N", help="seeds per width and method (default 3)")
+    bk.add_argument("--methods", type=lambda t: [m.strip() for m in t.split(",") if m.strip()], default=None,
+                    metavar="A,B,...", help="KD methods (default: every method the data allows); 'plain' is "
+                                            "always trained")
+    bk.add_argument("--labelled-fraction", type=_fraction, default=1.0, metavar="F",
+                    help="keep the labels of a stratified fraction F of train; the rest becomes the unlabelled pool")
+    bk.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                    help=set_help.replace("for this run", "for the benchmark"))
+    bk.add_argument("--json", metavar="PATH", help="write the rows and the teacher's accuracy here")
+    bk.set_defaults(fn=cmd_bench_kd)
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -299,7 +387,7 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--dataset", help=dataset_help)
     when = sv.add_mutually_exclusive_group()
     when.add_argument("--cron", help=f"cron expression (default: '{DEFAULT_CRON}', nightly at 02:00)")
-    when.add_argument("--interval", type=_seconds, metavar="SECONDS",
+    when.add_argument("--interval", type=_positive, metavar="SECONDS",
                       help=f"run every SECONDS instead, the first run about {SERVE_FIRST_RUN_S} s after start")
     sv.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                     help=set_help.replace("for this run", "for every scheduled run"))
@@ -330,6 +418,8 @@ def parser() -> argparse.ArgumentParser:
     da.add_argument("--root", default="data/external", help="data root, relative to the project")
     da.add_argument("--classes", help="comma-separated label set in index order (default: the labels found)")
     da.add_argument("--option", action="append", help="kind option KEY=VALUE (repeatable)")
+    da.add_argument("--unlabelled", metavar="PATH", help="an unlabelled pool of the same kind, relative to --root "
+                                                         "(for distill methods that use one, e.g. pseudo_label)")
     da.set_defaults(fn=cmd_data_add)
     pd_ = sub.add_parser("predict", help="predict raw inputs with a registered model (ONNX Runtime + its spec only)")
     pd_.add_argument("model", help="registered model name (the dataset's name)")

@@ -1,7 +1,7 @@
 """`edgekd data add`: put a user's dataset under DVC and write its `datasets.NAME` section into params.yaml.
 
-The data is read and checked with its kind's loader before anything is written, so a bad dataset leaves
-params.yaml, data/ and DVC untouched.
+The data (and its unlabelled pool, if any) is read and checked with its kind's loaders before anything is
+written, so a bad dataset leaves params.yaml, data/ and DVC untouched.
 """
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ from pathlib import Path
 from components.config import ConfigError, effective_config
 from components.data import DataError, get_kind
 from components.data.base import write_text
+from flows.dvc_stages import check_apart, resolve_in_root
 
 
 def add_dataset(root: Path, name: str, kind: str, source: str, data_root: str, classes: list[str] | None,
-                options: dict) -> dict:
-    """Validate, `dvc add` (for files inside the project), then record the dataset. Returns its section."""
+                options: dict, unlabelled: str | None = None) -> dict:
+    """Validate, `dvc add` (for files inside the project), then record the dataset. Returns its section, with
+    `samples`, `labels_found` and, with an `unlabelled` pool (a path relative to `data_root`), `unlabelled_samples`.
+    """
     from ruamel.yaml import YAML
 
     root = root.resolve()
@@ -33,22 +36,30 @@ def add_dataset(root: Path, name: str, kind: str, source: str, data_root: str, c
         raise DataError(f"source {source!r} resolves to {path}, outside the data root {base}")
     if not path.exists():
         raise DataError(f"source {path} does not exist")
+    pool_path = resolve_in_root(root, data_root, unlabelled, "unlabelled") if unlabelled is not None else None
+    if pool_path is not None:
+        check_apart(pool_path, path)
     raw = get_kind(kind).load(str(path), options)  # raises DataError naming the bad file or line
+    pool = get_kind(kind).load_unlabelled(str(pool_path), options, like=raw) if pool_path is not None else None
     found = sorted({str(v) for v in raw.labels})
     classes = classes or found
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise DataError(f"{path}: labels {unknown[:5]} are not among --classes {classes}")
-    section = {"kind": kind, "root": data_root, "source": source, "classes": classes, "options": options}
+    section = {"kind": kind, "root": data_root, "source": source}
+    section |= {"unlabelled": unlabelled} if unlabelled is not None else {}
+    section |= {"classes": classes, "options": options}
     effective_config({"datasets": {name: section}})  # the section must be a valid config before it is written
-    if path.is_relative_to(root) and _dvc_trackable(root, path):
-        subprocess.run([sys.executable, "-m", "dvc", "add", str(path.relative_to(root))], cwd=root, check=True,
-                       capture_output=True, text=True)
+    for p in (path, pool_path):
+        if p is not None and p.is_relative_to(root) and _dvc_trackable(root, p):
+            subprocess.run([sys.executable, "-m", "dvc", "add", str(p.relative_to(root))], cwd=root, check=True,
+                           capture_output=True, text=True)
     params.setdefault("datasets", {})[name] = section
     buf = StringIO()
     yaml.dump(params, buf)
     write_text(params_file, buf.getvalue())
-    return section | {"samples": len(raw), "labels_found": found}
+    return section | {"samples": len(raw), "labels_found": found} | (
+        {"unlabelled_samples": len(pool)} if pool is not None else {})
 
 
 def _dvc_trackable(root: Path, path: Path) -> bool:

@@ -1,250 +1,56 @@
-"""The pipeline flow: thin Prefect tasks over components, MLflow tracking around them.
+"""The pipeline flow: six named phases over the stage tasks of flows/stages.py, tracked in MLflow.
 
-ingest (DVC) -> validate raw (GX) -> prepare (DVC) -> validate splits (GX) -> teacher -> students (plain, KD)
--> prune + KD fine-tune -> ONNX export + INT8 -> ORT accuracy -> ORT benchmark -> gate -> register (staging)
+validate (DVC + GX) -> train (teacher, plain student, KD variants; the best KD variant on val) -> compress (the
+recipe table of components/recipes.py) -> measure (ORT on val and test, latency) -> gate (on val, against the
+equal-budget plain student) -> publish (report, model card, registry, JSON summary)
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import pickle
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import yaml
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-import components
-from components import benchmark as bench
-from components import gate, quantize
+from components import gate, kd
 from components.config import PipelineConfig, load_config
-from components.data import get_kind
-from components.distill import kd_objective
-from components.export import artifact_info, atomic_path, export_onnx, file_sha256, ort_accuracy, ort_predict
-from components.metrics import classification_metrics
-from components.models import build, count_params
-from components.prune import prune_channels
-from components.train import evaluate, fit, select_device
-from components.validation import DataValidationError, describe_features, raw_plan, split_plan, validate
+from components.export import artifact_info, atomic_path
+from components.recipes import Recipe, recipes
+from components.teachers import TORCHSCRIPT_SUFFIXES, check_teacher, load_teacher_file
+from components.validation import DataValidationError, ValidationReport
 from flows import dvc_stages, env, reporting, tracking
+from flows.stages import (IO_RETRIES, DataRef, DvcError, PruneSpec, QuantizeSpec, StudentSpec, TeacherRef,  # noqa: F401
+                          TeacherSpec, UntrustedFileError, dvc_repro, export_teacher, load_data, measure_candidate,
+                          prune_student, quantize_int8, train_student, train_teacher, validate_data)
 
 
-def _retry_on_io(task, task_run, state) -> bool:
-    """Retry a task that failed on I/O (a full or busy disk, a lock held too long); a missing file, a permission
-    problem or any other error (bad data, NaN loss) fails at once."""
-    try:
-        state.result()
-    except (OSError, TimeoutError) as e:
-        return not isinstance(e, (FileNotFoundError, PermissionError))
-    except Exception:
-        return False
-    return False
+@dataclass
+class Run:
+    """One pipeline run: its config, MLflow tracker and parent run, lineage, and what each phase hands on."""
 
+    root: Path
+    cfg: PipelineConfig
+    tracker: tracking.Tracker
+    parent: str
+    lineage: dict
+    validation: dict = field(default_factory=dict)
 
-IO_RETRIES = dict(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_retry_on_io)
-# Cached stages persist a small JSON result (paths + metrics); the weights live in files, loaded safely.
-CACHED = dict(cache_policy=INPUTS + TASK_SOURCE, persist_result=True, result_serializer="json", **IO_RETRIES)
-CANDIDATES = ("teacher_fp32", "student_fp32", "pruned_fp32", "pruned_int8_static", "pruned_int8_dynamic")
+    @property
+    def log(self):
+        return get_run_logger()
 
-
-def code_version() -> str:
-    """Hash of the component sources: a code change invalidates the cache of every stage."""
-    h = hashlib.sha256()
-    for p in sorted(Path(components.__file__).parent.rglob("*.py")):
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def spec_dir(spec: dict, stage: str) -> Path:
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return Path(spec["root"]) / ".edgekd" / "artifacts" / stage / key
-
-
-def _progress(name: str, total: int):
-    log = get_run_logger()
-    every = max(1, total // 10)
-
-    def on_epoch(epoch: int, row: dict) -> None:
-        if epoch == 1 or epoch % every == 0:
-            log.info(f"[{name}] epoch {epoch}/{total} train_loss={row['train_loss']:.4f} "
-                     f"val_acc={row['val_accuracy']:.4f}")
-
-    return on_epoch
-
-
-def _save_weights(model: torch.nn.Module, path: Path) -> dict:
-    with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
-    return artifact_info(path)
-
-
-def _build(cfg: PipelineConfig, role: str, spec: dict) -> torch.nn.Module:
-    width = cfg.model.teacher_width if role == "teacher" else cfg.model.student_width
-    return build(cfg.data.kind, role, spec, cfg.data.num_classes, width, cfg.train.seed)
-
-
-class UntrustedFileError(RuntimeError):
-    pass
-
-
-def _load(cfg: PipelineConfig, role: str, spec: dict, weights: dict) -> torch.nn.Module:
-    """Weights saved by an upstream stage (`weights`: its path and sha256), loaded without unpickling code."""
-    path = weights["path"]
-    if file_sha256(path) != weights["sha256"]:
-        raise UntrustedFileError(f"{path}: sha256 differs from the one recorded when the stage saved it; "
-                                 "refusing to load it (delete .edgekd/artifacts to retrain)")
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as e:
-        raise UntrustedFileError(f"{path}: not a plain tensor file; refusing to unpickle it ({e})") from None
-    model = _build(cfg, role, spec)
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def _inputs(spec: dict) -> tuple[Path, PipelineConfig, dict, dict]:
-    """What every training task starts from: project root, config, preprocessing spec and the splits."""
-    root, cfg = Path(spec["root"]), PipelineConfig.model_validate(spec["cfg"])
-    return root, cfg, dvc_stages.load_spec(root, cfg), dvc_stages.load_splits(root, cfg)
-
-
-def _fit_kwargs(cfg: PipelineConfig, epochs: int, lr: float, name: str) -> dict:
-    return dict(epochs=epochs, lr=lr, batch_size=cfg.train.batch_size, patience=cfg.train.patience,
-                seed=cfg.train.seed, device=select_device(cfg.train.device), weight_decay=cfg.train.weight_decay,
-                augment=get_kind(cfg.data.kind).augment if cfg.train.augment else None,
-                on_epoch=_progress(name, epochs))
-
-
-def _finish(model: torch.nn.Module, cfg: PipelineConfig, out: Path, history: list[dict], test) -> dict:
-    """Save weights and the FP32 ONNX export of a trained model; report its size and PyTorch accuracy."""
-    return {
-        "weights": _save_weights(model, out / "weights.pt"),
-        "onnx": export_onnx(model, test.x, out / "model.onnx"),
-        "history": history,
-        "params": count_params(model),
-        "torch_test_accuracy": evaluate(model, test, torch.device("cpu"))["accuracy"],
-    }
-
-
-# --- tasks --------------------------------------------------------------------------------------------------
-
-
-class DvcError(RuntimeError):
-    """A DVC stage failed; `data_error` is the stage's own 'error: ...' line when the data was at fault."""
-
-    def __init__(self, message: str, data_error: str | None = None):
-        super().__init__(message)
-        self.data_error = data_error
-
-
-@task(**IO_RETRIES)
-def dvc_repro(root: str, stage: str) -> list[str]:
-    """`dvc repro STAGE` (with its upstream stages) in the project; returns the stages that actually ran."""
-    # A subprocess, so DVC resolves paths against the project and its stage commands find this interpreter.
-    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", stage], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=3600)
-    log = get_run_logger()
-    for line in (proc.stdout + proc.stderr).splitlines():
-        if line.strip():
-            log.info(f"dvc: {line}")
-    if proc.returncode != 0:
-        if "Unable to acquire lock" in proc.stderr:
-            raise TimeoutError(f"dvc repro {stage}: the DVC repository is locked by another process")
-        data_errors = [line[len("error: "):] for line in proc.stderr.splitlines() if line.startswith("error: ")]
-        raise DvcError(f"dvc repro {stage} failed (exit {proc.returncode}):\n{proc.stderr.strip()[-3000:]}",
-                       data_errors[-1] if data_errors else None)
-    return re.findall(r"Running stage '([^']+)'", proc.stdout)
-
-
-@task(**IO_RETRIES)
-def validate_data(root: str, cfg: PipelineConfig, phase: str) -> dict:
-    """GX suites over the raw dataset (phase 'raw') or the prepared splits (phase 'splits')."""
-    rootp = Path(root)
-    if phase == "raw":
-        plan = raw_plan(get_kind(cfg.data.kind), dvc_stages.load_raw_data(rootp, cfg), cfg)
-    else:
-        splits, spec = dvc_stages.load_splits(rootp, cfg), dvc_stages.load_spec(rootp, cfg)
-        plan = split_plan({n: describe_features(d.x, d.y, list(d.meta["hash"])) for n, d in splits.items()}, spec, cfg)
-        kind = get_kind(cfg.data.kind)
-        if hasattr(kind, "split_checks"):  # optional hook: checks a kind adds per prepared split
-            plan += [c for n, d in splits.items() for c in kind.split_checks(spec, n, d)]
-    docs = rootp / ".edgekd" / "validation" / cfg.data.name / phase
-    report = validate(plan, docs_dir=docs)
-    out = report.to_dict() | {"phase": phase, "docs_dir": str(docs)}
-    with atomic_path(docs / "result.json") as tmp:
-        tmp.write_text(json.dumps(out, indent=2, default=str))
-    return out
-
-
-@task(**CACHED)
-def train_teacher(spec: dict) -> dict:
-    _, cfg, pspec, s = _inputs(spec)
-    t = cfg.train
-    model, hist = fit(_build(cfg, "teacher", pspec), s["train"], s["val"], **_fit_kwargs(cfg, t.epochs, t.lr, "teacher"))
-    return _finish(model, cfg, spec_dir(spec, "teacher"), hist, s["test"])
-
-
-@task(**CACHED)
-def train_student(spec: dict) -> dict:
-    """The student trained with KD (spec['teacher'] set) or on labels only (the no-KD baseline)."""
-    _, cfg, pspec, s = _inputs(spec)
-    d = cfg.distill
-    kw = _fit_kwargs(cfg, d.epochs, d.lr, spec["name"])
-    if spec.get("teacher"):
-        kw["loss_fn"] = kd_objective(_load(cfg, "teacher", pspec, spec["teacher"]), d.temperature, d.alpha)
-    model, hist = fit(_build(cfg, "student", pspec), s["train"], s["val"], **kw)
-    return _finish(model, cfg, spec_dir(spec, spec["name"]), hist, s["test"])
-
-
-@task(**CACHED)
-def prune_student(spec: dict) -> dict:
-    _, cfg, pspec, s = _inputs(spec)
-    p, d = cfg.prune, cfg.distill
-    student = _load(cfg, "student", pspec, spec["student"])
-    pruned, report = prune_channels(student, torch.from_numpy(s["train"].x[:2]), p.ratio)
-    report["torch_test_accuracy_before_finetune"] = evaluate(pruned, s["test"], torch.device("cpu"))["accuracy"]
-    hist: list[dict] = []
-    if p.finetune_epochs:
-        kw = _fit_kwargs(cfg, p.finetune_epochs, p.finetune_lr, "prune-finetune")
-        kw["loss_fn"] = kd_objective(_load(cfg, "teacher", pspec, spec["teacher"]), d.temperature, d.alpha)
-        pruned, hist = fit(pruned, s["train"], s["val"], **kw)
-    return _finish(pruned, cfg, spec_dir(spec, "pruned"), hist, s["test"]) | {"prune": report}
-
-
-@task(**CACHED)
-def quantize_int8(spec: dict) -> dict:
-    _, cfg, _, s = _inputs(spec)
-    train = s["train"]
-    out = spec_dir(spec, "quantized")
-    calib = quantize.calibration_sample(train.x, cfg.quantize.calibration_samples, cfg.data.seed)
-    return {
-        "pruned_int8_static": quantize.quantize_static_int8(spec["fp32"]["path"], out / "static.onnx", calib,
-                                                            cfg.quantize.per_channel),
-        "pruned_int8_dynamic": quantize.quantize_dynamic_int8(spec["fp32"]["path"], out / "dynamic.onnx"),
-    }
-
-
-@task(**IO_RETRIES)
-def measure_candidate(root: str, cfg: PipelineConfig, onnx_path: str) -> dict:
-    """Metrics through ONNX Runtime on the test split, then latency under the device profile."""
-    test = dvc_stages.load_splits(Path(root), cfg)["test"]
-    b = cfg.benchmark
-    metrics = classification_metrics(ort_predict(onnx_path, test.x), test.y, cfg.data.classes)
-    return metrics | bench.benchmark(
-        onnx_path, test.x, threads=b.intra_op_threads, batch_size=b.batch_size,
-        warmup_runs=b.warmup_runs, timed_runs=b.timed_runs)
+    def section(self, name: str) -> dict:
+        return self.cfg.model_dump(mode="json")[name]
 
 
 def cached(task_fn, spec: dict) -> tuple[dict, bool]:
@@ -265,7 +71,57 @@ def _walk(obj):
             yield from _walk(v)
 
 
-# --- the flow -----------------------------------------------------------------------------------------------
+def tracked(run: Run, stage: str, task_fn, spec, tags: dict | None = None) -> dict:
+    """A cached stage task inside its own nested MLflow run: cache hit, per-epoch history, val metrics."""
+    with run.tracker.stage(stage, {"dataset_hash": run.lineage["dataset_hash"], **(tags or {})}) as rid:
+        out, was_cached = cached(task_fn, spec.model_dump(mode="json") if hasattr(spec, "model_dump") else spec)
+        run.tracker.tags(rid, {"cached": was_cached})
+        run.tracker.history(rid, out.get("history", []))
+        run.tracker.metrics(rid, {"params": out.get("params", 0)}
+                            | {f"val.{k}": v for k, v in out.get("val", {}).items()})
+        if "prune" in out:
+            run.tracker.metrics(rid, {k: v for k, v in out["prune"].items() if isinstance(v, (int, float))})
+            run.tracker.json(rid, out["prune"], "prune_report.json")
+    run.log.info(f"{stage}{' ' + str(tags) if tags else ''}: {'reused from cache' if was_cached else 'done'}")
+    return out
+
+
+# --- phase 1: validate ------------------------------------------------------------------------------------------
+
+
+def validate(run: Run) -> DataRef:
+    """DVC's ingest and prepare stages, each followed by the GX suite that guards it; bad data is rolled back."""
+    root, cfg, tr = run.root, run.cfg, run.tracker
+    lock_before = (root / "dvc.lock").read_text() if (root / "dvc.lock").exists() else None
+    with tr.stage("validation") as rid:
+        try:
+            ran = dvc_repro(str(root), f"ingest@{cfg.data.name}")
+            reports = [validate_data(str(root), cfg, "raw")]
+            if reports[0]["success"]:
+                ran += dvc_repro(str(root), f"prepare@{cfg.data.name}")
+                reports.append(validate_data(str(root), cfg, "splits"))
+        except DvcError:
+            restore_data(root, cfg, lock_before)
+            raise
+        for rep in reports:
+            tr.json(rid, rep, f"validation_{rep['phase']}.json")
+            tr.folder(rid, rep["docs_dir"], f"data_docs_{rep['phase']}")
+        failures = [f for rep in reports for f in rep["failures"]]
+        run.validation = {"success": not failures, "evaluated": sum(len(r["results"]) for r in reports),
+                          "failed": len(failures)}
+        tr.metrics(rid, {"expectations_evaluated": run.validation["evaluated"], "expectations_failed": len(failures)})
+        tr.tags(rid, {"dvc_stages_ran": ",".join(ran) or "none (up to date)", "validation_success": not failures})
+        tr.tags(run.parent, {"validation_success": not failures})
+        if failures:
+            restore_data(root, cfg, lock_before)
+            raise DataValidationError(ValidationReport(success=False, failures=failures,
+                                                       results=[r for rep in reports for r in rep["results"]]))
+    run.lineage["dataset_hash"] = dataset_hash(root, cfg.data.name)
+    tr.tags(run.parent, run.lineage)
+    run.log.info(f"dataset {cfg.data.name} validated; hash {run.lineage['dataset_hash']}; DVC stages run: "
+                 f"{ran or 'none (up to date)'}")
+    return DataRef(root=str(root), name=cfg.data.name, dataset_hash=run.lineage["dataset_hash"], kind=cfg.data.kind,
+                   classes=list(cfg.data.classes))
 
 
 def restore_data(root: Path, cfg: PipelineConfig, lock_before: str | None) -> None:
@@ -280,8 +136,8 @@ def restore_data(root: Path, cfg: PipelineConfig, lock_before: str | None) -> No
         with atomic_path(lock) as tmp:
             tmp.write_text(lock_before)
     locked = (yaml.safe_load(lock_before or "") or {}).get("stages", {})
-    for stage, out in ((f"ingest@{name}", dvc_stages.raw_dir(root, cfg)),
-                       (f"prepare@{name}", dvc_stages.prepared_dir(root, cfg))):
+    for stage, out in ((f"ingest@{name}", dvc_stages.raw_dir(root, name)),
+                       (f"prepare@{name}", dvc_stages.prepared_dir(root, name))):
         if stage not in locked:
             shutil.rmtree(out, ignore_errors=True)
             continue
@@ -297,6 +153,236 @@ def dataset_hash(root: Path, name: str) -> str:
     return lock["stages"][f"prepare@{name}"]["outs"][0]["md5"]
 
 
+# --- phase 2: train ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trained:
+    teacher: dict  # {"onnx", "val", "ref": TeacherRef}
+    plain: dict  # train_student's output, with "spec"
+    kd: dict | None  # the KD variant chosen on val (None when the plain student won the choice), with "spec"
+    variants: dict[str, dict]  # every KD variant trained: label -> output
+    teacher_strong: bool
+
+
+def student_spec(cfg: PipelineConfig, data: DataRef, variant: kd.Variant, teacher: TeacherRef | None,
+                 seed: int | None = None, width: int | None = None) -> StudentSpec:
+    """What a student stage reads: the same budget for every variant, the teacher only when the variant has one."""
+    return StudentSpec(data=data, width=width or cfg.student.width, seed=cfg.train.seed if seed is None else seed,
+                       train=cfg.train.model_dump(), budget=cfg.student.model_dump(exclude={"width"}),
+                       variant={"method": variant.method, "options": variant.options},
+                       teacher=None if variant.method == "plain" else teacher)
+
+
+def train(run: Run, data: DataRef, variants: list[kd.Variant]) -> Trained:
+    """The teacher, the plain student, and every KD variant asked for; the KD student is the best on val."""
+    cfg, metric = run.cfg, run.cfg.gate.metric
+    teacher = train_teachers(run, data)
+    plain = tracked(run, "student_plain", train_student, spec := student_spec(cfg, data, kd.PLAIN, None))
+    plain["spec"] = spec
+    outs = {}
+    for v in variants:
+        if v.method == "plain":
+            outs[v.label] = plain
+            continue
+        spec = student_spec(cfg, data, v, teacher["ref"])
+        outs[v.label] = tracked(run, "student_kd", train_student, spec, {"variant": v.label}) | {"spec": spec}
+    best = max(outs, key=lambda label: outs[label]["val"][metric]) if outs else None
+    margin = teacher["val"][metric] - plain["val"][metric]
+    strong = margin >= cfg.teacher.min_margin
+    if not strong:
+        run.log.warning(teacher_warning(metric, teacher["val"][metric], plain["val"][metric], cfg.teacher.min_margin))
+    if best is not None:
+        run.log.info(f"KD student chosen on val {metric}: {best} ({outs[best]['val'][metric]:.4f}; plain "
+                     f"{plain['val'][metric]:.4f})" + ("; the plain student won: no KD candidate" if best == "plain"
+                                                       else ""))
+    kd_out = None if best is None or best == "plain" else outs[best] | {"variant": best}
+    run.tracker.tags(run.parent, {"kd_variant": best or "none", "teacher_clearly_stronger": strong})
+    return Trained(teacher, plain, kd_out, outs, strong)
+
+
+def teacher_warning(metric: str, teacher: float, plain: float, margin: float) -> str:
+    return (f"the teacher is not clearly stronger than the plain student (val {metric} {teacher:.4f} vs "
+            f"{plain:.4f}, needed a margin of {margin}): KD cannot be expected to help; strengthen the teacher "
+            f"(teacher.width, teacher.epochs, teacher.ensemble) or bring one (teacher.source)")
+
+
+def train_teachers(run: Run, data: DataRef) -> dict:
+    """The KD teacher: a user's file (teacher.source), or N networks trained here (one, or an ensemble)."""
+    cfg, t = run.cfg, run.cfg.teacher
+    splits, pspec, _ = load_data(data)
+    with run.tracker.stage("teacher", {"source": t.source or "trained", "ensemble": t.ensemble}) as rid:
+        if t.source:
+            ref = TeacherRef(file=artifact_info(teacher_path(run.root, t.source)))
+            check_teacher(load_teacher_file(ref.file["path"])[0], splits["val"].x, len(data.classes), t.source)
+        else:
+            widths = t.ensemble_widths or [t.width]
+            recipe = t.model_dump(include={"epochs", "lr", "patience", "checkpoint", "label_smoothing"})
+            members = [tracked(run, "teacher_member", train_teacher, TeacherSpec(
+                data=data, width=widths[i % len(widths)], seed=cfg.train.seed + i, train=cfg.train.model_dump(),
+                recipe=recipe), {"member": i}) for i in range(t.ensemble)]
+            ref = TeacherRef(members=[{"width": widths[i % len(widths)], "weights": m["weights"]}
+                                      for i, m in enumerate(members)])
+        if len(ref.members) == 1:
+            out = {"onnx": members[0]["onnx"], "val": members[0]["val"]}
+        elif ref.file and ref.file["path"].endswith(".onnx"):
+            out = {"onnx": ref.file, "val": teacher_val(ref.file["path"], splits["val"], data.classes)}
+        else:
+            out, _ = cached(export_teacher, {"data": data.model_dump(mode="json"), "teacher": ref.model_dump()})
+        run.tracker.tags(rid, {"teacher_id": ref.id})
+        run.tracker.metrics(rid, {f"val.{k}": v for k, v in out["val"].items()})
+    return out | {"ref": ref}
+
+
+def teacher_path(root: Path, source: str) -> str:
+    path = (root / source).resolve()
+    if not path.is_file():
+        raise kd.KDConfigError(f"teacher.source {source!r}: {path} does not exist (paths are relative to the "
+                               "project)")
+    if path.suffix != ".onnx" and path.suffix not in TORCHSCRIPT_SUFFIXES:
+        raise kd.KDConfigError(f"teacher.source {source!r}: expected an .onnx or TorchScript "
+                               f"({', '.join(TORCHSCRIPT_SUFFIXES)}) file")
+    return str(path)
+
+
+def teacher_val(path: str, val, classes: list[str]) -> dict:
+    from components.export import ort_predict
+    from components.metrics import classification_metrics
+
+    return classification_metrics(ort_predict(path, val.x), val.y, classes)
+
+
+# --- phase 3: compress ------------------------------------------------------------------------------------------
+
+
+def compress(run: Run, data: DataRef, trained: Trained) -> dict[str, dict]:
+    """Every recipe of the candidate table, in order: candidate -> {"onnx": artifact info, ...}."""
+    sources = {"teacher": trained.teacher, "plain": trained.plain, "kd": trained.kd}
+    made: dict[str, dict] = {}
+    for r in recipes(("plain", "kd") if trained.kd else ("plain",)):
+        source = sources[r.source] if r.source in sources else made[r.source]
+        made[r.name] = TRANSFORMS[r.transform](run, data, r, source)
+    return made
+
+
+def _export(run: Run, data: DataRef, r: Recipe, source: dict) -> dict:
+    return {"onnx": source["onnx"], "spec": source.get("spec"), "weights": source.get("weights")}
+
+
+def _prune(run: Run, data: DataRef, r: Recipe, source: dict) -> dict:
+    spec = PruneSpec(source=source["spec"], weights=source["weights"], prune=run.section("prune"))
+    return tracked(run, "prune", prune_student, spec, {"candidate": r.name})
+
+
+def _int8(mode: str):
+    def quantize(run: Run, data: DataRef, r: Recipe, source: dict) -> dict:
+        spec = QuantizeSpec(data=data, fp32=source["onnx"], mode=mode, quantize=run.section("quantize"))
+        return tracked(run, "quantize", quantize_int8, spec, {"candidate": r.name})
+    return quantize
+
+
+TRANSFORMS = {"export": _export, "prune": _prune, "int8_static": _int8("static"), "int8_dynamic": _int8("dynamic")}
+
+
+# --- phase 4: measure -------------------------------------------------------------------------------------------
+
+
+def measure(run: Run, data: DataRef, made: dict[str, dict]) -> dict[str, dict]:
+    """Each candidate's metrics through ORT on val and test, and its latency under the device profile."""
+    b = run.cfg.benchmark
+    results = {}
+    for name, m in made.items():
+        run.log.info(f"measuring {name} (ORT metrics on val and test, latency at {b.intra_op_threads} thread(s), "
+                     f"batch {b.batch_size})")
+        results[name] = measure_candidate(data.model_dump(mode="json"), m["onnx"]["path"], run.section("benchmark")) \
+            | {"sha256": m["onnx"]["sha256"], "path": m["onnx"]["path"]}
+    return results
+
+
+# --- phase 5: gate ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    decisions: dict[str, gate.Decision]
+    best: str | None
+    champion_version: str | None
+    champion: dict | None
+
+
+def judge(run: Run, results: dict[str, dict]) -> Verdict:
+    """The gate on validation metrics: each candidate against the policy, the teacher, the plain student trained
+    on the same budget, and the version holding production; the best passing one on val is selected."""
+    view = {n: gate.gate_view(m) for n, m in results.items()}
+    c = tracking.client()
+    champion_mv = tracking.version_by_alias(c, run.cfg.data.name, tracking.PRODUCTION)
+    champion = tracking.gate_metrics(champion_mv, "val.") if champion_mv else None
+    decisions = {n: gate.decide(v, view["teacher_fp32"], champion, run.cfg.gate, plain=view["plain_fp32"])
+                 for n, v in view.items()}
+    best = gate.select_best(view, decisions, run.cfg.gate.metric)
+    return Verdict(decisions, best, str(champion_mv.version) if champion_mv else None, champion)
+
+
+# --- phase 6: publish -------------------------------------------------------------------------------------------
+
+
+def publish(run: Run, data: DataRef, trained: Trained, results: dict[str, dict], verdict: Verdict) -> dict:
+    """The report (terminal, MLflow runs, plots), the registered version with its model card, the JSON summary."""
+    cfg, tr = run.cfg, run.tracker
+    report = reporting.Report(cfg, results, verdict.decisions, verdict.best, trained.kd and trained.kd["variant"],
+                              trained.teacher_strong)
+    gate_report = {"policy": run.section("gate"), "champion_version": verdict.champion_version,
+                   "champion": verdict.champion, "selected": verdict.best, "decided_on": "val",
+                   "candidates": {n: {"passed": d.passed, "reasons": d.reasons} for n, d in verdict.decisions.items()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = report.write(Path(tmp), gate_report)
+        with tr.stage("benchmark", {"device_profile": json.dumps(run.section("benchmark"))}) as rid:
+            tr.file(rid, files["benchmark.csv"])
+            tr.file(rid, files["accuracy_vs_p95.png"])
+        for name, m in results.items():
+            d = verdict.decisions[name]
+            with tr.stage(f"candidate:{name}", {"candidate": name, "gate_passed": d.passed,
+                                                "gate_reasons": "; ".join(d.reasons) or "none"}) as rid:
+                tr.metrics(rid, reporting.flat_metrics(m))
+                tr.file(rid, files[f"confusion_{name}.png"])
+                tr.json(rid, {"classes": cfg.data.classes, "matrix": m["test"]["confusion"]}, "confusion_matrix.json")
+        tr.metrics(run.parent, report.summary_metrics())
+        for f in ("benchmark.csv", "accuracy_vs_p95.png", "gate_report.json"):
+            tr.file(run.parent, files[f])
+        with tr.stage("gate", {"selected": verdict.best or "none"}) as rid:
+            tr.file(rid, files["gate_report.json"])
+        version = register(run, report, gate_report, Path(tmp)) if verdict.best else None
+    tr.tags(run.parent, {"registered_version": version or "none: no candidate passed the gate"})
+    text = report.render(version, cfg.data.name)
+    run.log.info("summary\n" + text)
+    return {"summary": text, "selected": verdict.best, "version": version, "kd_gain": report.kd_gain(),
+            "parent_run_id": run.parent, "candidates": results,
+            "decisions": {n: d.reasons for n, d in verdict.decisions.items()}, "json": report.json(version)}
+
+
+def register(run: Run, report: "reporting.Report", gate_report: dict, tmp: Path) -> str:
+    """The selected candidate as a new version of the dataset's registered model, alias 'staging'."""
+    best, cfg = report.best, run.cfg
+    m = report.results[best]
+    prepared = dvc_stages.prepared_dir(run.root, cfg.data.name)
+    card = report.model_card(gate_report, run.validation, json.loads((prepared / "summary.json").read_text()),
+                             run.lineage, m["sha256"], run.parent)
+    (tmp / "model_card.md").write_text(card)
+    run.tracker.file(run.parent, tmp / "model_card.md")
+    example = dvc_stages.load_splits(run.root, cfg.data.name)["test"].x[:1]
+    version = tracking.register(
+        run.parent, cfg.data.name, m["path"], example,
+        [str(tmp / f) for f in ("model_card.md", "benchmark.csv", "gate_report.json")] + [str(prepared / "preprocess.json")],
+        tags=run.lineage | {"candidate": best, "sha256": m["sha256"], "gate_metric": cfg.gate.metric}
+        | tracking.metric_tags(m, report.results["teacher_fp32"], report.results["plain_fp32"]),
+        description=card)
+    run.tracker.tags(run.parent, {"registered_version": version, "registered_candidate": best})
+    return version
+
+
+# --- the flow ---------------------------------------------------------------------------------------------------
+
+
 def git_commit(root: Path) -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -310,15 +396,9 @@ def _flow_run_name() -> str:
     return f"{flow_run.parameters.get('dataset') or 'default-dataset'}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-@flow(name="edgekd-pipeline", flow_run_name=_flow_run_name)
-def pipeline(project_dir: str = ".", dataset: str | None = None, overrides: dict[str, Any] | None = None) -> dict:
-    """Run every stage on `dataset` (default: params.yaml's `dataset`) as configured in the project's params.yaml,
-    which DVC's stages read too, with `overrides` of stage keys on top ({"distill.temperature": 4}); register
-    the best passing candidate with alias 'staging'."""
-    root = Path(project_dir).resolve()
-    cfg = load_config(root / "params.yaml", dataset, overrides)
+def open_run(root: Path, cfg: PipelineConfig, stage: str, overrides: dict | None) -> Run:
+    """The tracker and parent run of a pipeline (or bench) run, after marking runs of killed processes FAILED."""
     cfg_dict = cfg.model_dump(mode="json")
-    params_hash = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode()).hexdigest()[:16]
     local_store = os.environ["MLFLOW_TRACKING_URI"] == env.tracking_uri(root)
     tracker = tracking.Tracker(cfg.data.name, root / "mlruns" if local_store else None)
     dead = tracker.close_dead_runs()
@@ -326,173 +406,31 @@ def pipeline(project_dir: str = ".", dataset: str | None = None, overrides: dict
         dropped = tracking.drop_partial_versions(cfg.data.name, dead)
         get_run_logger().warning(f"{len(dead)} MLflow run(s) left RUNNING by a killed process marked FAILED"
                                  + (f"; partly registered version(s) {dropped} deleted" if dropped else ""))
-    lineage = {"git_commit": git_commit(root), "params_hash": params_hash,
+    lineage = {"git_commit": git_commit(root),
+               "params_hash": hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode()).hexdigest()[:16],
                "prefect_flow_run_id": flow_run.get_id() or "none"}
-    parent = tracker.start("pipeline", lineage | {"overrides": json.dumps(overrides or {}, sort_keys=True)},
-                           parent=True)
+    parent = tracker.start(stage, lineage | {"overrides": json.dumps(overrides or {}, sort_keys=True)}, parent=True)
     tracker.params(parent, tracking.flatten(cfg_dict))
     tracker.json(parent, cfg_dict, "effective_config.json")
+    return Run(root, cfg, tracker, parent, lineage)
+
+
+@flow(name="edgekd-pipeline", flow_run_name=_flow_run_name)
+def pipeline(project_dir: str = ".", dataset: str | None = None, overrides: dict[str, Any] | None = None) -> dict:
+    """Run every stage on `dataset` (default: params.yaml's `dataset`) as configured in the project's params.yaml,
+    which DVC's stages read too, with `overrides` of stage keys on top ({"distill.hinton.temperature": 4});
+    register the best passing candidate with alias 'staging'."""
+    root = Path(project_dir).resolve()
+    cfg = load_config(root / "params.yaml", dataset, overrides)
+    variants = kd.resolve(cfg.distill)  # a bad distill.* setting fails before anything runs
+    run = open_run(root, cfg, "pipeline", overrides)
     try:
-        result = _stages(root, cfg, cfg_dict, tracker, parent, lineage)
+        data = validate(run)
+        trained = train(run, data, variants)
+        results = measure(run, data, compress(run, data, trained))
+        outcome = publish(run, data, trained, results, judge(run, results))
     except BaseException:
-        tracker.fail_open_runs()
+        run.tracker.fail_open_runs()
         raise
-    tracker.end(parent)
-    return result
-
-
-def _stages(root: Path, cfg: PipelineConfig, cfg_dict: dict, tr: tracking.Tracker, parent: str,
-            lineage: dict) -> dict:
-    log = get_run_logger()
-    # Data: DVC stages, each followed by the GX suite that guards it.
-    run = tr.start("validation")
-    lock_before = (root / "dvc.lock").read_text() if (root / "dvc.lock").exists() else None
-    try:
-        ran = dvc_repro(str(root), f"ingest@{cfg.data.name}")
-        raw = validate_data(str(root), cfg, "raw")
-        reports = [raw]
-        if raw["success"]:
-            ran += dvc_repro(str(root), f"prepare@{cfg.data.name}")
-            reports.append(validate_data(str(root), cfg, "splits"))
-    except DvcError:
-        restore_data(root, cfg, lock_before)
-        raise
-    for rep in reports:
-        tr.json(run, rep, f"validation_{rep['phase']}.json")
-        tr.folder(run, rep["docs_dir"], f"data_docs_{rep['phase']}")
-    failures = [f for rep in reports for f in rep["failures"]]
-    validation = {"success": not failures, "evaluated": sum(len(r["results"]) for r in reports),
-                  "failed": len(failures)}
-    tr.metrics(run, {"expectations_evaluated": validation["evaluated"], "expectations_failed": len(failures)})
-    tr.tags(run, {"dvc_stages_ran": ",".join(ran) or "none (up to date)", "validation_success": not failures})
-    tr.tags(parent, {"validation_success": not failures})
-    if failures:
-        from components.validation import ValidationReport
-
-        restore_data(root, cfg, lock_before)
-        tr.end(run, ok=False)
-        raise DataValidationError(ValidationReport(success=False, failures=failures,
-                                                   results=[r for rep in reports for r in rep["results"]]))
-    tr.end(run)
-    ds_hash = dataset_hash(root, cfg.data.name)
-    lineage = lineage | {"dataset_hash": ds_hash}
-    tr.tags(parent, lineage)
-    log.info(f"dataset {cfg.data.name} validated; hash {ds_hash}; DVC stages run: {ran or 'none (up to date)'}")
-
-    base = {"root": str(root), "dataset_hash": ds_hash, "code": code_version()}
-    data_spec = {k: v for k, v in cfg_dict["data"].items() if k != "intended_use"}  # prose: never retrains
-    sections = lambda *names: {"data": data_spec} | {n: cfg_dict[n] for n in ("model", "train", *names)}  # noqa: E731
-
-    def stage(name: str, fn, spec: dict) -> dict:
-        rid = tr.start(name, {"dataset_hash": ds_hash})
-        out, was_cached = cached(fn, spec)
-        tr.tags(rid, {"cached": was_cached})
-        tr.history(rid, out.get("history", []))
-        tr.metrics(rid, {"params": out.get("params", 0), "torch_test_accuracy": out.get("torch_test_accuracy", 0)})
-        if "prune" in out:
-            tr.metrics(rid, {k: v for k, v in out["prune"].items() if isinstance(v, (int, float))})
-            tr.json(rid, out["prune"], "prune_report.json")
-        tr.end(rid)
-        log.info(f"{name}: {'reused from cache' if was_cached else 'trained'}")
-        return out
-
-    # Each spec holds only what its stage depends on, so e.g. a gate change never retrains anything.
-    teacher = stage("teacher", train_teacher, {**base, "cfg": sections()})
-    plain = stage("student_plain", train_student, {**base, "name": "student_plain", "cfg": sections("distill")})
-    kd = stage("student_kd", train_student, {**base, "name": "student_kd", "teacher": teacher["weights"],
-                                             "cfg": sections("distill")})
-    pruned = stage("prune", prune_student, {**base, "student": kd["weights"], "teacher": teacher["weights"],
-                                            "cfg": sections("distill", "prune")})
-    qrun = tr.start("quantize")
-    qspec = {**base, "fp32": pruned["onnx"], "cfg": {"data": data_spec, "quantize": cfg_dict["quantize"]}}
-    quantized, q_cached = cached(quantize_int8, qspec)
-    tr.tags(qrun, {"cached": q_cached})
-    tr.json(qrun, quantized, "quantization.json")
-    tr.end(qrun)
-
-    artifacts = {"teacher_fp32": teacher["onnx"], "student_fp32": kd["onnx"], "pruned_fp32": pruned["onnx"],
-                 **quantized}
-    results: dict[str, dict] = {}
-    for name in CANDIDATES:
-        log.info(f"measuring {name} (ORT metrics on test, latency at {cfg.benchmark.intra_op_threads} thread(s), "
-                 f"batch {cfg.benchmark.batch_size})")
-        results[name] = measure_candidate(str(root), cfg, artifacts[name]["path"]) | {
-            "sha256": artifacts[name]["sha256"], "path": artifacts[name]["path"]}
-
-    # The no-KD baseline is measured the same way (through ORT) to report an honest KD gain.
-    test = dvc_stages.load_splits(root, cfg)["test"]
-    plain_acc = ort_accuracy(plain["onnx"]["path"], test.x, test.y)
-    kd_gain = results["student_fp32"]["accuracy"] - plain_acc
-    teacher_m = results["teacher_fp32"]
-
-    c = tracking.client()
-    champion_mv = tracking.version_by_alias(c, cfg.data.name, tracking.PRODUCTION)
-    champion = tracking.version_metrics(champion_mv) if champion_mv else None
-    decisions = {n: gate.decide(m, teacher_m, champion, cfg.gate) for n, m in results.items()}
-    best = gate.select_best(results, decisions, cfg.gate.metric)
-
-    table = reporting.candidate_table(results, decisions, teacher_m, cfg.gate.metric)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        (tmp / "benchmark.csv").write_text(table.to_csv(index=False))
-        reporting.tradeoff_plot(results, tmp / "accuracy_vs_p95.png", cfg.benchmark)
-        gate_report = {
-            "policy": cfg_dict["gate"], "champion_version": str(champion_mv.version) if champion_mv else None,
-            "champion": champion, "selected": best,
-            "candidates": {n: {"passed": d.passed, "reasons": d.reasons} for n, d in decisions.items()},
-        }
-        (tmp / "gate_report.json").write_text(json.dumps(gate_report, indent=2))
-
-        brun = tr.start("benchmark", {"device_profile": json.dumps(cfg_dict["benchmark"])})
-        tr.file(brun, tmp / "benchmark.csv")
-        tr.file(brun, tmp / "accuracy_vs_p95.png")
-        tr.end(brun)
-        for name, m in results.items():
-            rid = tr.start(f"candidate:{name}", {"candidate": name, "gate_passed": decisions[name].passed,
-                                                 "gate_reasons": "; ".join(decisions[name].reasons) or "none"})
-            tr.metrics(rid, {k: v for k, v in m.items() if isinstance(v, (int, float))})
-            reporting.confusion_plot(m["confusion"], cfg.data.classes, tmp / f"confusion_{name}.png", name)
-            tr.file(rid, tmp / f"confusion_{name}.png")
-            tr.json(rid, {"classes": cfg.data.classes, "matrix": m["confusion"]}, "confusion_matrix.json")
-            tr.end(rid)
-        summary = {"kd_gain": kd_gain, "student_plain_accuracy": plain_acc,
-                   "teacher_accuracy": teacher_m["accuracy"]}
-        for name in CANDIDATES:
-            summary[f"{name}.size_ratio"] = teacher_m["size_bytes"] / results[name]["size_bytes"]
-            summary[f"{name}.p50_speedup"] = teacher_m["p50_ms"] / results[name]["p50_ms"]
-            summary[f"{name}.accuracy_retention"] = results[name]["accuracy"] / teacher_m["accuracy"]
-        tr.metrics(parent, summary)
-        for f in ("benchmark.csv", "accuracy_vs_p95.png", "gate_report.json"):
-            tr.file(parent, tmp / f)
-
-        grun = tr.start("gate", {"selected": best or "none"})
-        tr.file(grun, tmp / "gate_report.json")
-        tr.end(grun)
-
-        version = None
-        if best is not None:
-            m = results[best]
-            prepared = dvc_stages.prepared_dir(root, cfg)
-            card = reporting.model_card(
-                cfg=cfg, candidate=best, table=table, decisions=decisions, gate_report=gate_report,
-                validation=validation, data_summary=json.loads((prepared / "summary.json").read_text()),
-                lineage=lineage, kd_gain=kd_gain, plain_acc=plain_acc, sha256=m["sha256"], run_id=parent)
-            (tmp / "model_card.md").write_text(card)
-            tr.file(parent, tmp / "model_card.md")
-            version = tracking.register(
-                parent, cfg.data.name, m["path"], test.x[:1],
-                [str(tmp / f) for f in ("model_card.md", "benchmark.csv", "gate_report.json")]
-                + [str(prepared / "preprocess.json")],
-                tags=lineage | {"candidate": best, "sha256": m["sha256"], "gate_metric": cfg.gate.metric}
-                | tracking.metric_tags(m, teacher_m),
-                description=card,
-            )
-            tr.tags(parent, {"registered_version": version, "registered_candidate": best})
-        else:
-            tr.tags(parent, {"registered_version": "none: no candidate passed the gate"})
-
-    text = reporting.render_summary(table, kd_gain, plain_acc, cfg.benchmark, best, version, decisions, cfg.data.name,
-                                    cfg.gate.metric)
-    log.info("summary\n" + text)
-    return {"summary": text, "selected": best, "version": version, "kd_gain": kd_gain, "parent_run_id": parent,
-               "candidates": results, "decisions": {n: d.reasons for n, d in decisions.items()}}
+    run.tracker.end(run.parent)
+    return outcome

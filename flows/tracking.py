@@ -77,6 +77,17 @@ class Tracker:
                 dead.append(r.info.run_id)
         return dead
 
+    @contextmanager
+    def stage(self, stage: str, tags: dict | None = None):
+        """A nested run around a block: FINISHED when the block completes, FAILED when it raises."""
+        rid = self.start(stage, tags)
+        try:
+            yield rid
+        except BaseException:
+            self.end(rid, ok=False)
+            raise
+        self.end(rid)
+
     def end(self, run_id: str, ok: bool = True) -> None:
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
         if run_id in self._open:
@@ -155,17 +166,37 @@ def version_by_alias(c: MlflowClient, name: str, alias: str):
         return None
 
 
-def metric_tags(candidate: dict, teacher: dict) -> dict:
-    """Version tags for the measured scalar metrics of the registered candidate (`metric.*`) and its teacher
-    (`teacher.*`), so that `promote` can re-run the gate from the registry alone."""
-    scalar = lambda d: {k: v for k, v in d.items() if isinstance(v, (int, float)) and k != "batch_size"}  # noqa
-    return {f"metric.{k}": v for k, v in scalar(candidate).items()} | {
-        f"teacher.{k}": v for k, v in scalar(teacher).items()}
+def _scalars(d: dict) -> dict:
+    return {k: v for k, v in d.items() if isinstance(v, (int, float)) and k != "batch_size"}
+
+
+def metric_tags(candidate: dict, teacher: dict, plain: dict) -> dict:
+    """Version tags of what was measured at registration, so that `promote` can re-run the gate from the registry
+    alone: the candidate's test metrics and latency (`metric.*`, the report) and validation metrics (`val.*`, what
+    the gate judges), its teacher's (`teacher.*`, `teacher_val.*`) and the plain student's (`plain_val.*`)."""
+    latency = _scalars({k: v for k, v in candidate.items() if k not in ("val", "test")})
+    return ({f"metric.{k}": v for k, v in (_scalars(candidate["test"]) | latency).items()}
+            | {f"val.{k}": v for k, v in _scalars(candidate["val"]).items()}
+            | {f"teacher.{k}": v for k, v in _scalars(teacher["test"]).items()}
+            | {f"teacher_val.{k}": v for k, v in _scalars(teacher["val"]).items()}
+            | {f"plain_val.{k}": v for k, v in _scalars(plain["val"]).items()})
 
 
 def version_metrics(mv, prefix: str = "metric.") -> dict:
     """The measured metrics recorded on a version at registration (`prefix` "teacher." for its teacher's)."""
     return {k[len(prefix):]: float(v) for k, v in mv.tags.items() if k.startswith(prefix)}
+
+
+def gate_metrics(mv, prefix: str = "val.") -> dict:
+    """What the gate judges of a registered version (or, with `prefix` "teacher_val.", of its teacher): validation
+    metrics with latency and size. Versions registered before validation metrics were recorded fall back to their
+    test metrics."""
+    latency = {k: v for k, v in version_metrics(mv).items() if k in ("p50_ms", "p95_ms", "p99_ms", "size_bytes")}
+    val = version_metrics(mv, prefix)
+    fallback = {"val.": "metric.", "teacher_val.": "teacher.", "plain_val.": None}[prefix]
+    if not val and fallback:
+        val = version_metrics(mv, fallback)
+    return (val | latency) if val else {}
 
 
 def register(run_id: str, name: str, onnx_path: str | Path, input_example, extra_files: list[str],
@@ -272,8 +303,8 @@ def _refuse(c: MlflowClient, name: str, record: dict, reason: str) -> None:
 
 
 def promote(name: str, version: str, gate_check) -> dict:
-    """Move `production` to `version` if its artifact is intact and `gate_check(candidate, teacher, production|None)`
-    (metric dicts -> components.gate.Decision) passes. Serialized: when another promotion moves `production`
+    """Move `production` to `version` if its artifact is intact and `gate_check(candidate, teacher, production|None,
+    plain|None)` (validation metric dicts -> components.gate.Decision) passes. Serialized: when another promotion moves `production`
     while this one waits for the lock, this one is refused rather than silently overriding it."""
     c = client()
     seen = version_by_alias(c, name, PRODUCTION)
@@ -293,8 +324,8 @@ def promote(name: str, version: str, gate_check) -> dict:
             verify_artifact(c, name, mv)
         except IntegrityError as e:
             _refuse(c, name, record, str(e))
-        decision = gate_check(version_metrics(mv), version_metrics(mv, "teacher."),
-                              version_metrics(current) if current else None)
+        decision = gate_check(gate_metrics(mv), gate_metrics(mv, "teacher_val."),
+                              gate_metrics(current) if current else None, gate_metrics(mv, "plain_val.") or None)
         if not decision.passed:
             _refuse(c, name, record, f"{name} version {version} fails the gate against "
                                      f"{'version ' + cur if cur else 'no production version'}:\n  - "

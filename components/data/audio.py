@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.data.base import DataError, Expectation, RawData
+from components.data.base import DataError, Expectation, RawData, unlabelled
 
 # The Free Spoken Digit Dataset's naming: {digit}_{speaker}_{index}.wav
 FSDD_PATTERN = r"^(?P<label>\d+)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav$"
@@ -91,14 +91,31 @@ class AudioKind:
             where = "class sub-folders of " if mode == "folder" else ""
             raise DataError(f"{root}: no .wav files in {where}the folder")
         labels, groups = self._labels(root, files, mode, options)
+        waves, meta, info = self._read(root, files)
+        return RawData(waves, np.array(labels), meta | groups, info)
+
+    def load_unlabelled(self, source: str, options: dict, like: RawData | None = None) -> RawData:
+        """A folder of .wav files, flat or nested; file and folder names carry nothing (no pattern, no label)."""
+        root = Path(source)
+        if not root.is_dir():
+            raise DataError(f"unlabelled audio pool {source}: expected a folder of .wav files")
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".wav")
+        if not files:
+            raise DataError(f"{root}: no .wav files in the folder or its sub-folders")
+        waves, meta, info = self._read(root, files)
+        return unlabelled(waves, meta, info, root)
+
+    @staticmethod
+    def _read(root: Path, files: list[Path]) -> tuple[list[np.ndarray], dict, dict]:
+        """Waveforms of `files`, their meta (file relative to `root`, sample_rate) and info (the rates found)."""
         waves, rates = [], []
         for p in files:
             rate, x = read_wav(p)
             waves.append(x)
             rates.append(rate)
         meta = {"file": np.array([p.relative_to(root).as_posix() for p in files]),
-                "sample_rate": np.array(rates, dtype=np.int64)} | groups
-        return RawData(waves, np.array(labels), meta, {"sample_rates": sorted(set(rates))})
+                "sample_rate": np.array(rates, dtype=np.int64)}
+        return waves, meta, {"sample_rates": sorted(set(rates))}
 
     def _labels(self, root: Path, files: list[Path], mode: str, options: dict) -> tuple[list[str], dict]:
         if mode == "folder":
@@ -144,7 +161,7 @@ class AudioKind:
         df = pd.DataFrame({"sample_rate": rates, "duration_s": n / rates, "peak": stats[:, 0],
                            "clipped_fraction": stats[:, 1], "rms": stats[:, 2],
                            "non_finite": stats[:, 3].astype(np.int64), "label": raw.labels})
-        rule = options.get("test_rule")
+        rule = None if raw.info.get("unlabelled") else options.get("test_rule")  # a pool is never split
         if rule:
             field = rule["field"]
             col = raw.meta.get(field)
@@ -175,7 +192,7 @@ class AudioKind:
                                                "max_value": options.get("max_clipped_fraction", 0.01)}),
             ("ExpectColumnValuesToBeBetween", {"column": "rms", "min_value": options.get("min_rms", 0.001)}),
         ]
-        rule = options.get("test_rule")
+        rule = None if raw.info.get("unlabelled") else options.get("test_rule")
         if rule:
             exps.append(("ExpectColumnValuesToNotBeNull", {"column": "test_rule_field"}))
             if all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in rule["values"]):

@@ -69,6 +69,11 @@ class DataKind(Protocol):
     def load(self, source: str, options: dict) -> RawData:
         """Read the dataset named by `source` (a built-in name or a resolved path)."""
 
+    def load_unlabelled(self, source: str, options: dict, like: RawData | None = None) -> RawData:
+        """Read an unlabelled pool (a resolved path) through the same code as `load`: labels all "", samples,
+        meta and info as `load` gives them (info["unlabelled"] is true). `like`, the dataset's labelled data,
+        brings the pool to its units and schema (image scale, tabular feature columns) and must share its shape."""
+
     def pack(self, samples) -> dict[str, np.ndarray]:
         """Samples as plain arrays for an .npz (no pickles)."""
 
@@ -95,20 +100,55 @@ class DataKind(Protocol):
 # --- on-disk form of raw data: data/raw/<name>/raw.npz + info.json -------------------------------------------
 
 
-def save_raw(kind: DataKind, raw: RawData, folder: Path, write) -> None:
-    """`write(path, arrays)` writes an .npz atomically; info.json carries the dataset-level facts."""
+def raw_arrays(kind: DataKind, raw: RawData) -> dict[str, np.ndarray]:
+    """Raw data as plain arrays: `s_*` the kind's packed samples, `m_*` the meta columns, `labels`."""
     arrays = {f"s_{k}": v for k, v in kind.pack(raw.samples).items()}
     arrays |= {f"m_{k}": np.asarray(v) for k, v in raw.meta.items()}
-    write(folder / "raw.npz", dict(arrays, labels=np.asarray(raw.labels, dtype=str)))
+    return dict(arrays, labels=np.asarray(raw.labels, dtype=str))
+
+
+def raw_from_arrays(kind: DataKind, arrays: dict[str, np.ndarray], info: dict) -> RawData:
+    """Inverse of `raw_arrays`."""
+    samples = kind.unpack({k[2:]: v for k, v in arrays.items() if k.startswith("s_")})
+    meta = {k[2:]: v for k, v in arrays.items() if k.startswith("m_")}
+    return RawData(samples, arrays["labels"], meta, info)
+
+
+def save_raw(kind: DataKind, raw: RawData, folder: Path, write) -> None:
+    """`write(path, arrays)` writes an .npz atomically; info.json carries the dataset-level facts."""
+    write(folder / "raw.npz", raw_arrays(kind, raw))
     write_text(folder / "info.json", json.dumps(raw.info, indent=2))
 
 
 def load_raw(kind: DataKind, folder: Path) -> RawData:
     with np.load(folder / "raw.npz", allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
-    samples = kind.unpack({k[2:]: v for k, v in arrays.items() if k.startswith("s_")})
-    meta = {k[2:]: v for k, v in arrays.items() if k.startswith("m_")}
-    return RawData(samples, arrays["labels"], meta, json.loads((folder / "info.json").read_text()))
+    return raw_from_arrays(kind, arrays, json.loads((folder / "info.json").read_text()))
+
+
+# --- the unlabelled pool: data/raw/<name>/unlabelled.npz, its info as a JSON string inside -------------------
+
+POOL_FILE = "unlabelled.npz"
+
+
+def unlabelled(samples, meta: dict, info: dict, source) -> RawData:
+    """A pool read by a kind's `load_unlabelled`: every label "" and info["unlabelled"] set."""
+    if len(samples) == 0:
+        raise DataError(f"{source}: no samples in the unlabelled pool")
+    return RawData(samples, np.full(len(samples), "", dtype=str), meta, info | {"unlabelled": True})
+
+
+def save_unlabelled(kind: DataKind, pool: RawData, folder: Path, write) -> None:
+    write(folder / POOL_FILE, raw_arrays(kind, pool) | {"info": np.array(json.dumps(pool.info))})
+
+
+def load_unlabelled(kind: DataKind, folder: Path) -> RawData | None:
+    """The pool `save_unlabelled` wrote to `folder`, or None when there is none."""
+    if not (folder / POOL_FILE).is_file():
+        return None
+    with np.load(folder / POOL_FILE, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    return raw_from_arrays(kind, arrays, json.loads(str(arrays.pop("info"))))
 
 
 def write_text(path: Path, text: str) -> None:
@@ -174,3 +214,24 @@ def prepare_splits(kind: DataKind, raw: RawData, data_cfg) -> tuple[dict[str, Da
     splits = {n: Dataset(preprocess.transform(spec, p.samples), encode_labels(p.labels, d.classes),
                          {"hash": hashes[idx[n]]}) for n, p in parts.items()}
     return splits, spec, dropped
+
+
+def prepare_unlabelled(kind: DataKind, pool: RawData, spec: dict, splits: dict[str, Dataset], options: dict
+                       ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Model inputs of the pool (`spec` fitted on train) without the samples whose duplicate key (the split's,
+    see `duplicate_hashes`) equals a labelled sample's in any split, since a pool holding test samples would leak
+    the test split into training, nor an earlier pool sample's.
+
+    Returns x, the duplicate key of each kept sample, and the number of pool samples dropped.
+    """
+    from components import preprocess
+
+    hashes = np.array(duplicate_hashes(kind, pool.samples, options), dtype=str)
+    labelled = set().union(*(set(map(str, d.meta["hash"])) for d in splits.values()))
+    _, first = np.unique(hashes, return_index=True)
+    keep = np.array(sorted(i for i in first if hashes[i] not in labelled), dtype=np.int64)
+    if len(keep):
+        x = preprocess.transform(spec, pool.subset(keep).samples)
+    else:  # every pool sample was a duplicate: an empty pool of the model's input shape
+        x = np.zeros((0, *spec["input_shape"]), dtype=spec["input_dtype"])
+    return x, hashes[keep], len(pool) - len(keep)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.data.base import DataError, Expectation, RawData
+from components.data.base import DataError, Expectation, RawData, unlabelled
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -35,33 +35,72 @@ class ImageKind:
             return self._load_npz(path)
         raise DataError(f"image source {source}: expected 'sklearn:digits', an .npz file or a folder of class folders")
 
+    def load_unlabelled(self, source: str, options: dict, like: RawData | None = None) -> RawData:
+        """An .npz with `x` (a `y` is ignored; `scale` optional) or a folder of PNG/JPEG files, flat or in
+        sub-folders whose names are ignored. With `like`, the pool is rescaled to its `scale` (an .npz without
+        `scale` is taken to be in it already) and must have its image shape."""
+        path = Path(source)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise DataError(f"{path}: no PNG/JPEG files in the folder or its sub-folders")
+            x, rel = self._read_images(path, files, options.get("mode", "L"))
+            meta, scale = {"file": rel}, 255.0
+        elif path.suffix == ".npz":
+            x, _, scale = self._read_npz(path, labelled=False)
+            scale = scale if scale is not None else float(like.info["scale"]) if like is not None else 255.0
+            meta = {}
+        else:
+            raise DataError(f"unlabelled image pool {source}: expected an .npz file or a folder of PNG/JPEG files")
+        if like is not None:
+            want = np.asarray(like.samples).shape[1:]
+            if x.shape[1:] != want:
+                raise DataError(f"{path}: unlabelled images of shape {x.shape[1:]} differ from the labelled "
+                                f"images' {want}")
+            if scale != float(like.info["scale"]):  # the preprocessing fitted on train divides by its scale
+                x = x * np.float32(float(like.info["scale"]) / scale)
+                scale = float(like.info["scale"])
+        return unlabelled(x, meta, {"scale": scale}, path)
+
     def _load_npz(self, path: Path) -> RawData:
+        x, y, scale = self._read_npz(path, labelled=True)
+        return RawData(x, y.astype(str), {}, {"scale": 255.0 if scale is None else scale})
+
+    @staticmethod
+    def _read_npz(path: Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None, float | None]:
+        """x as float32, y (None unless `labelled`) and the file's `scale` (None when absent)."""
         if not path.is_file():
             raise DataError(f"{path}: no such file")
         try:
             with np.load(path, allow_pickle=False) as f:
-                missing = {"x", "y"} - set(f.files)
+                missing = ({"x", "y"} if labelled else {"x"}) - set(f.files)
                 if missing:
                     raise DataError(f"{path}: missing arrays {sorted(missing)} (has {sorted(f.files)})")
-                x, y = f["x"], f["y"]
-                scale = float(f["scale"]) if "scale" in f.files else 255.0
+                x, y = f["x"], f["y"] if labelled else None
+                scale = float(f["scale"]) if "scale" in f.files else None
         except DataError:
             raise
         except Exception as e:  # np.load raises OSError, ValueError, zipfile.BadZipFile, EOFError...
             raise DataError(f"{path}: not a readable .npz: {e}") from e
         if x.ndim not in (3, 4):
             raise DataError(f"{path}: x must be (N, H, W) or (N, C, H, W), got shape {x.shape}")
-        if len(x) != len(y):
+        if labelled and len(x) != len(y):
             raise DataError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
-        return RawData(x.astype(np.float32), y.astype(str), {}, {"scale": scale})
+        return x.astype(np.float32), y, scale
 
     def _load_folder(self, root: Path, mode: str) -> RawData:
-        from PIL import Image, UnidentifiedImageError
-
         files = sorted(p for p in root.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"{root}: no PNG/JPEG files in class sub-folders")
-        images, labels, size = [], [], None
+        images, rel = self._read_images(root, files, mode)
+        return RawData(images, np.array([p.parent.name for p in files]), {"file": rel}, {"scale": 255.0})
+
+    @staticmethod
+    def _read_images(root: Path, files: list[Path], mode: str) -> tuple[np.ndarray, np.ndarray]:
+        """(N, H, W) or (N, C, H, W) float32 images of one size, and the files relative to `root`."""
+        from PIL import Image, UnidentifiedImageError
+
+        images, size = [], None
         for p in files:
             try:
                 with Image.open(p) as im:
@@ -74,9 +113,7 @@ class ImageKind:
                 raise DataError(f"{p}: image size {a.shape[:2]} differs from {size[:2]} of {files[0]}; "
                                 "all images must have one size")
             images.append(a if a.ndim == 2 else a.transpose(2, 0, 1))
-            labels.append(p.parent.name)
-        rel = np.array([str(p.relative_to(root)) for p in files])
-        return RawData(np.stack(images), np.array(labels), {"file": rel}, {"scale": 255.0})
+        return np.stack(images), np.array([str(p.relative_to(root)) for p in files])
 
     def pack(self, samples) -> dict[str, np.ndarray]:
         return {"x": np.asarray(samples)}

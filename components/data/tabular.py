@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.data.base import DataError, Expectation, RawData
+from components.data.base import DataError, Expectation, RawData, unlabelled
 
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -39,6 +39,19 @@ class TabularKind:
         if not path.is_file():
             raise DataError(f"{path}: no such file")
         return _from_frame(_read_table(path, options), path, options)
+
+    def load_unlabelled(self, source: str, options: dict, like: RawData | None = None) -> RawData:
+        """A CSV/Parquet file with the dataset's feature columns (options.feature_columns, else those of `like`,
+        else every column but the label column), in any order; the label column, if present, is ignored."""
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        df = _read_table(path, options)
+        label_col = options.get("label_column", "label")
+        features = options.get("feature_columns") or (like.info["features"] if like is not None else None)
+        features = _feature_columns(df, path, label_col, features)
+        return unlabelled(_matrix(df, features, path), {"line": np.arange(1, len(df) + 1)},
+                          {"features": features, "label_column": label_col, "source": path.name}, path)
 
     def pack(self, samples) -> dict[str, np.ndarray]:
         return {"x": np.asarray(samples, dtype=np.float64)}
@@ -150,7 +163,16 @@ def _from_frame(df: pd.DataFrame, path: Path, options: dict) -> RawData:
     if label_col not in df.columns:
         raise DataError(f"{path}: label column {label_col!r} not found (columns: {list(df.columns)[:12]}); "
                         "set options.label_column")
-    features = [str(c) for c in (options.get("feature_columns") or [c for c in df.columns if c != label_col])]
+    features = _feature_columns(df, path, label_col, options.get("feature_columns"))
+    x = _matrix(df, features, path)
+    labels = _labels(df[label_col], label_col, path, options.get("label_map"))
+    return RawData(x, labels, {"line": np.arange(1, len(df) + 1)},
+                   {"features": features, "label_column": label_col, "source": path.name})
+
+
+def _feature_columns(df: pd.DataFrame, path: Path, label_col: str, features: list | None) -> list[str]:
+    """`features` (default: every column but the label column), each checked to be a column of `df`."""
+    features = [str(c) for c in (features or [c for c in df.columns if c != label_col])]
     missing = [c for c in features if c not in df.columns]
     if missing:
         raise DataError(f"{path}: feature columns {missing} not found (columns: {list(df.columns)[:12]})")
@@ -158,10 +180,11 @@ def _from_frame(df: pd.DataFrame, path: Path, options: dict) -> RawData:
         raise DataError(f"{path}: the label column {label_col!r} is also listed in options.feature_columns")
     if not features:
         raise DataError(f"{path}: no feature columns besides the label column {label_col!r}")
-    x = np.column_stack([_numeric(df[c], c, path) for c in features])
-    labels = _labels(df[label_col], label_col, path, options.get("label_map"))
-    return RawData(x, labels, {"line": np.arange(1, len(df) + 1)},
-                   {"features": features, "label_column": label_col, "source": path.name})
+    return features
+
+
+def _matrix(df: pd.DataFrame, features: list[str], path: Path) -> np.ndarray:
+    return np.column_stack([_numeric(df[c], c, path) for c in features])
 
 
 def _numeric(col: pd.Series, name: str, path: Path) -> np.ndarray:

@@ -8,6 +8,8 @@ Reading options (`datasets.NAME.options`):
   quotechar     parse each line as CSV with this quote character (default: none, plain split)
   label_map     source label -> class name, e.g. {"1": "spam", "0": "ham"} (unmapped labels stay as spelled)
   max_chars     longest message the raw expectations accept (default 1000)
+  unlabelled_format  the unlabelled pool's format (`datasets.NAME.unlabelled`): 'lines', one message per line
+                (default), or 'delimited', the labelled file's format with its label column ignored
 Tokenization options (fitted on the train split only, stored in the preprocessing spec):
   tokenizer     'vocab' (word list from train) or 'hash' (crc32 buckets, nothing to fit) (default 'vocab')
   lowercase     (default true); token_pattern: the regex of a token (default words and single symbols)
@@ -28,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.data.base import DataError, Expectation, RawData
+from components.data.base import DataError, Expectation, RawData, unlabelled
 
 DEFAULTS = {
     "delimiter": "\t", "header": False, "label_column": 0, "text_column": 1, "quotechar": None, "label_map": {},
     "max_chars": 1000, "tokenizer": "vocab", "lowercase": True, "digits_to_zero": False,
     "token_pattern": r"\w+|[^\w\s]", "min_count": 2,
-    "max_vocab": 4000, "num_buckets": 4096, "max_len": 64,
+    "max_vocab": 4000, "num_buckets": 4096, "max_len": 64, "unlabelled_format": "lines",
 }
 PAD_ID, UNK_ID = 0, 1  # ids of the fitted vocabulary start at 2
 TOKEN_DROPOUT = 0.1  # share of a training message's tokens replaced by the unknown id (see `augment`)
@@ -50,6 +52,8 @@ def _options(options: dict) -> dict:
     for key in ("max_len", "min_count", "max_vocab", "num_buckets", "max_chars"):
         if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
             raise DataError(f"options.{key} must be a positive integer, got {o[key]!r}")
+    if o["unlabelled_format"] not in ("lines", "delimited"):
+        raise DataError(f"options.unlabelled_format must be 'lines' or 'delimited', got {o['unlabelled_format']!r}")
     if not isinstance(o["delimiter"], str) or len(o["delimiter"]) != 1:
         raise DataError(f"options.delimiter must be one character, got {o['delimiter']!r}")
     return o
@@ -82,22 +86,8 @@ class TextKind:
         label_map = {str(k): str(v) for k, v in (o["label_map"] or {}).items()}
         texts, labels, lines, bad = [], [], [], []
         columns = label_pos = text_pos = None
-        blank = 0
-        pieces = path.read_bytes().split(b"\n")
-        if pieces[-1] == b"":  # what follows the final newline is not a line
-            pieces.pop()
-        for number, line_bytes in enumerate(pieces, start=1):
-            line_bytes = line_bytes.removesuffix(b"\r")
-            if number == 1:
-                line_bytes = line_bytes.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
-            if not line_bytes.strip():
-                blank += 1
-                continue
-            try:
-                line, error = line_bytes.decode("utf-8"), False
-            except UnicodeDecodeError:
-                # Kept and flagged rather than raised: the raw GX suite then names every such line at once.
-                line, error = line_bytes.decode("utf-8", errors="replace"), True
+        lines_read, blank = self._lines(path)
+        for number, line, error in lines_read:
             fields = self._fields(line, delim, o["quotechar"])
             if columns is None:
                 columns, label_pos, text_pos = self._columns(fields if o["header"] else None, o, path)
@@ -111,10 +101,58 @@ class TextKind:
             bad.append(error)
         if not texts:
             raise DataError(f"{path}: no messages found")
-        info = {"source": path.name, "lines": len(texts), "blank_lines_skipped": blank,
+        meta, info = self._meta(path, lines, bad, blank, o)
+        return RawData(texts, np.array(labels, dtype=str), meta, info)
+
+    def load_unlabelled(self, source: str, options: dict, like: RawData | None = None) -> RawData:
+        """Option `unlabelled_format` 'lines' (default): one message per line, the whole line (no label, no
+        delimiter; `header` and `quotechar` do not apply); 'delimited': the labelled file's own format (delimiter,
+        header, quotechar, label and text columns), whose labels are read and dropped. Blank lines are skipped and
+        lines that are not UTF-8 kept and flagged, as in `load`."""
+        o = _options(options)
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"unlabelled text pool {source}: no such file")
+        if o["unlabelled_format"] == "delimited":
+            raw = self.load(source, options)
+            return unlabelled(raw.samples, raw.meta, raw.info, path)
+        texts, lines, bad = [], [], []
+        lines_read, blank = self._lines(path)
+        for number, line, error in lines_read:
+            texts.append(line)
+            lines.append(number)
+            bad.append(error)
+        if not texts:
+            raise DataError(f"{path}: no messages found")
+        meta, info = self._meta(path, lines, bad, blank, o)
+        return unlabelled(texts, meta, info, path)
+
+    @staticmethod
+    def _lines(path: Path) -> tuple[list[tuple[int, str, bool]], int]:
+        """(line number, text, whether it was not valid UTF-8) of each non-blank line, and the blank lines skipped.
+        Undecodable bytes are replaced rather than raised: the raw GX suite then names every such line at once."""
+        out, blank = [], 0
+        pieces = path.read_bytes().split(b"\n")
+        if pieces[-1] == b"":  # what follows the final newline is not a line
+            pieces.pop()
+        for number, line_bytes in enumerate(pieces, start=1):
+            line_bytes = line_bytes.removesuffix(b"\r")
+            if number == 1:
+                line_bytes = line_bytes.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
+            if not line_bytes.strip():
+                blank += 1
+                continue
+            try:
+                out.append((number, line_bytes.decode("utf-8"), False))
+            except UnicodeDecodeError:
+                out.append((number, line_bytes.decode("utf-8", errors="replace"), True))
+        return out, blank
+
+    @staticmethod
+    def _meta(path: Path, lines: list[int], bad: list[bool], blank: int, o: dict) -> tuple[dict, dict]:
+        info = {"source": path.name, "lines": len(lines), "blank_lines_skipped": blank,
                 "encoding_errors": int(sum(bad)), "max_chars": o["max_chars"]}
-        return RawData(texts, np.array(labels, dtype=str),
-                       {"line": np.array(lines, dtype=np.int64), "encoding_error": np.array(bad, dtype=np.int8)}, info)
+        return {"line": np.array(lines, dtype=np.int64), "encoding_error": np.array(bad, dtype=np.int8)}, info
 
     @staticmethod
     def _fields(line: str, delim: str, quotechar: str | None) -> list[str]:

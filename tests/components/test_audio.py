@@ -126,6 +126,53 @@ def test_raw_round_trip_is_pickle_free(tmp_path):
     assert back.meta["speaker"].tolist() == raw.meta["speaker"].tolist() and back.info == raw.info
 
 
+def test_unlabelled_folder_flat_or_nested_with_any_names(tmp_path):
+    (tmp_path / "pool" / "day2").mkdir(parents=True)
+    wavfile.write(tmp_path / "pool" / "recording one.wav", 8000, (tone(440, 0.2) * 32767).astype(np.int16))
+    wavfile.write(tmp_path / "pool" / "day2" / "x.WAV", 16000, np.array([0.5, -0.25], np.float32))
+    (tmp_path / "pool" / "readme.txt").write_text("not audio")
+
+    pool = KIND.load_unlabelled(str(tmp_path / "pool"), {"pattern": FSDD_PATTERN, "label_from": "filename"})
+
+    assert pool.meta["file"].tolist() == ["day2/x.WAV", "recording one.wav"]
+    assert pool.meta["sample_rate"].tolist() == [16000, 8000] and pool.info["sample_rates"] == [8000, 16000]
+    assert pool.labels.tolist() == ["", ""] and pool.info["unlabelled"] is True
+    np.testing.assert_array_equal(pool.samples[0], [0.5, -0.25])
+    assert len(pool.samples[1]) == 1600
+
+
+def test_bad_unlabelled_audio_pools_name_the_file(tmp_path):
+    (tmp_path / "pool" / "sub").mkdir(parents=True)
+    (tmp_path / "pool" / "sub" / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEgarbage")
+    with pytest.raises(DataError, match=r"sub/broken\.wav: unreadable or corrupt WAV"):
+        KIND.load_unlabelled(str(tmp_path / "pool"), {})
+    (tmp_path / "pool" / "sub" / "broken.wav").unlink()
+    with pytest.raises(DataError, match=r"pool: no \.wav files in the folder or its sub-folders"):
+        KIND.load_unlabelled(str(tmp_path / "pool"), {})
+    with pytest.raises(DataError, match="expected a folder of .wav files"):
+        KIND.load_unlabelled(str(tmp_path / "pool.wav"), {})
+
+
+def test_unlabelled_pool_is_checked_against_the_labelled_rate_without_the_test_rule(tmp_path):
+    from components.validation import raw_plan, validate
+
+    write_fsdd_like(tmp_path / "labelled")
+    (tmp_path / "pool").mkdir()
+    wavfile.write(tmp_path / "pool" / "good.wav", 8000, tone(500, 0.3))
+    wavfile.write(tmp_path / "pool" / "fast.wav", 16000, tone(500, 0.3))  # the labelled files are all 8 kHz
+    options = {"test_rule": {"field": "index", "values": [0]}}  # pool files have no index: never split anyway
+    cfg = load_config(PARAMS, "fsdd").model_copy(update={"data": DataConfig(kind="audio", options=options,
+                                                                            classes=["0", "1"])})
+    raw = KIND.load(str(tmp_path / "labelled"), options)
+    pool = KIND.load_unlabelled(str(tmp_path / "pool"), options, like=raw)
+
+    report = validate(raw_plan(KIND, raw, cfg, pool=pool))
+
+    assert [(f["table"], f["column"], f["examples"]) for f in report.failures] == [
+        ("raw_unlabelled", "sample_rate", ["fast.wav: 16000"])]
+    assert "test_rule_field" not in KIND.describe(pool, options)
+
+
 # --- raw expectations ------------------------------------------------------------------------------------------
 
 

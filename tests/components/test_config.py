@@ -10,12 +10,16 @@ def _write(tmp_path, text):
 
 
 def test_defaults_match_the_shipped_params_file():
-    assert load_config("params.yaml") == PipelineConfig()
+    from components.kd import resolve
+
+    shipped, default = load_config("params.yaml"), PipelineConfig()
+    assert shipped.model_dump(exclude={"distill"}) == default.model_dump(exclude={"distill"})
+    assert resolve(shipped.distill) == resolve(default.distill)  # the file spells out the method's defaults
 
 
 def test_unknown_key_is_an_error_that_names_it(tmp_path):
-    with pytest.raises(ConfigError, match=r"distill\.temprature"):
-        load_config(_write(tmp_path, "distill:\n  temprature: 4\n"))
+    with pytest.raises(ConfigError, match=r"student\.epoch"):
+        load_config(_write(tmp_path, "student:\n  epoch: 4\n"))
 
 
 def test_unknown_top_level_section(tmp_path):
@@ -52,10 +56,12 @@ def test_dataset_selection_and_overrides():
 
 def test_run_overrides_win_over_dataset_overrides_and_are_validated():
     params = {"datasets": {"b": {"overrides": {"gate": {"min_accuracy": 0.5}}}}}
-    cfg = effective_config(params, "b", {"gate.min_accuracy": 0.8, "distill.temperature": 2})
-    assert (cfg.gate.min_accuracy, cfg.distill.temperature, cfg.distill.alpha) == (0.8, 2.0, 0.7)
-    with pytest.raises(ConfigError, match=r"distill\.temprature"):
-        effective_config(params, "b", {"distill.temprature": 2})
+    cfg = effective_config(params, "b", {"gate.min_accuracy": 0.8, "distill.hinton.temperature": 3,
+                                         "distill.method": "dkd"})
+    assert (cfg.gate.min_accuracy, cfg.distill.methods, cfg.distill.options("hinton")) == (0.8, ["dkd"],
+                                                                                           {"temperature": 3})
+    with pytest.raises(ConfigError, match=r"student\.epoch"):
+        effective_config(params, "b", {"student.epoch": 2})
     with pytest.raises(ConfigError, match=r"prune\.ratio.*less than 1"):
         effective_config(params, "b", {"prune.ratio": 3})
     with pytest.raises(ConfigError, match=r"'datasets\.b\.seed'.*versioned with the data by DVC"):

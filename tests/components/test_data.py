@@ -107,3 +107,133 @@ def test_unknown_labels_and_kind():
         encode_labels(np.array(["0", "7"]), ["0", "1"])
     with pytest.raises(ValueError, match="unknown data kind 'video'"):
         get_kind("video")
+
+
+# --- unlabelled pool -------------------------------------------------------------------------------------------
+
+
+def _pool_write(path, arrays):
+    assert all(a.dtype != object for a in arrays.values())  # np.load(allow_pickle=False) must read it back
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def test_unlabelled_npz_needs_only_x_and_ignores_y(tmp_path):
+    p = tmp_path / "pool.npz"
+    np.savez(p, x=np.full((3, 5, 5), 51, np.uint8), y=np.array([7, 8, 9]))
+
+    pool = KIND.load_unlabelled(str(p), {})
+
+    assert pool.labels.tolist() == ["", "", ""] and pool.labels.dtype.kind == "U"
+    assert pool.samples.shape == (3, 5, 5) and pool.samples.dtype == np.float32
+    assert pool.info == {"scale": 255.0, "unlabelled": True}
+    assert transform(KIND.fit(pool, {}), pool.samples).max() == pytest.approx(0.2)  # 51 / 255
+
+
+def test_unlabelled_png_folder_flat_and_nested_names_ignored(tmp_path):
+    (tmp_path / "pool" / "batch2" / "deeper").mkdir(parents=True)
+    Image.fromarray(np.full((6, 5), 10, np.uint8)).save(tmp_path / "pool" / "a.png")
+    Image.fromarray(np.full((6, 5), 20, np.uint8)).save(tmp_path / "pool" / "batch2" / "b.jpg")
+    Image.fromarray(np.full((6, 5), 30, np.uint8)).save(tmp_path / "pool" / "batch2" / "deeper" / "c.PNG")
+    (tmp_path / "pool" / "notes.txt").write_text("not an image")
+
+    pool = KIND.load_unlabelled(str(tmp_path / "pool"), {})
+
+    assert pool.meta["file"].tolist() == ["a.png", "batch2/b.jpg", "batch2/deeper/c.PNG"]
+    assert pool.samples.shape == (3, 6, 5) and pool.labels.tolist() == ["", "", ""]
+    assert pool.samples[0, 0, 0] == 10 and pool.samples[2, 0, 0] == 30
+
+
+def test_unlabelled_pool_takes_the_labelled_scale_and_must_share_its_shape(tmp_path):
+    labelled = RawData(np.zeros((2, 4, 4), np.float32), np.array(["0", "1"]), {}, {"scale": 16.0})
+    Image.fromarray(np.full((4, 4), 255, np.uint8)).save(tmp_path / "white.png")
+    np.savez(tmp_path / "small.npz", x=np.full((1, 4, 4), 8.0))  # no scale: already in the labelled units
+    np.savez(tmp_path / "big.npz", x=np.zeros((1, 5, 4)))
+
+    png = KIND.load_unlabelled(str(tmp_path), {}, like=labelled)
+    npz = KIND.load_unlabelled(str(tmp_path / "small.npz"), {}, like=labelled)
+
+    assert png.info["scale"] == 16.0 and png.samples.max() == 16.0  # 255 of 255 is 16 of 16
+    assert npz.info["scale"] == 16.0 and npz.samples.max() == 8.0
+    with pytest.raises(DataError, match=r"big\.npz: unlabelled images of shape \(5, 4\) differ from the labelled "
+                                        r"images' \(4, 4\)"):
+        KIND.load_unlabelled(str(tmp_path / "big.npz"), {}, like=labelled)
+
+
+@pytest.mark.parametrize("setup,match", [
+    ("corrupt_npz", r"pool\.npz: not a readable \.npz"),
+    ("no_x", r"pool\.npz: missing arrays \['x'\]"),
+    ("corrupt_png", r"pool/sub/1\.png: unreadable or corrupt image"),
+    ("mixed_png", r"pool/sub/1\.png: image size \(7, 6\) differs"),
+    ("empty_folder", r"pool: no PNG/JPEG files in the folder or its sub-folders"),
+    ("empty_npz", r"pool\.npz: no samples in the unlabelled pool"),
+    ("other", r"expected an \.npz file or a folder"),
+])
+def test_bad_unlabelled_image_pools_name_the_file(tmp_path, setup, match):
+    (tmp_path / "pool" / "sub").mkdir(parents=True)
+    source = tmp_path / ("pool.npz" if "npz" in setup or setup == "no_x" else "pool")
+    if setup == "corrupt_npz":
+        source.write_bytes(b"PK\x03\x04 truncated")
+    elif setup == "no_x":
+        np.savez(source, images=np.zeros((2, 4, 4)))
+    elif setup == "empty_npz":
+        np.savez(source, x=np.zeros((0, 4, 4)))
+    elif setup in ("corrupt_png", "mixed_png"):
+        Image.fromarray(np.zeros((6, 6), np.uint8)).save(source / "sub" / "0.png")
+        if setup == "corrupt_png":
+            (source / "sub" / "1.png").write_bytes(b"\x89PNG garbage")
+        else:
+            Image.fromarray(np.zeros((7, 6), np.uint8)).save(source / "sub" / "1.png")
+    elif setup == "other":
+        source = tmp_path / "pool.txt"
+        source.write_text("x")
+
+    with pytest.raises(DataError, match=match):
+        KIND.load_unlabelled(str(source), {})
+
+
+def test_unlabelled_round_trip_keeps_samples_meta_and_info(tmp_path):
+    from components.data.base import load_unlabelled, save_unlabelled
+
+    Image.fromarray(np.arange(20, dtype=np.uint8).reshape(4, 5)).save(tmp_path / "a.png")
+    pool = KIND.load_unlabelled(str(tmp_path), {})
+
+    save_unlabelled(KIND, pool, tmp_path / "raw", _pool_write)
+    back = load_unlabelled(KIND, tmp_path / "raw")
+
+    assert np.array_equal(back.samples, pool.samples) and back.labels.tolist() == [""]
+    assert back.meta["file"].tolist() == ["a.png"] and back.info == {"scale": 255.0, "unlabelled": True}
+    assert load_unlabelled(KIND, tmp_path / "nothing here") is None
+
+
+def test_pool_samples_equal_to_labelled_or_earlier_pool_samples_are_dropped():
+    from components.data.base import prepare_unlabelled
+
+    x = np.arange(60, dtype=np.float32).reshape(60, 1, 1) * np.ones((1, 2, 2), np.float32)  # 60 distinct images
+    raw = RawData(x, (np.arange(60) % 2).astype(str), {}, {"scale": 100.0})
+    splits, spec, _ = prepare_splits(KIND, raw, DataConfig(classes=["0", "1"], val_fraction=0.25, test_fraction=0.25))
+    test_hash, train_hash = splits["test"].meta["hash"][0], splits["train"].meta["hash"][0]
+    by_hash = dict(zip(content_hashes(x), x))
+    new = np.full((2, 2), 99.0, np.float32)
+    pool = RawData(np.stack([by_hash[test_hash], new, by_hash[train_hash], new, new * 0 + 98]),
+                   np.full(5, "", dtype=str), {}, {"scale": 100.0, "unlabelled": True})
+
+    px, hashes, dropped = prepare_unlabelled(KIND, pool, spec, splits, {})
+
+    assert dropped == 3  # the test sample, the train sample, the second copy of `new`
+    assert hashes.tolist() == content_hashes([new, new * 0 + 98])
+    np.testing.assert_allclose(px[:, 0, 0, 0], [0.99, 0.98], rtol=1e-6)
+    assert px.shape == (2, 1, 2, 2) and px.dtype == np.float32
+
+
+def test_a_pool_of_labelled_samples_only_prepares_to_an_empty_input_array():
+    from components.data.base import prepare_unlabelled
+
+    x = np.arange(40, dtype=np.float32).reshape(40, 1, 1) * np.ones((1, 3, 3), np.float32)
+    raw = RawData(x, (np.arange(40) % 2).astype(str), {}, {"scale": 40.0})
+    splits, spec, _ = prepare_splits(KIND, raw, DataConfig(classes=["0", "1"]))
+    pool = RawData(x[:5], np.full(5, "", dtype=str), {}, {"scale": 40.0, "unlabelled": True})
+
+    px, hashes, dropped = prepare_unlabelled(KIND, pool, spec, splits, {})
+
+    assert (px.shape, px.dtype, len(hashes), dropped) == ((0, 1, 3, 3), np.float32, 0, 5)

@@ -1,37 +1,82 @@
-import math
-
+"""`train_variant`: every method of the catalogue trains a real student on the digits, on the available device
+(CUDA when present), with the same budget as the plain student."""
+import numpy as np
 import pytest
 import torch
 
-from components.distill import kd_loss
+from components import kd
+from components.data import Dataset
+from components.distill import train_variant
+from components.models import Ensemble, build
+from components.teachers import logits, torch_teacher
+from components.train import select_device, shift_augment
 
 
-def test_kd_loss_matches_hand_computed_value():
-    # s = [1, 0], t = [0, 1], T = 2, alpha = 0.5, label 0.
-    # softmax(t/T) = [1/(1+e^0.5), e^0.5/(1+e^0.5)]; log_softmax(s/T) = [0.5, 0] - log(e^0.5 + 1)
-    z = math.log(1 + math.exp(0.5))
-    p_t = [1 / (1 + math.exp(0.5)), math.exp(0.5) / (1 + math.exp(0.5))]
-    log_p_t = [0 - z, 0.5 - z]
-    log_p_s = [0.5 - z, 0 - z]
-    kl = sum(p * (a - b) for p, a, b in zip(p_t, log_p_t, log_p_s))  # = 0.1224...
-    ce = math.log(1 + math.exp(-1))  # -log softmax([1, 0])[0]
-    expected = 0.5 * 4 * kl + 0.5 * ce
-    got = kd_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0]), 2.0, 0.5)
-    assert got.item() == pytest.approx(expected, rel=1e-6)
-    assert expected == pytest.approx(0.40163, abs=1e-4)
+@pytest.fixture(scope="module")
+def teacher(digits_splits, digits_spec):
+    from components.train import fit
+
+    model = build("image", "teacher", digits_spec, 10, 8, seed=0)
+    model, _ = fit(model, digits_splits["train"], digits_splits["val"], epochs=4, lr=3e-3, batch_size=64,
+                   patience=4, seed=0, device=torch.device("cpu"))
+    return model
 
 
-def test_alpha_zero_is_plain_cross_entropy():
-    s, t, y = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
-    assert kd_loss(s, t, y, 3.0, 0.0).item() == pytest.approx(torch.nn.functional.cross_entropy(s, y).item())
+def _kw(device, augment=None):
+    return dict(epochs=2, lr=5e-3, batch_size=64, patience=2, seed=0, device=device, weight_decay=1e-4,
+                augment=augment)
 
 
-def test_kd_term_vanishes_when_student_equals_teacher():
-    s = torch.randn(5, 4)
-    assert kd_loss(s, s.clone(), torch.zeros(5, dtype=torch.long), 4.0, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+@pytest.mark.parametrize("method", sorted(kd.METHODS))
+def test_every_method_trains_a_student_on_the_available_device(method, teacher, digits_splits, digits_spec):
+    device = select_device("auto")
+    train, val = digits_splits["train"], digits_splits["val"]
+    fn = torch_teacher(teacher)
+    pool = train.x[:300]
+    for variant in kd.make(method).variants()[:2]:  # a sweep: its first two variants
+        student, hist = train_variant(build("image", "student", digits_spec, 10, 4, seed=0), variant, train, val,
+                                      teacher=fn, teacher_module=teacher, logits_of=lambda x: logits(fn, x),
+                                      pool=pool, **_kw(device, shift_augment))
+        assert len(hist) == 2 and all(np.isfinite(h["train_loss"]) for h in hist), variant.label
+        assert hist[-1]["val_accuracy"] > 0.2, variant.label  # better than chance after two epochs
+        assert next(student.parameters()).device.type == "cpu"
 
 
-def test_kd_term_scales_with_temperature_squared():
-    # With T large, KL(T) * T^2 tends to a finite limit: the loss stays on the scale of CE, not 1/T^2 of it.
-    s, t, y = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 2.0]]), torch.tensor([0])
-    assert kd_loss(s, t, y, 8.0, 1.0).item() == pytest.approx(kd_loss(s, t, y, 16.0, 1.0).item(), rel=0.05)
+def test_fixed_inputs_use_the_cached_logits_not_the_teacher(teacher, digits_splits, digits_spec):
+    train, val = digits_splits["train"], digits_splits["val"]
+    calls, cached = [], []
+
+    def counting(x):
+        calls.append(len(x))
+        return teacher(x)
+
+    def logits_of(x):
+        cached.append(len(x))
+        return logits(torch_teacher(teacher), x)
+
+    train_variant(build("image", "student", digits_spec, 10, 4, seed=0), kd.Variant("hinton", {}), train, val,
+                  teacher=counting, logits_of=logits_of, **_kw(torch.device("cpu")))
+    assert cached == [len(train)] and calls == []  # one pass over the train rows, never per batch
+    train_variant(build("image", "student", digits_spec, 10, 4, seed=0), kd.Variant("hinton", {}), train, val,
+                  teacher=counting, logits_of=logits_of, **_kw(torch.device("cpu"), shift_augment))
+    assert len(calls) == 2 * int(np.ceil(len(train) / 64))  # augmented batches: the teacher sees each one
+
+
+def test_plain_and_kd_share_the_budget_and_plain_ignores_the_teacher(digits_splits, digits_spec):
+    train, val = digits_splits["train"], digits_splits["val"]
+    a, ha = train_variant(build("image", "student", digits_spec, 10, 4, seed=0), kd.PLAIN, train, val,
+                          **_kw(torch.device("cpu")))
+    b, hb = train_variant(build("image", "student", digits_spec, 10, 4, seed=0), kd.Variant("hinton", {"alpha": 0.0}),
+                          train, val, teacher=lambda x: torch.zeros(len(x), 10),
+                          logits_of=lambda x: np.zeros((len(x), 10), np.float32), **_kw(torch.device("cpu")))
+    assert ha == hb  # alpha 0 is the plain loss: the same budget gives the same student
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_hint_refuses_a_teacher_without_features(teacher, digits_splits, digits_spec):
+    train = Dataset(digits_splits["train"].x[:64], digits_splits["train"].y[:64])
+    ensemble = Ensemble([teacher, teacher])
+    with pytest.raises(kd.KDConfigError, match="'hint' needs one PyTorch teacher"):
+        train_variant(build("image", "student", digits_spec, 10, 4, seed=0), kd.Variant("hint", {}), train,
+                      digits_splits["val"], teacher=torch_teacher(ensemble), teacher_module=None,
+                      logits_of=lambda x: logits(torch_teacher(ensemble), x), **_kw(torch.device("cpu")))

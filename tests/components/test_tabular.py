@@ -119,6 +119,46 @@ def test_other_bad_sources(tmp_path):
         KIND.load(str(tmp_path / "absent.csv"), {})
 
 
+# --- unlabelled pool ------------------------------------------------------------------------------------------
+
+
+def test_unlabelled_csv_without_label_column_in_the_labelled_feature_order(tmp_path):
+    labelled = tmp_path / "t.csv"
+    labelled.write_text("a,y,b\n1,x,2\n3,z,4\n")
+    pool_file = tmp_path / "pool.csv"
+    pool_file.write_text("extra,b,a\n9,20,10\n9,40,30\n")  # columns in another order, one more
+    raw = KIND.load(str(labelled), {"label_column": "y"})
+
+    pool = KIND.load_unlabelled(str(pool_file), {"label_column": "y"}, like=raw)
+
+    assert pool.info["features"] == ["a", "b"] and pool.samples.tolist() == [[10, 20], [30, 40]]
+    assert pool.labels.tolist() == ["", ""] and pool.meta["line"].tolist() == [1, 2]
+    # train a: mean 2, std 1; b: mean 3, std 1
+    np.testing.assert_allclose(transform(KIND.fit(raw, {}), pool.samples), [[8, 17], [28, 37]])
+
+
+def test_unlabelled_parquet_ignores_a_label_column_and_follows_feature_columns(tmp_path):
+    p = tmp_path / "pool.parquet"
+    pd.DataFrame({"f1": [0.5, 1.5], "f2": [1, 2], "target": [0, 1]}).to_parquet(p)
+
+    pool = KIND.load_unlabelled(str(p), {"label_column": "target", "feature_columns": ["f2", "f1"]})
+
+    assert pool.samples.tolist() == [[1, 0.5], [2, 1.5]] and pool.labels.tolist() == ["", ""]
+
+
+@pytest.mark.parametrize("name,content,match", [
+    ("pool.csv", b"a,c\n1,2\n", r"pool\.csv: feature columns \['b'\] not found"),
+    ("pool.csv", b"a,b\n1,2\n3,x\n", r"pool\.csv: column 'b' has a non-numeric value 'x' at row 2"),
+    ("pool.parquet", b"PAR1 this is not a parquet file", r"pool\.parquet: unreadable or corrupt"),
+    ("pool.csv", b"a,b\n", r"pool\.csv: no data rows"),
+])
+def test_bad_unlabelled_tables_are_named(tmp_path, name, content, match):
+    raw = RawData(np.zeros((2, 2)), np.array(["u", "v"]), {}, {"features": ["a", "b"]})
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=match):
+        KIND.load_unlabelled(str(tmp_path / name), {"label_column": "y"}, like=raw)
+
+
 def test_empty_cell_reaches_gx_with_its_column_and_line(tmp_path, bc_cfg):
     p = tmp_path / "t.csv"
     p.write_text("a,b,y\n" + "".join(f"{i},{'' if i == 2 else i},{'benign' if i % 2 else 'malignant'}\n"

@@ -117,6 +117,65 @@ def test_unknown_option_and_empty_file(tmp_path):
         KIND.load(str(tmp_path / "empty.tsv"), {})
 
 
+def test_unlabelled_lines_whole_line_is_the_message_blank_skipped_bad_utf8_flagged(tmp_path):
+    src = write(tmp_path / "pool.txt", ["\ufeffWin a prize\tnow", "", b"caf\xe9 later", "   ", "ham\tnot a label"],
+                eol=b"\r\n")
+
+    pool = KIND.load_unlabelled(src, {"delimiter": "\t", "header": True})
+
+    assert pool.samples == ["Win a prize\tnow", "caf\ufffd later", "ham\tnot a label"]  # BOM and \r stripped
+    assert pool.labels.tolist() == ["", "", ""]
+    assert pool.meta["line"].tolist() == [1, 3, 5] and pool.meta["encoding_error"].tolist() == [0, 1, 0]
+    assert pool.info["blank_lines_skipped"] == 2 and pool.info["encoding_errors"] == 1 and pool.info["unlabelled"]
+
+
+def test_unlabelled_delimited_reads_the_labelled_format_and_drops_its_labels(tmp_path):
+    src = write(tmp_path / "pool.csv", ["label,text", "?,hello there", ",call me, later"])
+
+    pool = KIND.load_unlabelled(src, {"delimiter": ",", "header": True, "label_column": "label",
+                                      "text_column": "text", "unlabelled_format": "delimited"})
+
+    assert pool.samples == ["hello there", "call me, later"] and pool.labels.tolist() == ["", ""]
+    assert pool.meta["line"].tolist() == [2, 3]
+
+
+def test_bad_unlabelled_text_pools_are_named(tmp_path):
+    short = write(tmp_path / "short.csv", ["label,text", "onlyone"])
+    (tmp_path / "blank.txt").write_bytes(b"\n \n")
+    with pytest.raises(DataError, match=r"short\.csv, line 2: 1 field\(s\) separated by ','"):
+        KIND.load_unlabelled(short, {"delimiter": ",", "header": True, "label_column": "label",
+                                     "text_column": "text", "unlabelled_format": "delimited"})
+    with pytest.raises(DataError, match=r"blank\.txt: no messages found"):
+        KIND.load_unlabelled(str(tmp_path / "blank.txt"), {})
+    with pytest.raises(DataError, match=r"unlabelled text pool .*absent\.txt: no such file"):
+        KIND.load_unlabelled(str(tmp_path / "absent.txt"), {})
+    with pytest.raises(DataError, match="options.unlabelled_format must be 'lines' or 'delimited', got 'csv'"):
+        KIND.load_unlabelled(short, {"unlabelled_format": "csv"})
+
+
+def test_unlabelled_pool_duplicates_are_the_split_s_token_duplicates(tmp_path):
+    from components.data.base import prepare_unlabelled
+
+    texts = [f"message number {w} here" for w in ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda "
+                                                  "mu nu xi omicron pi rho sigma tau upsilon").split()]
+    raw = RawData(texts, np.array(["ham", "spam"] * 10), {}, {})
+    options = {"min_count": 1}
+    data_cfg = DataConfig(kind="text", classes=["ham", "spam"], options=options, val_fraction=0.25, test_fraction=0.25)
+    splits, spec, _ = prepare_splits(KIND, raw, data_cfg)
+    test_text = texts[int(np.flatnonzero(np.isin(duplicate_hashes(KIND, texts, options),
+                                                 splits["test"].meta["hash"]))[0])]
+    src = write(tmp_path / "pool.txt", [test_text.upper(), "Message number ALPHA here!!", "something new",
+                                        "SOMETHING new"])
+    pool = KIND.load_unlabelled(src, options)
+
+    x, hashes, dropped = prepare_unlabelled(KIND, pool, spec, splits, options)
+
+    # the upper-cased test message has the test message's tokens; "!!" makes the second one new;
+    # "SOMETHING new" repeats "something new" once lower-cased
+    assert dropped == 2 and len(x) == 2 and x.dtype == np.int64 and x.shape == (2, 64)
+    assert hashes.tolist() == duplicate_hashes(KIND, ["Message number ALPHA here!!", "something new"], options)
+
+
 def test_raw_round_trip_keeps_non_ascii_exactly(tmp_path):
     raw = RawData(["naïve £5 😀", "", "tab\tinside"], np.array(["ham", "ham", "spam"]),
                   {"line": np.array([1, 2, 3]), "encoding_error": np.zeros(3, np.int8)}, {"lines": 3})

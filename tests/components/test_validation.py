@@ -3,8 +3,8 @@ import pytest
 
 from components.config import PipelineConfig
 from components.data import Dataset, RawData, get_kind
-from components.validation import (DataValidationError, class_counts, describe_features, raw_plan, split_plan,
-                                   validate)
+from components.validation import (DataValidationError, class_counts, describe_features, describe_pool, raw_plan,
+                                   split_plan, validate)
 
 KIND = get_kind("image")
 CFG = PipelineConfig()
@@ -111,3 +111,55 @@ def test_class_counts_include_missing_and_unknown_classes():
     assert df["label"].tolist() == [0, 1, 2, 7]
     assert df["count"].tolist() == [2, 0, 1, 1]
     assert df["share_of_largest"].tolist() == [1.0, 0.0, 0.5, 0.5]
+
+
+# --- unlabelled pool -------------------------------------------------------------------------------------------
+
+
+def _pool(samples):
+    return RawData(samples.astype(np.float32), np.full(len(samples), "", dtype=str),
+                   {"file": np.array([f"p{i}.png" for i in range(len(samples))])}, {"scale": 16.0, "unlabelled": True})
+
+
+def test_raw_pool_table_is_checked_with_the_labelled_data_s_expectations():
+    raw = _raw()
+    good = _pool(raw.samples[:4] * 0 + 3)
+    wrong_size = _pool(np.zeros((2, 9, 8)))
+    too_bright = _pool(np.full((2, 8, 8), 255.0))  # over the labelled scale 16
+
+    plans = [raw_plan(KIND, raw, CFG, pool=p) for p in (good, wrong_size, too_bright)]
+
+    assert [t for t, _, _ in plans[0]] == ["raw_samples", "raw_samples_per_class", "raw_unlabelled"]
+    assert all(e[1].get("column") != "label" for e in plans[0][2][2])  # no label checks on a pool
+    assert validate(plans[0]).success
+    assert _failed(validate(plans[1])) == {("raw_unlabelled", "expect_column_values_to_be_in_set", "shape")}
+    report = validate(plans[2])
+    assert _failed(report) == {("raw_unlabelled", "expect_column_values_to_be_between", c)
+                               for c in ("min_value", "max_value")}
+    assert report.failures[0]["examples"][0] == "p0.png: 255.0"
+
+
+def test_prepared_pool_holding_a_val_or_test_sample_fails_naming_the_rows(digits_splits, digits_spec):
+    val, test, train = digits_splits["val"], digits_splits["test"], digits_splits["train"]
+    x = np.concatenate([train.x[:3], val.x[:1], test.x[:2]])
+    hashes = np.concatenate([train.meta["hash"][:3], val.meta["hash"][:1], test.meta["hash"][:2]])
+
+    plan = split_plan(_tables(digits_splits), digits_spec, CFG, pool=describe_pool(x, hashes))
+    report = validate(plan)
+
+    assert plan[-1][0] == "unlabelled_samples" and "label" not in plan[-1][1]
+    assert _failed(report) == {("unlabelled_samples", "expect_column_values_to_not_be_in_set", "content_hash")}
+    assert report.failures[0]["unexpected_count"] == 3  # train rows are no leak of an evaluation split
+
+
+def test_prepared_pool_schema_is_the_splits_schema(digits_splits, digits_spec):
+    x = digits_splits["train"].x[:4].copy()
+    x[1, 0, 0, 0] = np.nan
+    x[2, 0, 0, 0] = 2.0  # past the [0, 1] value range
+
+    report = validate(split_plan(_tables(digits_splits), digits_spec, CFG,
+                                 pool=describe_pool(x.astype(np.float64), ["a", "b", "c", "d"])))
+
+    assert _failed(report) == {("unlabelled_samples", "expect_column_values_to_be_in_set", "non_finite"),
+                               ("unlabelled_samples", "expect_column_values_to_be_in_set", "dtype"),
+                               ("unlabelled_samples", "expect_column_values_to_be_between", "max_value")}

@@ -15,8 +15,8 @@ SHARED = REPO.parent / "shared" / "datasets"
 
 # Shrinks the shipped params.yaml for tests: few epochs, a short benchmark, a lenient gate.
 SMALL = {
-    "train": {"epochs": 4, "patience": 4},
-    "distill": {"epochs": 4},
+    "teacher": {"epochs": 4, "patience": 4},
+    "student": {"epochs": 4},
     "prune": {"finetune_epochs": 2},
     "quantize": {"calibration_samples": 64},
     "benchmark": {"warmup_runs": 5, "timed_runs": 50},

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from flows.cli import main
 
@@ -62,4 +63,47 @@ def test_labels_outside_given_classes_are_refused(project, capsys):
     assert main(["--project-dir", str(project), "data", "add", "m", "--kind", "image", "--source", "m.npz",
                  "--classes", "0,1"]) == 3
     assert "labels ['2'] are not among --classes" in capsys.readouterr().err
+    assert _state(project) == before
+
+
+def test_add_with_unlabelled_pool_records_it_and_dvc_adds_it(project, capsys):
+    external = project / "data" / "external"
+    np.savez(external / "mine.npz", x=np.random.rand(30, 6, 6) * 255, y=np.arange(30) % 3)
+    (external / "pool" / "batch1").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.full((6, 6), 10 * i, np.uint8)).save(external / "pool" / "batch1" / f"{i}.png")
+
+    assert main(["--project-dir", str(project), "data", "add", "mine", "--kind", "image", "--source", "mine.npz",
+                 "--unlabelled", "pool"]) == 0
+
+    section = yaml.safe_load((project / "params.yaml").read_text())["datasets"]["mine"]
+    assert section["unlabelled"] == "pool" and section["source"] == "mine.npz"
+    assert (external / "pool.dvc").is_file() and (external / "mine.npz.dvc").is_file()
+    assert "30 samples, classes ['0', '1', '2'], 4 unlabelled samples" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("setup,pool,message", [
+    ("corrupt", "pool", r"pool/0\.png: unreadable or corrupt image"),
+    ("size", "pool", r"unlabelled images of shape \(5, 5\) differ from the labelled images' \(6, 6\)"),
+    (None, "../../outside", "outside the data root"),
+    (None, "missing", "does not exist"),
+    (None, ".", "overlaps the labelled source"),
+])
+def test_bad_pool_is_refused_and_nothing_changes(project, capsys, setup, pool, message):
+    external = project / "data" / "external"
+    np.savez(external / "mine.npz", x=np.random.rand(30, 6, 6) * 255, y=np.arange(30) % 3)
+    (external / "pool").mkdir()
+    if setup == "corrupt":
+        (external / "pool" / "0.png").write_bytes(b"\x89PNG garbage")
+    elif setup == "size":
+        np.savez(external / "pool" / "p.npz", x=np.zeros((2, 5, 5)))
+        pool = "pool/p.npz"
+    before = _state(project)
+
+    assert main(["--project-dir", str(project), "data", "add", "mine", "--kind", "image", "--source", "mine.npz",
+                 "--unlabelled", pool]) == 3
+
+    err = capsys.readouterr().err
+    assert "nothing was added" in err
+    assert __import__("re").search(message, err), err
     assert _state(project) == before

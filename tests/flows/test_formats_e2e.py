@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.flows.projects import SHARED, pipeline_project, shipped_params
-FAST = {"train": {"epochs": 3, "patience": 3}, "distill": {"epochs": 3}, "prune": {"finetune_epochs": 1},
+FAST = {"teacher": {"epochs": 3, "patience": 3}, "student": {"epochs": 3}, "prune": {"finetune_epochs": 1},
         "quantize": {"calibration_samples": 32}, "benchmark": {"warmup_runs": 2, "timed_runs": 20},
         "gate": {"min_accuracy": 0.0, "max_accuracy_drop": 1.0, "max_p95_ms": 100.0, "max_size_kb": 10000.0}}
 
@@ -135,7 +135,7 @@ def test_format_runs_end_to_end_and_predicts_raw_inputs(project, name, tmp_path)
     mv = c.get_model_version_by_alias(name, "staging")
     assert str(mv.version) == outcome["version"]
     cfg = load_config(project / "params.yaml", name)
-    test = load_splits(project, cfg)["test"]
+    test = load_splits(project, cfg.data.name)["test"]
     expected = ort_predict(model_onnx_path(c, name, str(mv.version)), test.x[:20]).argmax(1)
     inputs = _raw_inputs(project, name, cfg, test, tmp_path)
     code = ("import sys; from flows.cli import main; rc = main(sys.argv[1:]); "

@@ -13,6 +13,9 @@ import yaml
 
 from tests.flows.projects import SMALL, data_state, pipeline_project, small_params
 
+CANDIDATES = ("teacher_fp32", "plain_fp32", "plain_pruned_fp32", "plain_pruned_int8_static", "plain_pruned_int8_dynamic",
+              "kd_fp32", "kd_pruned_fp32", "kd_pruned_int8_static", "kd_pruned_int8_dynamic")
+
 
 def write_params(root: Path, **sections) -> None:
     """A complete params.yaml (as shipped) with the small test settings and `sections` on top."""
@@ -70,27 +73,29 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     lineage = {"dataset_hash", "git_commit", "params_hash", "prefect_flow_run_id"}
     assert lineage <= set(parent.data.tags) and parent.data.tags["prefect_flow_run_id"] != "none"
     children = runs_of(first["parent_run_id"])
-    stages = {"validation", "teacher", "student_plain", "student_kd", "prune", "quantize", "benchmark", "gate"}
-    cands = {f"candidate:{n}" for n in ("teacher_fp32", "student_fp32", "pruned_fp32", "pruned_int8_static",
-                                        "pruned_int8_dynamic")}
+    stages = {"validation", "teacher", "teacher_member", "student_plain", "student_kd", "prune", "quantize",
+              "benchmark", "gate"}
+    cands = {f"candidate:{n}" for n in CANDIDATES}
     assert stages | cands == set(children)
     assert all(r.info.status == "FINISHED" for r in children.values())
     # per-epoch step metrics of the teacher
-    hist = c.get_metric_history(children["teacher"].info.run_id, "val_accuracy")
+    hist = c.get_metric_history(children["teacher_member"].info.run_id, "val_accuracy")
     assert [m.step for m in hist] == list(range(1, len(hist) + 1)) and len(hist) >= 2
     for name in cands:
-        assert {"accuracy", "macro_f1", "precision.3", "recall.3", "p50_ms", "p95_ms", "p99_ms", "throughput_sps",
-                "size_bytes", "peak_mem_mb"} <= set(children[name].data.metrics)
+        assert {"val.accuracy", "test.accuracy", "test.macro_f1", "test.precision.3", "val.recall.3", "p50_ms",
+                "p95_ms", "p99_ms", "throughput_sps", "size_bytes", "peak_mem_mb"} <= set(children[name].data.metrics)
         arts = {a.path for a in c.list_artifacts(children[name].info.run_id)}
         assert {f"confusion_{name[len('candidate:'):]}.png", "confusion_matrix.json"} <= arts
-    assert "kd_gain" in parent.data.metrics
+    assert {"kd_gain.val", "kd_gain.test"} <= set(parent.data.metrics)
     arts = {a.path for a in c.list_artifacts(first["parent_run_id"])}
     assert {"accuracy_vs_p95.png", "benchmark.csv", "gate_report.json", "effective_config.json"} <= arts
     # the registered version: staging alias, lineage tags, and an ONNX file that scores as logged
     mv = c.get_model_version_by_alias("digits", "staging")
     assert str(mv.version) == first["version"]
     assert lineage | {"sha256", "metric.accuracy", "metric.macro_f1", "metric.p95_ms", "metric.size_bytes",
-                      "teacher.accuracy"} <= set(mv.tags)
+                      "val.accuracy", "teacher.accuracy", "teacher_val.accuracy", "plain_val.accuracy"} <= set(mv.tags)
+    # chosen on val: it scores at least the plain student there
+    assert float(mv.tags["val.accuracy"]) >= float(mv.tags["plain_val.accuracy"])
     from components.config import load_config
     from components.export import ort_accuracy
     from flows.dvc_stages import load_splits
@@ -100,7 +105,7 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     files = {str(p.relative_to(onnx_file.parent)) for p in onnx_file.parent.rglob("*")}
     assert {"model.onnx", "MLmodel", "input_example.json", "extra_files/benchmark.csv",
             "extra_files/gate_report.json", "extra_files/preprocess.json"} <= files
-    test = load_splits(project, load_config(project / "params.yaml"))["test"]
+    test = load_splits(project, "digits")["test"]
     assert abs(ort_accuracy(onnx_file, test.x, test.y) - float(mv.tags["metric.accuracy"])) <= 0.005
     assert "signature" in (onnx_file.parent / "MLmodel").read_text()
 
@@ -109,7 +114,7 @@ def test_rerun_skips_dvc_and_reuses_cached_training(project, first):
     second = run(project)
     children = runs_of(second["parent_run_id"])
     assert children["validation"].data.tags["dvc_stages_ran"] == "none (up to date)"
-    for stage in ("teacher", "student_plain", "student_kd", "prune"):
+    for stage in ("teacher_member", "student_plain", "student_kd", "prune", "quantize"):
         assert children[stage].data.tags["cached"] == "True", stage
     assert second["version"] == str(int(first["version"]) + 1)
 
@@ -119,7 +124,7 @@ def test_strict_policy_set_from_the_cli_registers_nothing_and_names_each_reason(
     assert cli(project, "run", "--set", "gate.max_size_kb=0.001") == 2
     out = capsys.readouterr().out
     assert "No candidate passed the gate; nothing was registered." in out
-    for name in ("teacher_fp32", "student_fp32", "pruned_fp32", "pruned_int8_static", "pruned_int8_dynamic"):
+    for name in CANDIDATES:
         assert f"{name} failed: size" in out
     assert len(client().search_model_versions("name='digits'")) == len(before)
     latest = client().search_runs([client().get_experiment_by_name("digits").experiment_id],
@@ -169,20 +174,24 @@ def test_model_card_holds_every_item_and_the_production_version_of_its_time(proj
     assert mv.description == card
     assert card.startswith(f"# Model card: digits / {outcome['selected']}\n")
     s = _sections(card)
-    assert list(s) == ["Intended use", "Data", "Metrics (test split, measured through ONNX Runtime)", "Benchmark",
-                       "Gate", "Lineage"]
+    assert list(s) == ["Intended use", "Data", "Metrics (validation and test splits, measured through ONNX Runtime)",
+                       "Benchmark", "Gate", "Lineage"]
     assert "Classifies image inputs into 0, 1," in s["Intended use"]
     assert f"`{mv.tags['dataset_hash']}`" in s["Data"] and "Validation (Great Expectations): passed" in s["Data"]
-    rows = {r.split("|")[1].strip(): r for r in s["Metrics (test split, measured through ONNX Runtime)"].splitlines()
-            if r.startswith("| ") and "---" not in r}
-    assert {"teacher_fp32", "student_fp32", "pruned_fp32", "pruned_int8_static", "pruned_int8_dynamic"} <= set(rows)
-    assert "**registered**" in rows[outcome["selected"]] and "teacher" in rows["teacher_fp32"]
-    assert f"{float(mv.tags['metric.accuracy']):.4f}" in rows[outcome["selected"]]
+    metrics = s["Metrics (validation and test splits, measured through ONNX Runtime)"]
+    rows = {r.split("|")[1].strip(): r.split("|") for r in metrics.splitlines() if r.startswith("| ") and "---" not in r}
+    assert set(CANDIDATES) <= set(rows)
+    assert "**registered**" in rows[outcome["selected"]][2] and "teacher" in rows["teacher_fp32"][2]
+    # val and test side by side
+    assert [c.strip() for c in rows["model"][3:5]] == ["val accuracy", "test accuracy"]
+    assert rows[outcome["selected"]][3].strip() == f"{float(mv.tags['val.accuracy']):.4f}"
+    assert rows[outcome["selected"]][4].strip() == f"{float(mv.tags['metric.accuracy']):.4f}"
+    assert "KD gain (" in metrics and "val " in metrics and "points, test " in metrics
     assert re.search(r"Device profile: ONNX Runtime [\d.]+ CPU execution provider, 1 intra-op thread\(s\), batch 1, "
                      r"50 timed runs after 5 warm-up", s["Benchmark"])
-    assert s["Benchmark"].count("| pruned_") == 3
-    assert f"Production at the time: version {production} (accuracy " in s["Gate"]
-    assert all(f"- {n}: " in s["Gate"] for n in ("teacher_fp32", "student_fp32"))
+    assert s["Benchmark"].count("_pruned_") == 6
+    assert f"Production at the time: version {production} (val accuracy " in s["Gate"]
+    assert all(f"- {n}: " in s["Gate"] for n in CANDIDATES)
     assert f"`model.onnx` sha256: `{mv.tags['sha256']}`" in s["Lineage"]
 
 
@@ -227,7 +236,7 @@ def test_predict_raw_inputs_in_a_fresh_process_matches_pipeline_ort(project, fir
     from flows.dvc_stages import load_splits
     from flows.tracking import model_onnx_path
 
-    test = load_splits(project, load_config(project / "params.yaml"))["test"]
+    test = load_splits(project, "digits")["test"]
     files = []
     for i in range(20):  # raw digits are 0..16 intensities; the prepared ones are those / 16
         f = tmp_path / f"{i}.png"

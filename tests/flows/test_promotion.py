@@ -17,7 +17,8 @@ from flows.cli import main
 from tests.flows.projects import REPO
 
 MODEL = "digits"
-METRICS = {"accuracy": 0.99, "macro_f1": 0.99, "p50_ms": 0.01, "p95_ms": 0.02, "size_bytes": 1000}
+SCORES = {"accuracy": 0.99, "macro_f1": 0.99}
+METRICS = {"val": SCORES, "test": SCORES, "p50_ms": 0.01, "p95_ms": 0.02, "size_bytes": 1000}
 
 
 def _onnx(path: Path, seed: int) -> Path:
@@ -45,7 +46,7 @@ def registry(tmp_path, monkeypatch):
     for seed in range(3):
         run = tr.start("pipeline", parent=True)
         f = _onnx(tmp_path / f"m{seed}.onnx", seed)
-        tags = {"sha256": file_sha256(f)} | tracking.metric_tags(METRICS, METRICS)
+        tags = {"sha256": file_sha256(f)} | tracking.metric_tags(METRICS, METRICS, METRICS)
         tracking.register(run, MODEL, f, np.ones((1, 4), np.float32), [], tags, description="tiny")
         tr.end(run)
     return tmp_path

@@ -6,7 +6,7 @@ import pytest
 from prefect import flow, task
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.pipeline import IO_RETRIES
+from flows.stages import IO_RETRIES
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from components.config import DataConfig, PipelineConfig
+from components.models import build
 from components.data import DataError, get_kind
 from components.export import file_sha256
 from flows import dvc_stages
-from flows.pipeline import UntrustedFileError, _load
+from flows.stages import UntrustedFileError, load_weights
 
 
 class _Payload:
@@ -26,7 +27,8 @@ def test_weights_that_would_run_code_are_refused_without_running_it(tmp_path, di
     marker, weights = tmp_path / "pwned", tmp_path / "weights.pt"
     torch.save({"layer.weight": _Payload(marker)}, weights)
     with pytest.raises(UntrustedFileError, match="not a plain tensor file; refusing to unpickle it"):
-        _load(PipelineConfig(), "student", digits_spec, {"path": str(weights), "sha256": file_sha256(weights)})
+        load_weights(build("image", "student", digits_spec, 10, 16, 0), {"path": str(weights),
+                                                                          "sha256": file_sha256(weights)})
     assert not marker.exists()
 
 
@@ -36,7 +38,7 @@ def test_weights_changed_since_their_stage_saved_them_are_refused(tmp_path, digi
     recorded = file_sha256(weights)
     torch.save({"x": torch.ones(2)}, weights)
     with pytest.raises(UntrustedFileError, match="sha256 differs"):
-        _load(PipelineConfig(), "student", digits_spec, {"path": str(weights), "sha256": recorded})
+        load_weights(build("image", "student", digits_spec, 10, 16, 0), {"path": str(weights), "sha256": recorded})
 
 
 @pytest.mark.parametrize("source", ["../secret.npz", "sub/../../secret.npz", "/etc/passwd", "link/secret.npz"])

@@ -1,0 +1,49 @@
+"""Candidates as recipes: each deployable candidate is a source model and one transform, in one table.
+
+A recipe names a trained model ("teacher", "plain" or "kd") or another recipe as its source, and the transform
+that turns the source into the candidate: "export" (the trained model's FP32 ONNX file), "prune" (channels
+removed, then a fine-tune with the source's own objective), "int8_static" or "int8_dynamic" (ONNX Runtime
+quantization of the source's ONNX file). The flow runs the table in order; nothing else names candidates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TRANSFORMS = ("export", "prune", "int8_static", "int8_dynamic")
+TRAINED = ("teacher", "plain", "kd")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    source: str  # one of TRAINED, or the name of an earlier recipe
+    transform: str  # one of TRANSFORMS
+
+    def __post_init__(self) -> None:
+        assert self.transform in TRANSFORMS, self.transform
+
+
+def student_recipes(student: str) -> list[Recipe]:
+    """A student's candidates: FP32, pruned FP32, and the pruned model's static and dynamic INT8."""
+    return [Recipe(f"{student}_fp32", student, "export"),
+            Recipe(f"{student}_pruned_fp32", f"{student}_fp32", "prune"),
+            Recipe(f"{student}_pruned_int8_static", f"{student}_pruned_fp32", "int8_static"),
+            Recipe(f"{student}_pruned_int8_dynamic", f"{student}_pruned_fp32", "int8_dynamic")]
+
+
+def recipes(students: tuple[str, ...] = ("plain", "kd")) -> list[Recipe]:
+    """The candidate table: the teacher as a reference, then the same recipes for each student, so the KD
+    student's compressed forms always meet the plain student's compressed the same way."""
+    table = [Recipe("teacher_fp32", "teacher", "export")] + [r for s in students for r in student_recipes(s)]
+    names = [r.name for r in table]
+    for i, r in enumerate(table):
+        assert r.source in TRAINED or r.source in names[:i], f"{r.name}: unknown source {r.source}"
+    return table
+
+
+def trained_model(table: list[Recipe], name: str) -> str:
+    """The trained model a candidate descends from ("teacher", "plain" or "kd")."""
+    by_name = {r.name: r for r in table}
+    while name in by_name:
+        name = by_name[name].source
+    return name
