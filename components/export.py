@@ -52,11 +52,15 @@ def export_onnx(model, example: np.ndarray, path: str | Path) -> dict:
     example = torch.from_numpy(np.ascontiguousarray(example[:2]))
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},), dynamo=True, external_data=False,
-            verbose=False, optimize=True,
-        )
+        if isinstance(model, torch.jit.ScriptModule):  # a user's TorchScript teacher: torch.export cannot trace it
+            torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}}, dynamo=False)
+        else:
+            torch.onnx.export(
+                model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},), dynamo=True, external_data=False,
+                verbose=False, optimize=True,
+            )
         check_onnx(tmp)
     return artifact_info(path)
 

@@ -94,13 +94,22 @@ def make(name: str, options: dict | None = None) -> "KDMethod":
         raise KDConfigError("invalid KD options:\n  " + "\n  ".join(lines)) from None
 
 
-def resolve(distill) -> list[Variant]:
+FEATURES_NEED = ("needs one PyTorch teacher trained here (its intermediate features): it cannot use a "
+                 "teacher.source file or an ensemble (teacher.ensemble > 1)")
+
+
+def resolve(distill, teacher=None) -> list[Variant]:
     """The variants a `distill` config section asks for (components.config.DistillConfig): every listed method with
-    its options from `distill.<method>`, expanded (a sweep gives several). Raises KDConfigError naming a bad key."""
+    its options from `distill.<method>`, expanded (a sweep gives several). With the `teacher` section, a method the
+    teacher cannot serve is refused too. Raises KDConfigError naming the bad key."""
     extra = set(distill.model_extra or {}) - set(METHODS)
     if extra:
         raise KDConfigError(f"distill: unknown keys {sorted(extra)}; expected 'method' and options sections named "
                             f"after methods: {sorted(METHODS)}")
+    if teacher is not None and (teacher.source or teacher.ensemble > 1):
+        for name in distill.methods:
+            if METHODS.get(name) is not None and METHODS[name].uses_features:
+                raise KDConfigError(f"distill.method {name!r} {FEATURES_NEED}")
     return [v for name in distill.methods for v in make(name, distill.options(name)).variants()]
 
 
@@ -443,8 +452,7 @@ class Hint(KDMethod):
 
     def objective(self, student, teacher, example):
         if teacher.module is None:
-            raise KDConfigError("distill.method 'hint' needs one PyTorch teacher trained here (its intermediate "
-                                "features): it cannot use teacher.source files or an ensemble")
+            raise KDConfigError(f"distill.method 'hint' {FEATURES_NEED}")
         return HintObjective(self, student, teacher, example)
 
 

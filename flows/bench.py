@@ -36,7 +36,7 @@ def runnable(names: list[str], has_pool: bool, teacher_is_module: bool) -> tuple
         if cls.requires_pool and not has_pool:
             skipped[name] = "needs an unlabelled pool (--labelled-fraction F < 1, or datasets.NAME.unlabelled)"
         elif cls.uses_features and not teacher_is_module:
-            skipped[name] = "needs one PyTorch teacher trained here (features), not a file or an ensemble"
+            skipped[name] = kd.FEATURES_NEED
         else:
             keep.append(name)
     return keep, skipped

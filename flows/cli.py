@@ -39,7 +39,7 @@ def _checked_config(args):
     from components.kd import resolve
 
     cfg = _config(args)
-    resolve(cfg.distill)
+    resolve(cfg.distill, cfg.teacher)
     return cfg
 
 

@@ -120,7 +120,13 @@ def validate(run: Run) -> DataRef:
     tr.tags(run.parent, run.lineage)
     run.log.info(f"dataset {cfg.data.name} validated; hash {run.lineage['dataset_hash']}; DVC stages run: "
                  f"{ran or 'none (up to date)'}")
-    return DataRef(root=str(root), name=cfg.data.name, dataset_hash=run.lineage["dataset_hash"], kind=cfg.data.kind,
+    return data_ref(root, cfg, run.lineage["dataset_hash"])
+
+
+def data_ref(root: Path, cfg: PipelineConfig, dataset_hash: str) -> DataRef:
+    """What training stages read of the data: its prepared version and how to interpret it, nothing else (the
+    data section's reading options and validation thresholds are behind the DVC hash or not read at all)."""
+    return DataRef(root=str(root), name=cfg.data.name, dataset_hash=dataset_hash, kind=cfg.data.kind,
                    classes=list(cfg.data.classes))
 
 
@@ -216,13 +222,11 @@ def train_teachers(run: Run, data: DataRef) -> dict:
             ref = TeacherRef(file=artifact_info(teacher_path(run.root, t.source)))
             check_teacher(load_teacher_file(ref.file["path"])[0], splits["val"].x, len(data.classes), t.source)
         else:
-            widths = t.ensemble_widths or [t.width]
-            recipe = t.model_dump(include={"epochs", "lr", "patience", "checkpoint", "label_smoothing"})
-            members = [tracked(run, "teacher_member", train_teacher, TeacherSpec(
-                data=data, width=widths[i % len(widths)], seed=cfg.train.seed + i, train=cfg.train.model_dump(),
-                recipe=recipe), {"member": i}) for i in range(t.ensemble)]
-            ref = TeacherRef(members=[{"width": widths[i % len(widths)], "weights": m["weights"]}
-                                      for i, m in enumerate(members)])
+            specs = teacher_specs(cfg, data)
+            members = [tracked(run, "teacher_member", train_teacher, spec, {"member": i})
+                       for i, spec in enumerate(specs)]
+            ref = TeacherRef(members=[{"width": spec.width, "weights": m["weights"]}
+                                      for spec, m in zip(specs, members)])
         if len(ref.members) == 1:
             out = {"onnx": members[0]["onnx"], "val": members[0]["val"]}
         elif ref.file and ref.file["path"].endswith(".onnx"):
@@ -232,6 +236,15 @@ def train_teachers(run: Run, data: DataRef) -> dict:
         run.tracker.tags(rid, {"teacher_id": ref.id})
         run.tracker.metrics(rid, {f"val.{k}": v for k, v in out["val"].items()})
     return out | {"ref": ref}
+
+
+def teacher_specs(cfg: PipelineConfig, data: DataRef) -> list[TeacherSpec]:
+    """One spec per teacher network: member i of an ensemble has seed train.seed + i and the i-th width (cycled)."""
+    t = cfg.teacher
+    widths = t.ensemble_widths or [t.width]
+    recipe = t.model_dump(include={"epochs", "lr", "patience", "checkpoint", "label_smoothing"})
+    return [TeacherSpec(data=data, width=widths[i % len(widths)], seed=cfg.train.seed + i,
+                        train=cfg.train.model_dump(), recipe=recipe) for i in range(t.ensemble)]
 
 
 def teacher_path(root: Path, source: str) -> str:
@@ -422,7 +435,7 @@ def pipeline(project_dir: str = ".", dataset: str | None = None, overrides: dict
     register the best passing candidate with alias 'staging'."""
     root = Path(project_dir).resolve()
     cfg = load_config(root / "params.yaml", dataset, overrides)
-    variants = kd.resolve(cfg.distill)  # a bad distill.* setting fails before anything runs
+    variants = kd.resolve(cfg.distill, cfg.teacher)  # a bad distill.* setting fails before anything runs
     run = open_run(root, cfg, "pipeline", overrides)
     try:
         data = validate(run)

@@ -188,16 +188,23 @@ def load_weights(model: torch.nn.Module, weights: dict) -> torch.nn.Module:
     return model.eval()
 
 
-def kd_teacher(ref: TeacherRef, data: DataRef, pspec: dict):
-    """(logits function, torch module or None) of a KD stage's teacher."""
+def teacher_module(ref: TeacherRef, data: DataRef, pspec: dict) -> torch.nn.Module | None:
+    """The teacher as one torch module (an ensemble averages its members), or None for a user's ONNX file."""
     if ref.file:
         if file_sha256(ref.file["path"]) != ref.file["sha256"]:
             raise UntrustedFileError(f"teacher.source {ref.file['path']} changed since this run read it")
-        return load_teacher_file(ref.file["path"])
+        return load_teacher_file(ref.file["path"])[1]
     nets = [load_weights(build(data.kind, "teacher", pspec, len(data.classes), m["width"], 0), m["weights"])
             for m in ref.members]
-    module = nets[0] if len(nets) == 1 else Ensemble(nets).eval()
-    return torch_teacher(module), (module if len(nets) == 1 else None)
+    return nets[0] if len(nets) == 1 else Ensemble(nets).eval()
+
+
+def kd_teacher(ref: TeacherRef, data: DataRef, pspec: dict):
+    """(logits function, the module whose layers feature methods may tap, or None) of a KD stage's teacher: only
+    one network trained here exposes its layers; an ensemble or a user's file gives logits only."""
+    module = teacher_module(ref, data, pspec)
+    fn = load_teacher_file(ref.file["path"])[0] if module is None else torch_teacher(module)
+    return fn, (module if len(ref.members) == 1 else None)
 
 
 def logits_cache(root: str, teacher_id: str, teacher) -> callable:
@@ -315,10 +322,7 @@ def export_teacher(spec: dict) -> dict:
     validation metrics through ORT. (A single trained network or a user's ONNX file is already one.)"""
     data, ref = DataRef.model_validate(spec["data"]), TeacherRef.model_validate(spec["teacher"])
     splits, pspec, _ = load_data(data)
-    _, module = kd_teacher(ref, data, pspec)
-    if module is None:  # an ensemble
-        module = Ensemble([load_weights(build(data.kind, "teacher", pspec, len(data.classes), m["width"], 0),
-                                        m["weights"]) for m in ref.members])
+    module = teacher_module(ref, data, pspec)
     out = Path(data.root) / ".edgekd" / "artifacts" / "teacher_export" / ref.id
     onnx = export_onnx(module, splits["test"].x, out / "model.onnx")
     val = splits["val"]

@@ -11,9 +11,9 @@ def test_pruning_physically_removes_channels_and_keeps_output_shape():
     model = build("image", "student", SPEC, 10, 16, seed=0)
     example = torch.zeros(1, 1, 8, 8)
     pruned, report = prune_channels(model, example, 0.25)
-    assert report["channels_before"] == [16, 32]
-    assert report["channels_after"] == [12, 24]
-    assert [m.weight.shape[0] for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)] == [12, 24]
+    assert report["channels_before"] == [16, 32, 32]
+    assert report["channels_after"] == [12, 24, 24]
+    assert [m.weight.shape[0] for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)] == [12, 24, 24]
     assert report["params_after"] < report["params_before"]
     assert report["macs_after"] < report["macs_before"]
     x = torch.randn(7, 1, 8, 8)
@@ -23,7 +23,7 @@ def test_pruning_physically_removes_channels_and_keeps_output_shape():
 def test_input_model_is_left_untouched():
     model = build("image", "student", SPEC, 10, 16, seed=0)
     prune_channels(model, torch.zeros(1, 1, 8, 8), 0.5)
-    assert [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)] == [16, 32]
+    assert [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)] == [16, 32, 32]
 
 
 def test_ratio_zero_changes_nothing():
