@@ -361,7 +361,7 @@ class PseudoLabel(KDMethod):
 @register
 class Adaptive(KDMethod):
     """Adaptive Hinton: every (T, alpha, schedule) of a small grid is trained and the best on validation is kept;
-    alpha = 0 (the plain student) is in the grid, so it can only pay."""
+    alpha = 0 (the plain student) is in the grid, so on validation it never loses to plain (on test it may)."""
 
     name = "adaptive"
 
