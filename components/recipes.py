@@ -40,10 +40,3 @@ def recipes(students: tuple[str, ...] = ("plain", "kd")) -> list[Recipe]:
         assert r.source in TRAINED or r.source in names[:i], f"{r.name}: unknown source {r.source}"
     return table
 
-
-def trained_model(table: list[Recipe], name: str) -> str:
-    """The trained model a candidate descends from ("teacher", "plain" or "kd")."""
-    by_name = {r.name: r for r in table}
-    while name in by_name:
-        name = by_name[name].source
-    return name

@@ -76,10 +76,26 @@ def _bench(run: Run, widths: list[int], seeds: int, methods: list[str], fraction
              f"{0 if pool is None else len(pool)}, teacher val {t_acc['val_accuracy']:.4f} test "
              f"{t_acc['test_accuracy']:.4f}; widths {widths}, {seeds} seed(s), methods {['plain', *names]}")
 
+    rows = _students(run, data, teacher["ref"], splits["test"], widths, seeds, names)
+    table = summarize(rows, t_acc)
+    text = render(cfg.data.name, fraction, t_acc, table, skipped)
+    result = {"dataset": cfg.data.name, "labelled_fraction": fraction, "teacher": t_acc,
+              "rows": [{k: r[k] for k in ("width", "method", "seed", "val_accuracy", "test_accuracy", "variant")}
+                       for r in rows],
+              "table": table, "chosen": {str(w): r["method"] for w, r in chosen(table).items()}, "skipped": skipped}
+    _track(run, table, result, text)
+    log.info("bench kd\n" + text)
+    return {"text": text, "json": result}
+
+
+def _students(run: Run, data, teacher_ref, test, widths: list[int], seeds: int, names: list[str]) -> list[dict]:
+    """Per width and seed: the plain student, then each method's student (a sweep keeps its best on val)."""
+    cfg, log = run.cfg, run.log
+
     def student(variant: kd.Variant, width: int, seed: int) -> dict:
-        spec = student_spec(cfg, data, variant, teacher["ref"], seed=seed, width=width)
+        spec = student_spec(cfg, data, variant, teacher_ref, seed=seed, width=width)
         out, _ = cached(train_student, spec.model_dump(mode="json"))
-        return out | {"test_accuracy": ort_accuracy(out["onnx"]["path"], splits["test"].x, splits["test"].y)}
+        return out | {"test_accuracy": ort_accuracy(out["onnx"]["path"], test.x, test.y)}
 
     rows = []
     for width in widths:
@@ -94,15 +110,7 @@ def _bench(run: Run, widths: list[int], seeds: int, methods: list[str], fraction
                 log.info(f"width {width} seed {seed} {name}: val {rows[-1]['val_accuracy']:.4f} test "
                          f"{rows[-1]['test_accuracy']:.4f} (plain: val {base['val_accuracy']:.4f} test "
                          f"{base['test_accuracy']:.4f})")
-    table = summarize(rows, t_acc)
-    text = render(cfg.data.name, fraction, t_acc, table, skipped)
-    result = {"dataset": cfg.data.name, "labelled_fraction": fraction, "teacher": t_acc,
-              "rows": [{k: r[k] for k in ("width", "method", "seed", "val_accuracy", "test_accuracy", "variant")}
-                       for r in rows],
-              "table": table, "chosen": {str(w): r["method"] for w, r in chosen(table).items()}, "skipped": skipped}
-    _track(run, table, result, text)
-    log.info("bench kd\n" + text)
-    return {"text": text, "json": result}
+    return rows
 
 
 def _row(width: int, method: str, seed: int, out: dict, variant: str) -> dict:

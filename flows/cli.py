@@ -34,12 +34,16 @@ def _config(args):
 
 
 def _checked_config(args):
-    """The effective config with its KD methods resolved: a bad params file, override or distill.* setting fails
-    here, before any server starts."""
+    """The effective config with its KD methods resolved and its teacher file found: a bad params file, override,
+    distill.* setting or teacher.source fails here, before any server starts."""
     from components.kd import resolve
 
     cfg = _config(args)
     resolve(cfg.distill, cfg.teacher)
+    if cfg.teacher.source:
+        from flows.pipeline import teacher_path
+
+        teacher_path(Path(args.project_dir), cfg.teacher.source)
     return cfg
 
 

@@ -26,7 +26,7 @@ from components import gate, kd
 from components.config import PipelineConfig, load_config
 from components.export import artifact_info, atomic_path
 from components.recipes import Recipe, recipes
-from components.teachers import TORCHSCRIPT_SUFFIXES, check_teacher, load_teacher_file
+from components.teachers import TORCHSCRIPT_SUFFIXES, TeacherFileError, check_teacher, load_teacher_file
 from components.validation import DataValidationError, ValidationReport
 from flows import dvc_stages, env, reporting, tracking
 from flows.stages import (IO_RETRIES, DataRef, DvcError, PruneSpec, QuantizeSpec, StudentSpec, TeacherRef,  # noqa: F401
@@ -248,12 +248,13 @@ def teacher_specs(cfg: PipelineConfig, data: DataRef) -> list[TeacherSpec]:
 
 
 def teacher_path(root: Path, source: str) -> str:
-    path = (root / source).resolve()
+    """The absolute path of `teacher.source` (relative to the project), refused when missing or of another kind."""
+    path = (Path(root) / source).resolve()
     if not path.is_file():
-        raise kd.KDConfigError(f"teacher.source {source!r}: {path} does not exist (paths are relative to the "
+        raise TeacherFileError(f"teacher.source {source!r}: {path} does not exist (paths are relative to the "
                                "project)")
     if path.suffix != ".onnx" and path.suffix not in TORCHSCRIPT_SUFFIXES:
-        raise kd.KDConfigError(f"teacher.source {source!r}: expected an .onnx or TorchScript "
+        raise TeacherFileError(f"teacher.source {source!r}: expected an .onnx or TorchScript "
                                f"({', '.join(TORCHSCRIPT_SUFFIXES)}) file")
     return str(path)
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.flows.projects import REPO, pipeline_project, shipped_params
 
-FAST = {"teacher": {"epochs": 4, "patience": 30}, "student": {"epochs": 30, "patience": 30},
+FAST = {"teacher": {"epochs": 4, "patience": 30}, "student": {"width": 8, "epochs": 30, "patience": 30},
         "prune": {"finetune_epochs": 1}, "quantize": {"calibration_samples": 32},
         "benchmark": {"warmup_runs": 2, "timed_runs": 20},
         "gate": {"min_accuracy": 0.5, "max_accuracy_drop": 0.5, "max_p95_ms": 50.0, "max_size_kb": 200.0}}
