@@ -78,7 +78,7 @@ def _bench(run: Run, widths: list[int], seeds: int, methods: list[str], fraction
 
     rows = _students(run, data, teacher["ref"], splits["test"], widths, seeds, names)
     table = summarize(rows, t_acc)
-    text = render(cfg.data.name, fraction, t_acc, table, skipped)
+    text = render(cfg.data.name, fraction, t_acc, table, skipped, cfg.teacher.min_margin)
     result = {"dataset": cfg.data.name, "labelled_fraction": fraction, "teacher": t_acc,
               "rows": [{k: r[k] for k in ("width", "method", "seed", "val_accuracy", "test_accuracy", "variant")}
                        for r in rows],
@@ -118,7 +118,8 @@ def _row(width: int, method: str, seed: int, out: dict, variant: str) -> dict:
             "test_accuracy": out["test_accuracy"], "variant": variant}
 
 
-def render(dataset: str, fraction: float, teacher: dict, table: list[dict], skipped: dict[str, str]) -> str:
+def render(dataset: str, fraction: float, teacher: dict, table: list[dict], skipped: dict[str, str],
+           min_margin: float = 0.0) -> str:
     best = chosen(table)
     lines = [f"KD bench on {dataset} (labelled fraction {fraction:g}): accuracy through ONNX Runtime, mean ± std "
              f"over seeds; teacher val {teacher['val_accuracy']:.4f}, test {teacher['test_accuracy']:.4f}",
@@ -130,6 +131,10 @@ def render(dataset: str, fraction: float, teacher: dict, table: list[dict], skip
                      f"{r['test']['mean']:.4f} ± {r['test']['std']:.4f}  {rec:>8}{mark}")
     lines.append("recovery = (method - plain) / (teacher - plain) on mean test accuracy; plain is the same student "
                  "trained without a teacher on the same budget")
+    lines += [f"width {r['width']}: the teacher is not clearly stronger than the plain student (val "
+              f"{teacher['val_accuracy']:.4f} vs {r['val']['mean']:.4f}, margin below teacher.min_margin "
+              f"{min_margin}): KD cannot be expected to help"
+              for r in table if r["method"] == "plain" and teacher["val_accuracy"] - r["val"]["mean"] < min_margin]
     lines += [f"skipped {name}: {why}" for name, why in skipped.items()]
     return "\n".join(lines)
 

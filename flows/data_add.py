@@ -30,12 +30,7 @@ def add_dataset(root: Path, name: str, kind: str, source: str, data_root: str, c
     params = yaml.load(params_file.read_text())
     if name in (params.get("datasets") or {}):
         raise ConfigError(f"dataset {name!r} already exists in {params_file}; pick another name or edit it there")
-    base = (root / data_root).resolve()
-    path = (base / source).resolve()
-    if not path.is_relative_to(base):
-        raise DataError(f"source {source!r} resolves to {path}, outside the data root {base}")
-    if not path.exists():
-        raise DataError(f"source {path} does not exist")
+    path = resolve_in_root(root, data_root, source, "source")
     pool_path = resolve_in_root(root, data_root, unlabelled, "unlabelled") if unlabelled is not None else None
     if pool_path is not None:
         check_apart(pool_path, path)

@@ -36,18 +36,28 @@ def digits_spec(digits_prepared):
     return digits_prepared[1]
 
 
-@pytest.fixture(scope="session")
-def small_student(digits_splits, digits_spec):
-    """A student trained for a few epochs: good enough to make accuracy comparisons meaningful."""
+def _trained(splits, spec, role: str, width: int, epochs: int):
     import torch
 
     from components.models import build
     from components.train import fit
 
-    model = build("image", "student", digits_spec, 10, 8, seed=0)
-    model, _ = fit(model, digits_splits["train"], digits_splits["val"], epochs=15, lr=5e-3, batch_size=64,
-                   patience=15, seed=0, device=torch.device("cpu"))
+    model = build("image", role, spec, 10, width, seed=0)
+    model, _ = fit(model, splits["train"], splits["val"], epochs=epochs, lr=5e-3, batch_size=64, patience=epochs,
+                   seed=0, device=torch.device("cpu"))
     return model
+
+
+@pytest.fixture(scope="session")
+def small_student(digits_splits, digits_spec):
+    """A student trained for a few epochs: good enough to make accuracy comparisons meaningful."""
+    return _trained(digits_splits, digits_spec, "student", 8, 15)
+
+
+@pytest.fixture(scope="session")
+def small_teacher(digits_splits, digits_spec):
+    """A teacher trained for a few epochs on the digits."""
+    return _trained(digits_splits, digits_spec, "teacher", 8, 4)
 
 
 @pytest.fixture

@@ -13,13 +13,8 @@ from components.train import select_device, shift_augment
 
 
 @pytest.fixture(scope="module")
-def teacher(digits_splits, digits_spec):
-    from components.train import fit
-
-    model = build("image", "teacher", digits_spec, 10, 8, seed=0)
-    model, _ = fit(model, digits_splits["train"], digits_splits["val"], epochs=4, lr=3e-3, batch_size=64,
-                   patience=4, seed=0, device=torch.device("cpu"))
-    return model
+def teacher(small_teacher):
+    return small_teacher
 
 
 def _kw(device, augment=None):
