@@ -89,7 +89,7 @@ class DistillConfig(_Section):
     """Which KD method(s) train the KD student, and each method's options under its own name."""
 
     model_config = ConfigDict(extra="allow", frozen=True)  # distill.<method>: options, typed by components.kd
-    method: str | list[str] = Field("hinton", description="A KD method of components.kd (see README), or a list "
+    method: str | list[str] = Field("dkd", description="A KD method of components.kd (see README), or a list "
                                                           "of them: every variant is trained and the best on "
                                                           "validation becomes the KD student.")
 

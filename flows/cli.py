@@ -359,7 +359,7 @@ def parser() -> argparse.ArgumentParser:
     dataset_help = "a key of `datasets` in params.yaml (default: its `dataset`)"
     server_port_help = "port of the local Prefect server started when PREFECT_API_URL is unset"
     run = sub.add_parser("run", help="run the pipeline once")
-    set_help = ("override a stage key for this run, SECTION.KEY=VALUE (repeatable), e.g. distill.hinton.temperature=4; "
+    set_help = ("override a stage key for this run, SECTION.KEY=VALUE (repeatable), e.g. distill.dkd.beta=4; "
                 "logged with the effective config")
     run.add_argument("--dataset", help=dataset_help)
     run.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help=set_help)

@@ -37,7 +37,7 @@ def test_killed_during_distillation_resumes_from_cache_and_registers_once(projec
     with open(log, "w") as out:
         proc = edgekd_run(project, out)
         deadline = time.monotonic() + 300
-        while "[student hinton" not in log.read_text():
+        while "[student dkd" not in log.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGKILL)  # the flow process and the Prefect server it started
