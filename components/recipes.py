@@ -1,15 +1,16 @@
 """Candidates as recipes: each deployable candidate is a source model and one transform, in one table.
 
-A recipe names a trained model ("teacher", "plain" or "kd") or another recipe as its source, and the transform
-that turns the source into the candidate: "export" (the trained model's FP32 ONNX file), "prune" (channels
-removed, then a fine-tune with the source's own objective), "int8_static" or "int8_dynamic" (ONNX Runtime
-quantization of the source's ONNX file). The flow runs the table in order; nothing else names candidates.
+A recipe names a trained model ("teacher", "plain" or "kd") or another recipe as its source, the transform
+that turns the source into the candidate, and the transform's options: "export" (the trained model's FP32 ONNX
+file), "prune" (channels removed, then a fine-tune with the source's own objective), "int8" (ONNX Runtime
+quantization of the source's ONNX file, `mode` "static" or "dynamic"). The flow runs the table in order;
+nothing else names candidates.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-TRANSFORMS = ("export", "prune", "int8_static", "int8_dynamic")
+TRANSFORMS = ("export", "prune", "int8")
 TRAINED = ("teacher", "plain", "kd")
 
 
@@ -18,6 +19,7 @@ class Recipe:
     name: str
     source: str  # one of TRAINED, or the name of an earlier recipe
     transform: str  # one of TRANSFORMS
+    options: dict = field(default_factory=dict)  # the transform's, on top of its params.yaml section
 
     def __post_init__(self) -> None:
         assert self.transform in TRANSFORMS, self.transform
@@ -27,8 +29,8 @@ def student_recipes(student: str) -> list[Recipe]:
     """A student's candidates: FP32, pruned FP32, and the pruned model's static and dynamic INT8."""
     return [Recipe(f"{student}_fp32", student, "export"),
             Recipe(f"{student}_pruned_fp32", f"{student}_fp32", "prune"),
-            Recipe(f"{student}_pruned_int8_static", f"{student}_pruned_fp32", "int8_static"),
-            Recipe(f"{student}_pruned_int8_dynamic", f"{student}_pruned_fp32", "int8_dynamic")]
+            Recipe(f"{student}_pruned_int8_static", f"{student}_pruned_fp32", "int8", {"mode": "static"}),
+            Recipe(f"{student}_pruned_int8_dynamic", f"{student}_pruned_fp32", "int8", {"mode": "dynamic"})]
 
 
 def recipes(students: tuple[str, ...] = ("plain", "kd")) -> list[Recipe]:

@@ -288,14 +288,12 @@ def _prune(run: Run, data: DataRef, r: Recipe, source: dict) -> dict:
     return tracked(run, "prune", prune_student, spec, {"candidate": r.name})
 
 
-def _int8(mode: str):
-    def quantize(run: Run, data: DataRef, r: Recipe, source: dict) -> dict:
-        spec = QuantizeSpec(data=data, fp32=source["onnx"], mode=mode, quantize=run.section("quantize"))
-        return tracked(run, "quantize", quantize_int8, spec, {"candidate": r.name})
-    return quantize
+def _int8(run: Run, data: DataRef, r: Recipe, source: dict) -> dict:
+    spec = QuantizeSpec(data=data, fp32=source["onnx"], mode=r.options["mode"], quantize=run.section("quantize"))
+    return tracked(run, "quantize", quantize_int8, spec, {"candidate": r.name})
 
 
-TRANSFORMS = {"export": _export, "prune": _prune, "int8_static": _int8("static"), "int8_dynamic": _int8("dynamic")}
+TRANSFORMS = {"export": _export, "prune": _prune, "int8": _int8}
 
 
 # --- phase 4: measure -------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ def test_the_kd_and_plain_students_get_the_same_recipes():
         assert [n for n in names if n.startswith(student + "_")] == [
             f"{student}_fp32", f"{student}_pruned_fp32", f"{student}_pruned_int8_static",
             f"{student}_pruned_int8_dynamic"]
-    assert {r.transform for r in table} == {"export", "prune", "int8_static", "int8_dynamic"}
+    assert {r.transform for r in table} == {"export", "prune", "int8"}
+    assert [r.options["mode"] for r in table if r.transform == "int8"] == ["static", "dynamic"] * 2
     sources = {r.name: r.source for r in table}
     assert sources["kd_pruned_int8_static"] == "kd_pruned_fp32" and sources["kd_pruned_fp32"] == "kd_fp32"
     assert [r.name for r in recipes(("plain",))] == names[:5]  # no KD student: no KD candidates
