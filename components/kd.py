@@ -312,9 +312,6 @@ class MixedViewObjective(LogitObjective):
         return self.method.loss(logits, self.teacher(x, idx), y), logits
 
 
-LOGIT_METHODS = ("hinton", "dkd", "dist")  # methods whose loss needs nothing but both nets' logits
-
-
 @register
 class PseudoLabel(KDMethod):
     """Pseudo-labelling: the teacher labels an unlabelled pool (its argmax; soft targets through the base loss),

@@ -58,7 +58,8 @@ def cmd_run(args) -> int:
     from components.kd import KDConfigError
     from components.teachers import TeacherFileError
     from components.validation import DataValidationError
-    from flows.pipeline import DvcError, pipeline
+    from flows.pipeline import pipeline
+    from flows.stages import DvcError
 
     try:
         _checked_config(args)
@@ -92,7 +93,7 @@ def cmd_bench_kd(args) -> int:
     from components.teachers import TeacherFileError
     from components.validation import DataValidationError
     from flows.bench import bench_kd
-    from flows.pipeline import DvcError
+    from flows.stages import DvcError
 
     try:
         _checked_config(args)

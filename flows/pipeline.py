@@ -29,9 +29,9 @@ from components.recipes import Recipe, recipes
 from components.teachers import TORCHSCRIPT_SUFFIXES, TeacherFileError, check_teacher, load_teacher_file
 from components.validation import DataValidationError, ValidationReport
 from flows import dvc_stages, env, reporting, tracking
-from flows.stages import (IO_RETRIES, DataRef, DvcError, PruneSpec, QuantizeSpec, StudentSpec, TeacherRef,  # noqa: F401
-                          TeacherSpec, UntrustedFileError, dvc_repro, export_teacher, load_data, measure_candidate,
-                          prune_student, quantize_int8, train_student, train_teacher, validate_data)
+from flows.stages import (DataRef, DvcError, PruneSpec, QuantizeSpec, StudentSpec, TeacherRef, TeacherSpec, dvc_repro,
+                          export_teacher, load_data, measure_candidate, ort_metrics, prune_student, quantize_int8,
+                          train_student, train_teacher, validate_data)
 
 
 @dataclass
@@ -230,7 +230,7 @@ def train_teachers(run: Run, data: DataRef) -> dict:
         if len(ref.members) == 1:
             out = {"onnx": members[0]["onnx"], "val": members[0]["val"]}
         elif ref.file and ref.file["path"].endswith(".onnx"):
-            out = {"onnx": ref.file, "val": teacher_val(ref.file["path"], splits["val"], data.classes)}
+            out = {"onnx": ref.file, "val": ort_metrics(ref.file["path"], splits["val"], data.classes)}
         else:
             out, _ = cached(export_teacher, {"data": data.model_dump(mode="json"), "teacher": ref.model_dump()})
         run.tracker.tags(rid, {"teacher_id": ref.id})
@@ -257,13 +257,6 @@ def teacher_path(root: Path, source: str) -> str:
         raise TeacherFileError(f"teacher.source {source!r}: expected an .onnx or TorchScript "
                                f"({', '.join(TORCHSCRIPT_SUFFIXES)}) file")
     return str(path)
-
-
-def teacher_val(path: str, val, classes: list[str]) -> dict:
-    from components.export import ort_predict
-    from components.metrics import classification_metrics
-
-    return classification_metrics(ort_predict(path, val.x), val.y, classes)
 
 
 # --- phase 3: compress ------------------------------------------------------------------------------------------

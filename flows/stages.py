@@ -293,14 +293,17 @@ def _fit_kwargs(kind: str, train: dict, epochs: int, lr: float, patience: int, s
                 augment=get_kind(kind).augment if train["augment"] else None, on_epoch=_progress(name, epochs))
 
 
+def ort_metrics(onnx_path: str, data: Dataset, classes: list[str]) -> dict:
+    """Classification metrics of an exported model on one split, computed from ONNX Runtime's outputs."""
+    return classification_metrics(ort_predict(onnx_path, data.x), data.y, classes)
+
+
 def _finish(model: torch.nn.Module, out: Path, history: list[dict], splits: dict, classes: list[str]) -> dict:
     """Save weights and the FP32 ONNX export of a trained model; its validation metrics through ORT (what
     choices between trained models are made on) and its size."""
     onnx = export_onnx(model, splits["test"].x, out / "model.onnx")
-    val = splits["val"]
     return {"weights": save_weights(model, out / "weights.pt"), "onnx": onnx, "history": history,
-            "params": count_params(model),
-            "val": classification_metrics(ort_predict(onnx["path"], val.x), val.y, classes)}
+            "params": count_params(model), "val": ort_metrics(onnx["path"], splits["val"], classes)}
 
 
 @task(**CACHED)
@@ -325,8 +328,7 @@ def export_teacher(spec: dict) -> dict:
     module = teacher_module(ref, data, pspec)
     out = Path(data.root) / ".edgekd" / "artifacts" / "teacher_export" / ref.id
     onnx = export_onnx(module, splits["test"].x, out / "model.onnx")
-    val = splits["val"]
-    return {"onnx": onnx, "val": classification_metrics(ort_predict(onnx["path"], val.x), val.y, data.classes)}
+    return {"onnx": onnx, "val": ort_metrics(onnx["path"], splits["val"], data.classes)}
 
 
 def _student(s: StudentSpec, pspec: dict) -> torch.nn.Module:
@@ -392,8 +394,7 @@ def measure_candidate(data: dict, onnx_path: str, benchmark: dict) -> dict:
     ref = DataRef.model_validate(data)
     splits, _, _ = load_data(ref)
     b = benchmark
-    metrics = {s: classification_metrics(ort_predict(onnx_path, splits[s].x), splits[s].y, ref.classes)
-               for s in ("val", "test")}
+    metrics = {s: ort_metrics(onnx_path, splits[s], ref.classes) for s in ("val", "test")}
     return metrics | bench.benchmark(onnx_path, splits["test"].x, threads=b["intra_op_threads"],
                                      batch_size=b["batch_size"], warmup_runs=b["warmup_runs"],
                                      timed_runs=b["timed_runs"])

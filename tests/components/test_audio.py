@@ -8,7 +8,7 @@ from scipy.io import wavfile
 from components.config import DataConfig, load_config
 from components.data import DataError, get_kind
 from components.data.audio import FSDD_PATTERN, spec_augment
-from components.data.base import load_raw, prepare_splits, save_raw, split_indices
+from components.data.base import load_raw, save_raw, split_indices
 from components.export import export_onnx, ort_predict
 from components.models import build
 from components.preprocess import fixed_length, log_mel, mel_filterbank, transform

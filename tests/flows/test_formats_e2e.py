@@ -1,7 +1,6 @@
 """Every supported format, end to end through the real flow on data a test writes in that format, then
 `edgekd predict` on 20 raw test inputs in a fresh process, which must agree with the pipeline's own ORT
 evaluation of the registered model."""
-import json
 import shutil
 import subprocess
 import sys

@@ -96,7 +96,6 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
                       "val.accuracy", "teacher.accuracy", "teacher_val.accuracy", "plain_val.accuracy"} <= set(mv.tags)
     # chosen on val: it scores at least the plain student there
     assert float(mv.tags["val.accuracy"]) >= float(mv.tags["plain_val.accuracy"])
-    from components.config import load_config
     from components.export import ort_accuracy
     from flows.dvc_stages import load_splits
     from flows.tracking import model_onnx_path
@@ -231,7 +230,6 @@ def test_corrupted_sample_fails_validation_and_leaves_registry_unchanged(project
 def test_predict_raw_inputs_in_a_fresh_process_matches_pipeline_ort(project, first, tmp_path):
     from PIL import Image
 
-    from components.config import load_config
     from components.export import ort_predict
     from flows.dvc_stages import load_splits
     from flows.tracking import model_onnx_path

@@ -1,7 +1,6 @@
 """The promotion lifecycle on a real MLflow registry (SQLite) with real ONNX files, through the `edgekd` CLI:
 serialized promotions, tamper refusal, archived tags and the history. The versions are tiny registered ONNX
 models with measured-looking metric tags, so no training is needed."""
-import os
 import shutil
 import subprocess
 import sys
