@@ -356,19 +356,29 @@ def publish(run: Run, data: DataRef, trained: Trained, results: dict[str, dict],
             tr.file(run.parent, files[f])
         with tr.stage("gate", {"selected": verdict.best or "none"}) as rid:
             tr.file(rid, files["gate_report.json"])
-        version = register(run, report, gate_report, Path(tmp)) if verdict.best else None
+        version, new = register(run, report, gate_report, Path(tmp)) if verdict.best else (None, False)
     tr.tags(run.parent, {"registered_version": version or "none: no candidate passed the gate"})
-    text = report.render(version, cfg.data.name)
-    run.log.info("summary\n" + text)
+    text = report.render(version, cfg.data.name, new)
+    # The table itself is printed once, by the caller (`edgekd run`), and kept as a Prefect artifact.
+    run.log.info(f"{cfg.data.name} version {version} holds {verdict.best}" if verdict.best
+                 else "no candidate passed the gate; nothing was registered")
     return {"summary": text, "selected": verdict.best, "version": version, "kd_gain": report.kd_gain(),
-            "parent_run_id": run.parent, "candidates": results,
-            "decisions": {n: d.reasons for n, d in verdict.decisions.items()}, "json": report.json(version)}
+            "parent_run_id": run.parent, "candidates": results, "champion_version": verdict.champion_version,
+            "decisions": {n: d.reasons for n, d in verdict.decisions.items()}, "json": report.json(version, new)}
 
 
-def register(run: Run, report: "reporting.Report", gate_report: dict, tmp: Path) -> str:
-    """The selected candidate as a new version of the dataset's registered model, alias 'staging'."""
+def register(run: Run, report: "reporting.Report", gate_report: dict, tmp: Path) -> tuple[str, bool]:
+    """The selected candidate as a new version of the dataset's registered model, alias 'staging'; or, when a
+    version already holds the very same artifact (sha256), that version, and nothing is registered or moved.
+    Returns (version, whether it is new)."""
     best, cfg = report.best, run.cfg
     m = report.results[best]
+    if existing := tracking.version_with_sha256(cfg.data.name, m["sha256"]):
+        run.log.info(f"{best}'s artifact (sha256 {m['sha256'][:12]}...) is already registered as {cfg.data.name} "
+                     f"version {existing}: no new version")
+        run.tracker.tags(run.parent, {"registered_version": existing, "registered_candidate": best,
+                                      "registered_new": False})
+        return existing, False
     prepared = dvc_stages.prepared_dir(run.root, cfg.data.name)
     card = report.model_card(gate_report, run.validation, json.loads((prepared / "summary.json").read_text()),
                              run.lineage, m["sha256"], run.parent)
@@ -381,8 +391,8 @@ def register(run: Run, report: "reporting.Report", gate_report: dict, tmp: Path)
         tags=run.lineage | {"candidate": best, "sha256": m["sha256"], "gate_metric": cfg.gate.metric}
         | tracking.metric_tags(m, report.results["teacher_fp32"], report.results["plain_fp32"]),
         description=card)
-    run.tracker.tags(run.parent, {"registered_version": version, "registered_candidate": best})
-    return version
+    run.tracker.tags(run.parent, {"registered_version": version, "registered_candidate": best, "registered_new": True})
+    return version, True
 
 
 # --- the flow ---------------------------------------------------------------------------------------------------

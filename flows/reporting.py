@@ -69,12 +69,12 @@ class Report:
                     f"{r.candidate}.val_{self.metric}": r.val_score, f"{r.candidate}.test_{self.metric}": r.test_score}
         return out
 
-    def json(self, version: str | None) -> dict:
+    def json(self, version: str | None, new: bool = True) -> dict:
         """The run summary `edgekd run --json` writes."""
         gain = self.kd_gain()
         return {
             "dataset": self.cfg.data.name, "gate_metric": self.metric,
-            "registered": {"candidate": self.best, "version": version} if version else None,
+            "registered": {"candidate": self.best, "version": version, "new_version": new} if version else None,
             "kd_variant": self.kd_variant, "kd_gain": gain, "teacher_clearly_stronger": self.teacher_strong,
             "candidates": {n: {"val": scalars(m["val"]), "test": scalars(m["test"]), "p50_ms": m["p50_ms"],
                                "p95_ms": m["p95_ms"], "size_bytes": m["size_bytes"],
@@ -111,7 +111,7 @@ class Report:
                        f"{self.cfg.teacher.min_margin}): KD cannot be expected to help.")
         return out
 
-    def render(self, version: str | None, model_name: str) -> str:
+    def render(self, version: str | None, model_name: str, new: bool = True) -> str:
         from rich.console import Console
         from rich.table import Table
 
@@ -133,9 +133,12 @@ class Report:
         con.print(t)
         for line in self.lines():
             con.print(line)
-        if self.best:
+        if self.best and new:
             con.print(f"Registered {model_name} version {version} ({self.best}, chosen on val {m}) with alias "
                       "'staging'.")
+        elif self.best:
+            con.print(f"{model_name} version {version} already holds this artifact ({self.best}, chosen on val {m}, "
+                      "same sha256): no new version registered, no alias moved.")
         else:
             con.print("No candidate passed the gate; nothing was registered.")
         for name, d in self.decisions.items():

@@ -225,6 +225,14 @@ def register(run_id: str, name: str, onnx_path: str | Path, input_example, extra
     return version
 
 
+def version_with_sha256(name: str, sha256: str) -> str | None:
+    """The complete version of `name` whose artifact has this sha256, if one is registered."""
+    for mv in client().search_model_versions(f"name='{name}'"):
+        if mv.tags.get("sha256") == sha256 and COMPLETE in mv.tags:
+            return str(mv.version)
+    return None
+
+
 def drop_partial_versions(name: str, run_ids: list[str]) -> list[str]:
     """Delete versions that runs in `run_ids` (dead ones) began registering but never finished."""
     c, dropped = client(), []

@@ -66,6 +66,15 @@ def first(project):
     return run(project)
 
 
+@pytest.fixture(scope="module")
+def second(project, first):
+    """Version 1 promoted to production, then a run with another training seed: new artifacts, a new version."""
+    from flows.pipeline import pipeline
+
+    assert cli(project, "promote", first["version"]) == 0
+    return pipeline(project_dir=str(project), overrides={"train.seed": 1})
+
+
 def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     c = client()
     parent = c.get_run(first["parent_run_id"])
@@ -110,12 +119,31 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
 
 
 def test_rerun_skips_dvc_and_reuses_cached_training(project, first):
-    second = run(project)
-    children = runs_of(second["parent_run_id"])
+    again = run(project)
+    children = runs_of(again["parent_run_id"])
     assert children["validation"].data.tags["dvc_stages_ran"] == "none (up to date)"
     for stage in ("teacher_member", "student_plain", "student_kd", "prune", "quantize"):
         assert children[stage].data.tags["cached"] == "True", stage
-    assert second["version"] == str(int(first["version"]) + 1)
+    # the same artifact again: no new version, the one holding it is named
+    assert again["version"] == first["version"] and again["json"]["registered"]["new_version"] is False
+    assert len(client().search_model_versions("name='digits'")) == int(first["version"])
+    assert "already holds this artifact" in again["summary"]
+
+
+def test_cli_rerun_with_nothing_changed_answers_from_the_record(project, first, capsys):
+    c = client()
+    experiment = c.get_experiment_by_name("digits").experiment_id
+    assert cli(project, "run") == 0  # a full run (cached stages), which leaves the record
+    capsys.readouterr()
+    runs, versions = len(c.search_runs([experiment])), len(c.search_model_versions("name='digits'"))
+    t0 = time.monotonic()
+    assert cli(project, "run", "--json", str(project / "again.json")) == 0
+    took = time.monotonic() - t0
+    out = capsys.readouterr().out
+    assert "nothing changed since run" in out and out.count("Candidates:") == 1
+    assert json.loads((project / "again.json").read_text())["registered"]["version"] == first["version"]
+    assert len(c.search_runs([experiment])) == runs and len(c.search_model_versions("name='digits'")) == versions
+    print(f"\nno-change re-run answered in {took:.1f} s")
 
 
 def test_strict_policy_set_from_the_cli_registers_nothing_and_names_each_reason(project, first, capsys):
@@ -138,11 +166,11 @@ def test_strict_policy_set_from_the_cli_registers_nothing_and_names_each_reason(
     assert latest[0].info.run_name.startswith("digits · candidate:")
 
 
-def test_promote_then_rollback_moves_aliases_with_audit_tags(project, first, capsys):
+def test_promote_then_rollback_moves_aliases_with_audit_tags(project, first, second, capsys):
     c = client()
-    versions = sorted(int(v.version) for v in c.search_model_versions("name='digits'"))
-    v1, v2 = str(versions[0]), str(versions[1])
-    assert cli(project, "promote", v1) == 0
+    v1, v2 = first["version"], second["version"]
+    assert int(v2) == int(v1) + 1 and second["json"]["registered"]["new_version"] is True
+    assert str(c.get_model_version_by_alias("digits", "production").version) == v1
     assert cli(project, "promote", v2) == 0
     assert str(c.get_model_version_by_alias("digits", "production").version) == v2
     assert cli(project, "rollback") == 0
@@ -162,12 +190,11 @@ def _sections(card: str) -> dict[str, str]:
     return {title: body.strip() for title, body in zip(parts[1::2], parts[2::2])}
 
 
-def test_model_card_holds_every_item_and_the_production_version_of_its_time(project, first):
+def test_model_card_holds_every_item_and_the_production_version_of_its_time(project, first, second):
     from flows.tracking import model_onnx_path
 
     c = client()
-    production = c.get_model_version_by_alias("digits", "production").version  # set by the promotion test
-    outcome = run(project)
+    production, outcome = first["version"], second  # version 1 held production when version 2 was registered
     mv = c.get_model_version("digits", outcome["version"])
     card = (model_onnx_path(c, "digits", mv.version).parent / "extra_files" / "model_card.md").read_text()
     assert mv.description == card
