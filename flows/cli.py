@@ -53,16 +53,41 @@ def write_json(path: str, obj: dict) -> None:
     write_text(Path(path), json.dumps(obj, indent=2, default=float) + "\n")
 
 
+def up_to_date(args) -> int | None:
+    """The last run's exit code, after printing its summary, when nothing that decides a run changed since (see
+    flows/uptodate.py); None when the pipeline has to run."""
+    from components.config import ConfigError
+    from flows import uptodate
+
+    try:
+        cfg = _config(args)
+    except ConfigError:
+        return None  # reported by the run
+    record = None if args.force else uptodate.up_to_date(Path(args.project_dir).resolve(), cfg)
+    if record is None:
+        return None
+    print(f"{cfg.data.name}: nothing changed since run {record['parent_run_id']} of {record['when']} (config, code, "
+          f"data per `dvc status`, registry): its summary follows; --force runs the pipeline anyway\n"
+          f"{record['summary']}", end="")
+    if args.json:
+        write_json(args.json, record["json"])
+        print(f"run summary written to {args.json}")
+    return record["exit_code"]
+
+
 def cmd_run(args) -> int:
+    if (code := up_to_date(args)) is not None:
+        return code
     from components.config import ConfigError
     from components.kd import KDConfigError
     from components.teachers import TeacherFileError
     from components.validation import DataValidationError
+    from flows import uptodate
     from flows.pipeline import pipeline
     from flows.stages import DvcError
 
     try:
-        _checked_config(args)
+        cfg = _checked_config(args)
         outcome = pipeline(project_dir=args.project_dir, dataset=args.dataset, overrides=_overrides(args))
     except (ConfigError, KDConfigError, TeacherFileError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -80,11 +105,13 @@ def cmd_run(args) -> int:
         print(f"error: the data could not be ingested; nothing was trained or registered, data/ is unchanged.\n"
               f"{e.data_error}", file=sys.stderr)
         return EXIT_BAD_DATA
-    print(outcome["summary"])
+    print(outcome["summary"], end="")
     if args.json:
         write_json(args.json, outcome["json"])
         print(f"run summary written to {args.json}")
-    return 0 if outcome["selected"] else EXIT_NOTHING_PASSED
+    code = 0 if outcome["selected"] else EXIT_NOTHING_PASSED
+    uptodate.save(Path(args.project_dir).resolve(), cfg, outcome, code)
+    return code
 
 
 def cmd_bench_kd(args) -> int:
@@ -109,6 +136,17 @@ def cmd_bench_kd(args) -> int:
     print(outcome["text"])
     if args.json:
         write_json(args.json, outcome["json"])
+        print(f"bench results written to {args.json}")
+    return 0
+
+
+def cmd_bench_rerun(args) -> int:
+    from flows.bench_rerun import bench_rerun, render
+
+    result = bench_rerun(Path(args.project_dir).resolve(), args.dataset or _config(args).data.name, args.keep)
+    print(render(result))
+    if args.json:
+        write_json(args.json, result)
         print(f"bench results written to {args.json}")
     return 0
 
@@ -366,6 +404,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help=set_help)
     run.add_argument("--json", metavar="PATH", help="also write the run summary (every candidate's val and test "
                                                     "metrics, latency, size, gate verdict; what was registered) here")
+    run.add_argument("--force", action="store_true", help="run the pipeline even when nothing changed since the "
+                                                          "last run (which otherwise just prints its summary again)")
     run.set_defaults(fn=cmd_run)
     bench = sub.add_parser("bench", help="benchmarks (not tests): kd compares KD methods against the plain student")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
@@ -384,6 +424,12 @@ def parser() -> argparse.ArgumentParser:
                     help=set_help.replace("for this run", "for the benchmark"))
     bk.add_argument("--json", metavar="PATH", help="write the rows and the teacher's accuracy here")
     bk.set_defaults(fn=cmd_bench_kd)
+    br = bsub.add_parser("rerun", help="time `edgekd run` twice in a row in a fresh clone of the project (HEAD): "
+                                       "the first run against a no-change re-run, as a ratio")
+    br.add_argument("--dataset", help=dataset_help)
+    br.add_argument("--keep", action="store_true", help="keep the clone (its logs, store and data) for inspection")
+    br.add_argument("--json", metavar="PATH", help="write both wall times, the ratio and the version counts here")
+    br.set_defaults(fn=cmd_bench_rerun)
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -434,9 +480,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# Commands that start processes (a Prefect server, a worker, flow runs): a watchdog ends them if the command is
+# killed. Only from the command line (argv None): a test calling main() in-process has its own clean-up.
+GUARDED = {"run", "bench", "serve", "deploy"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     env.configure(args.project_dir)
+    if argv is None and args.command in GUARDED:
+        from flows.reaper import guard
+
+        guard()
     try:
         return args.fn(args)
     except Exception as e:
