@@ -391,6 +391,38 @@ def cmd_data_add(args) -> int:
     return 0
 
 
+def cmd_data_remove(args) -> int:
+    from components.config import ConfigError
+    from flows.data_remove import plan_removal, remove_dataset
+
+    try:
+        plan = plan_removal(Path(args.project_dir), args.name)
+    except ConfigError as e:
+        print(f"refused: {e}; nothing was removed", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"to remove: {plan.describe()}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("refused: no terminal to confirm on; pass --yes to remove without asking; nothing was removed",
+                  file=sys.stderr)
+            return EXIT_REFUSED
+        if input(f"remove dataset {args.name!r}? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing was removed")
+            return EXIT_REFUSED
+    try:
+        remove_dataset(plan)
+    except (OSError, RuntimeError) as e:
+        print(f"error: {e}\n{args.name!r} is still in params.yaml; run `edgekd data remove {args.name}` again "
+              f"once this is fixed, to finish", file=sys.stderr)
+        return 1
+    print(f"removed dataset {args.name!r}")
+    for p in plan.kept:
+        print(f"kept on disk: {p} (your data; delete it yourself if you no longer need it)")
+    print(f"the registered model {args.name!r} and its history stay in MLflow: "
+          f"`edgekd predict {args.name} INPUT...` still works")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekd", description=__doc__)
     p.add_argument("--project-dir", default=".", help="project root holding params.yaml, dvc.yaml, data/, mlruns/")
@@ -472,6 +504,11 @@ def parser() -> argparse.ArgumentParser:
     da.add_argument("--unlabelled", metavar="PATH", help="an unlabelled pool of the same kind, relative to --root "
                                                          "(for distill methods that use one, e.g. pseudo_label)")
     da.set_defaults(fn=cmd_data_add)
+    dr = data.add_parser("remove", help="take a dataset out of params.yaml, dvc.lock and data/ (its registered "
+                                        "model stays; its source file stays on disk)")
+    dr.add_argument("name", help="a key of `datasets` in params.yaml, not the default `dataset`")
+    dr.add_argument("--yes", action="store_true", help="remove without asking (needed without a terminal)")
+    dr.set_defaults(fn=cmd_data_remove)
     pd_ = sub.add_parser("predict", help="predict raw inputs with a registered model (ONNX Runtime + its spec only)")
     pd_.add_argument("model", help="registered model name (the dataset's name)")
     pd_.add_argument("inputs", nargs="+", help="image or wav files, text lines, or CSV rows of features")

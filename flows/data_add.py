@@ -21,12 +21,9 @@ def add_dataset(root: Path, name: str, kind: str, source: str, data_root: str, c
     """Validate, `dvc add` (for files inside the project), then record the dataset. Returns its section, with
     `samples`, `labels_found` and, with an `unlabelled` pool (a path relative to `data_root`), `unlabelled_samples`.
     """
-    from ruamel.yaml import YAML
-
     root = root.resolve()
     params_file = root / "params.yaml"
-    yaml = YAML()
-    yaml.width = 120
+    yaml = round_trip_yaml()
     params = yaml.load(params_file.read_text())
     if name in (params.get("datasets") or {}):
         raise ConfigError(f"dataset {name!r} already exists in {params_file}; pick another name or edit it there")
@@ -50,11 +47,26 @@ def add_dataset(root: Path, name: str, kind: str, source: str, data_root: str, c
             subprocess.run([sys.executable, "-m", "dvc", "add", str(p.relative_to(root))], cwd=root, check=True,
                            capture_output=True, text=True)
     params.setdefault("datasets", {})[name] = section
-    buf = StringIO()
-    yaml.dump(params, buf)
-    write_text(params_file, buf.getvalue())
+    write_yaml(yaml, params, params_file)
     return section | {"samples": len(raw), "labels_found": found} | (
         {"unlabelled_samples": len(pool)} if pool is not None else {})
+
+
+def round_trip_yaml():
+    """A ruamel.yaml round-trip loader: what it writes back keeps the file's comments, order and quoting."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.width = 120
+    yaml.preserve_quotes = True
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return yaml
+
+
+def write_yaml(yaml, data, path: Path) -> None:
+    buf = StringIO()
+    yaml.dump(data, buf)
+    write_text(path, buf.getvalue())
 
 
 def _dvc_trackable(root: Path, path: Path) -> bool:

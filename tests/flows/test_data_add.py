@@ -1,4 +1,7 @@
-"""`edgekd data add` on a real git + DVC project: good data is recorded, bad data leaves nothing behind."""
+"""`edgekd data add` and `data remove` on a real git + DVC project: good data is recorded, bad data leaves nothing
+behind, a removal undoes an addition byte for byte, and a refused removal changes nothing. (Removing a dataset that
+has run, with its registered model still predicting, is in test_kd_e2e.)"""
+import io
 import shutil
 import subprocess
 import sys
@@ -106,4 +109,49 @@ def test_bad_pool_is_refused_and_nothing_changes(project, capsys, setup, pool, m
     err = capsys.readouterr().err
     assert "nothing was added" in err
     assert __import__("re").search(message, err), err
+    assert _state(project) == before
+
+
+def test_remove_undoes_add_and_keeps_the_users_files(project, capsys):
+    external = project / "data" / "external"
+    np.savez(external / "mine.npz", x=np.random.rand(30, 6, 6) * 255, y=np.arange(30) % 3)
+    np.savez(external / "pool.npz", x=np.random.rand(5, 6, 6) * 255)
+    params_before = (project / "params.yaml").read_bytes()
+    assert main(["--project-dir", str(project), "data", "add", "mine", "--kind", "image", "--source", "mine.npz",
+                 "--unlabelled", "pool.npz"]) == 0
+    assert (external / ".gitignore").read_text().split() == ["/mine.npz", "/pool.npz"]
+
+    assert main(["--project-dir", str(project), "data", "remove", "mine", "--yes"]) == 0
+
+    assert (project / "params.yaml").read_bytes() == params_before  # comments, quotes and nulls as they were
+    assert sorted(p.name for p in external.iterdir()) == ["mine.npz", "pool.npz"]  # no .dvc, no .gitignore
+    out = capsys.readouterr().out
+    assert "to remove: params.yaml datasets.mine, data/external/mine.npz.dvc, data/external/pool.npz.dvc" in out
+    assert f"kept on disk: {external / 'mine.npz'}" in out and f"kept on disk: {external / 'pool.npz'}" in out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("name,yes,stdin,message", [
+    ("nope", True, None, r"unknown dataset 'nope'; .*params.yaml defines \['breast_cancer', 'digits'"),
+    ("digits", True, None, r"'digits' is the default dataset \(`dataset` in .*\); set `dataset:` to one of "
+                           r"\['breast_cancer', 'fsdd', 'sms_spam'\] first"),
+    ("breast_cancer", False, io.StringIO("y\n"), "no terminal to confirm on; pass --yes"),
+    ("breast_cancer", False, _Terminal("n\n"), None),
+], ids=["unknown", "default", "no-terminal", "declined"])
+def test_refused_removal_changes_nothing(project, capsys, monkeypatch, name, yes, stdin, message):
+    (project / "data" / "prepared" / name).mkdir(parents=True)
+    if stdin is not None:
+        monkeypatch.setattr("sys.stdin", stdin)
+    before = _state(project)
+
+    assert main(["--project-dir", str(project), "data", "remove", name] + ["--yes"] * yes) == 4
+
+    out, err = capsys.readouterr()
+    assert "nothing was removed" in out + err
+    if message:
+        assert __import__("re").search(message, err), err
     assert _state(project) == before

@@ -1,11 +1,16 @@
 """KD through the product, end to end on tiny configs: `edgekd bench kd` runs every method of the catalogue against
 the equal-budget plain student; a teacher brought as an ONNX file (written here) teaches in `edgekd run`; and
-pseudo-labelling learns from an unlabelled pool added with `edgekd data add --unlabelled`."""
+pseudo-labelling learns from an unlabelled pool added with `edgekd data add --unlabelled`, and `edgekd data remove`
+takes that dataset out again while its registered model keeps predicting."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from PIL import Image
 
 from components import kd
 from tests.flows.projects import pipeline_project, small_params
@@ -143,3 +148,31 @@ def test_pseudo_label_learns_from_an_unlabelled_pool_added_with_the_dataset(tmp_
         assert prepared["unlabelled"] > 250  # the pool reached the prepared data (duplicates of labelled ones dropped)
         kd_val = summary["candidates"]["kd_fp32"]["val"]["accuracy"]
         assert kd_val > 0.5 and summary["registered"] is not None
+
+        # `data remove` takes the dataset out of params.yaml, dvc.lock, DVC and data/; its model predicts as before
+        inputs = [str(tmp_path / f"{i}.png") for i in labelled[:3]]
+        for i, f in zip(labelled, inputs):
+            Image.fromarray(d.images[i].astype(np.uint8)).save(f)
+        capsys.readouterr()
+        assert cli(tmp_path, "predict", "mine", *inputs) == 0
+        predicted = capsys.readouterr().out
+        assert len(predicted.splitlines()) == 3
+        status = _dvc_status(tmp_path)
+        assert not [s for s in status if "mine" in s]  # its stages and .dvc files are up to date
+
+        assert cli(tmp_path, "data", "remove", "mine", "--yes") == 0
+
+        assert "mine" not in yaml.safe_load((tmp_path / "params.yaml").read_text())["datasets"]
+        assert not [s for s in yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"] if "mine" in s]
+        assert not any((tmp_path / "data" / k / "mine").exists() for k in ("raw", "prepared"))
+        assert sorted(p.name for p in ext.iterdir()) == ["labelled.npz", "pool.npz"]  # kept, no longer DVC-tracked
+        assert f"kept on disk: {ext / 'labelled.npz'}" in capsys.readouterr().out
+        assert _dvc_status(tmp_path) == status  # every other stage as it was
+        assert cli(tmp_path, "predict", "mine", *inputs) == 0
+        assert capsys.readouterr().out == predicted
+
+
+def _dvc_status(root: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, capture_output=True, text=True,
+                          check=True)
+    return json.loads(proc.stdout)
