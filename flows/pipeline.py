@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import mlflow.data
 import yaml
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -118,6 +119,7 @@ def validate(run: Run) -> DataRef:
                                                        results=[r for rep in reports for r in rep["results"]]))
     run.lineage["dataset_hash"] = dataset_hash(root, cfg.data.name)
     tr.tags(run.parent, run.lineage)
+    tr.inputs(run.parent, split_datasets(root, cfg.data.name))
     run.log.info(f"dataset {cfg.data.name} validated; hash {run.lineage['dataset_hash']}; DVC stages run: "
                  f"{ran or 'none (up to date)'}")
     return data_ref(root, cfg, run.lineage["dataset_hash"])
@@ -157,6 +159,19 @@ def restore_data(root: Path, cfg: PipelineConfig, lock_before: str | None) -> No
 def dataset_hash(root: Path, name: str) -> str:
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     return lock["stages"][f"prepare@{name}"]["outs"][0]["md5"]
+
+
+def split_datasets(root: Path, name: str) -> dict[str, "mlflow.data.dataset.Dataset"]:
+    """The prepared splits as MLflow datasets by split, named NAME-SPLIT: the digest is DVC's md5 of the split's
+    file (its entry in the manifest of the dataset hash), the source its DVC-tracked path in the project."""
+    out = {}
+    for split, d in dvc_stages.load_splits(root, name).items():
+        path = dvc_stages.prepared_dir(root, name) / f"{split}.npz"
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "md5").hexdigest()
+        out[split] = mlflow.data.from_numpy(d.x, source=str(path.relative_to(root)), targets=d.y,
+                                            name=f"{name}-{split}", digest=digest)
+    return out
 
 
 # --- phase 2: train ---------------------------------------------------------------------------------------------

@@ -89,6 +89,19 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     assert {"kd_gain.val", "kd_gain.test"} <= set(parent.data.metrics)
     arts = {a.path for a in c.list_artifacts(first["parent_run_id"])}
     assert {"accuracy_vs_p95.png", "benchmark.csv", "gate_report.json", "effective_config.json"} <= arts
+    # the prepared splits as dataset inputs: DVC's md5 of each split's file, as the locked version's manifest has it
+    h = parent.data.tags["dataset_hash"]
+    manifest = {f["relpath"]: f["md5"] for f in json.loads((project / ".dvc" / "cache" / "files" / "md5" / h[:2] /
+                                                             h[2:]).read_text())}
+    counts = json.loads((project / "data" / "prepared" / "digits" / "summary.json").read_text())["counts"]
+    inputs = {i.dataset.name: i for i in parent.inputs.dataset_inputs}
+    assert set(inputs) == {"digits-train", "digits-val", "digits-test"}
+    for split in ("train", "val", "test"):
+        i = inputs[f"digits-{split}"]
+        assert [(t.key, t.value) for t in i.tags] == [("mlflow.data.context", split)]
+        assert i.dataset.digest == manifest[f"{split}.npz"]
+        assert json.loads(i.dataset.source) == {"uri": f"data/prepared/digits/{split}.npz"}
+        assert json.loads(i.dataset.profile)["targets_size"] == counts[split]
     # the registered version: staging alias, lineage tags, and an ONNX file that scores as logged
     mv = c.get_model_version_by_alias("digits", "staging")
     assert str(mv.version) == first["version"]
