@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 import mlflow.data
 import yaml
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from components import gate, kd
@@ -373,11 +375,22 @@ def publish(run: Run, data: DataRef, trained: Trained, results: dict[str, dict],
             tr.file(rid, files["gate_report.json"])
         version = register(run, report, gate_report, Path(tmp)) if verdict.best else None
     tr.tags(run.parent, {"registered_version": version or "none: no candidate passed the gate"})
+    key = artifact_key(cfg.data.name)
+    create_markdown_artifact(report.gate_markdown(gate_report, version, run.parent), key=f"gate-{key}",
+                             description=f"The gate's verdict on every candidate of {cfg.data.name}, on val")
+    create_table_artifact(report.table().round(4).to_dict("records"), key=f"candidates-{key}",
+                          description=f"The candidates of {cfg.data.name}: val (chosen on) and test (reported) "
+                                      "through ORT, latency under the device profile")
     text = report.render(version, cfg.data.name)
     run.log.info("summary\n" + text)
     return {"summary": text, "selected": verdict.best, "version": version, "kd_gain": report.kd_gain(),
             "parent_run_id": run.parent, "candidates": results,
             "decisions": {n: d.reasons for n, d in verdict.decisions.items()}, "json": report.json(version)}
+
+
+def artifact_key(name: str) -> str:
+    """`name` as Prefect allows in an artifact key: lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def register(run: Run, report: "reporting.Report", gate_report: dict, tmp: Path) -> str:

@@ -122,6 +122,36 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     assert "signature" in (onnx_file.parent / "MLmodel").read_text()
 
 
+def flow_run_artifacts(outcome: dict) -> dict:
+    """The Prefect artifacts of a pipeline run's flow run, by key."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run_id = client().get_run(outcome["parent_run_id"]).data.tags["prefect_flow_run_id"]
+    with get_client(sync_client=True) as c:
+        found = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+            any_=[flow_run_id])))
+    return {a.key: a for a in found}
+
+
+def test_gate_report_and_candidate_table_are_artifacts_of_the_flow_run(first):
+    arts = flow_run_artifacts(first)
+    assert set(arts) == {"gate-digits", "candidates-digits"}
+    gate, table = arts["gate-digits"], arts["candidates-digits"]
+    assert (gate.type, table.type) == ("markdown", "table")
+    assert gate.data.startswith(f"# Gate: digits\n\nRegistered digits version {first['version']} ({first['selected']}, "
+                                "chosen on val accuracy) with alias 'staging'.\n")
+    for name, reasons in first["decisions"].items():
+        assert f"\n- {name}: {'fail: ' + '; '.join(reasons) if reasons else 'pass'}\n" in gate.data
+    assert f"pipeline run `{first['parent_run_id']}`" in gate.data
+    rows = {r["candidate"]: r for r in json.loads(table.data)}
+    assert set(rows) == set(CANDIDATES)
+    for name, m in first["candidates"].items():
+        assert rows[name]["val_score"] == pytest.approx(m["val"]["accuracy"], abs=5e-5)
+        assert rows[name]["test_score"] == pytest.approx(m["test"]["accuracy"], abs=5e-5)
+        assert rows[name]["gate"] == ("fail" if first["decisions"][name] else "pass")
+
+
 def test_rerun_skips_dvc_and_reuses_cached_training(project, first):
     second = run(project)
     children = runs_of(second["parent_run_id"])
