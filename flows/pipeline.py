@@ -21,6 +21,7 @@ from typing import Any
 
 import mlflow.data
 import yaml
+from mlflow.data.sources import LocalArtifactDatasetSource
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
@@ -171,8 +172,9 @@ def split_datasets(root: Path, name: str) -> dict[str, "mlflow.data.dataset.Data
         path = dvc_stages.prepared_dir(root, name) / f"{split}.npz"
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, "md5").hexdigest()
-        out[split] = mlflow.data.from_numpy(d.x, source=str(path.relative_to(root)), targets=d.y,
-                                            name=f"{name}-{split}", digest=digest)
+        # A source object, not a path string: MLflow warns that a path could be either of its two local sources.
+        source = LocalArtifactDatasetSource(str(path.relative_to(root)))
+        out[split] = mlflow.data.from_numpy(d.x, source=source, targets=d.y, name=f"{name}-{split}", digest=digest)
     return out
 
 
