@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import mlflow.data
 import yaml
+from mlflow.data.sources import LocalArtifactDatasetSource
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from components import gate, kd
@@ -118,6 +122,7 @@ def validate(run: Run) -> DataRef:
                                                        results=[r for rep in reports for r in rep["results"]]))
     run.lineage["dataset_hash"] = dataset_hash(root, cfg.data.name)
     tr.tags(run.parent, run.lineage)
+    tr.inputs(run.parent, split_datasets(root, cfg.data.name))
     run.log.info(f"dataset {cfg.data.name} validated; hash {run.lineage['dataset_hash']}; DVC stages run: "
                  f"{ran or 'none (up to date)'}")
     return data_ref(root, cfg, run.lineage["dataset_hash"])
@@ -157,6 +162,20 @@ def restore_data(root: Path, cfg: PipelineConfig, lock_before: str | None) -> No
 def dataset_hash(root: Path, name: str) -> str:
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     return lock["stages"][f"prepare@{name}"]["outs"][0]["md5"]
+
+
+def split_datasets(root: Path, name: str) -> dict[str, "mlflow.data.dataset.Dataset"]:
+    """The prepared splits as MLflow datasets by split, named NAME-SPLIT: the digest is DVC's md5 of the split's
+    file (its entry in the manifest of the dataset hash), the source its DVC-tracked path in the project."""
+    out = {}
+    for split, d in dvc_stages.load_splits(root, name).items():
+        path = dvc_stages.prepared_dir(root, name) / f"{split}.npz"
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "md5").hexdigest()
+        # A source object, not a path string: MLflow warns that a path could be either of its two local sources.
+        source = LocalArtifactDatasetSource(str(path.relative_to(root)))
+        out[split] = mlflow.data.from_numpy(d.x, source=source, targets=d.y, name=f"{name}-{split}", digest=digest)
+    return out
 
 
 # --- phase 2: train ---------------------------------------------------------------------------------------------
@@ -358,13 +377,23 @@ def publish(run: Run, data: DataRef, trained: Trained, results: dict[str, dict],
             tr.file(rid, files["gate_report.json"])
         version, new = register(run, report, gate_report, Path(tmp)) if verdict.best else (None, False)
     tr.tags(run.parent, {"registered_version": version or "none: no candidate passed the gate"})
+    key = artifact_key(cfg.data.name)
+    create_markdown_artifact(report.gate_markdown(gate_report, version, new, run.parent), key=f"gate-{key}",
+                             description=f"The gate's verdict on every candidate of {cfg.data.name}, on val")
+    create_table_artifact(report.table().round(4).to_dict("records"), key=f"candidates-{key}",
+                          description=f"The candidates of {cfg.data.name}: val (chosen on) and test (reported) "
+                                      "through ORT, latency under the device profile")
     text = report.render(version, cfg.data.name, new)
     # The table itself is printed once, by the caller (`edgekd run`), and kept as a Prefect artifact.
-    run.log.info(f"{cfg.data.name} version {version} holds {verdict.best}" if verdict.best
-                 else "no candidate passed the gate; nothing was registered")
+    run.log.info(report.verdict(version, cfg.data.name, new))
     return {"summary": text, "selected": verdict.best, "version": version, "kd_gain": report.kd_gain(),
             "parent_run_id": run.parent, "candidates": results, "champion_version": verdict.champion_version,
             "decisions": {n: d.reasons for n, d in verdict.decisions.items()}, "json": report.json(version, new)}
+
+
+def artifact_key(name: str) -> str:
+    """`name` as Prefect allows in an artifact key: lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def register(run: Run, report: "reporting.Report", gate_report: dict, tmp: Path) -> tuple[str, bool]:

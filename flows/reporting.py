@@ -133,18 +133,40 @@ class Report:
         con.print(t)
         for line in self.lines():
             con.print(line)
-        if self.best and new:
-            con.print(f"Registered {model_name} version {version} ({self.best}, chosen on val {m}) with alias "
-                      "'staging'.")
-        elif self.best:
-            con.print(f"{model_name} version {version} already holds this artifact ({self.best}, chosen on val {m}, "
-                      "same sha256): no new version registered, no alias moved.")
-        else:
-            con.print("No candidate passed the gate; nothing was registered.")
+        con.print(self.verdict(version, model_name, new))
         for name, d in self.decisions.items():
             if not d.passed:
                 con.print(f"  {name} failed: " + "; ".join(d.reasons))
         return buf.getvalue()
+
+    def verdict(self, version: str | None, model_name: str, new: bool = True) -> str:
+        if not self.best:
+            return "No candidate passed the gate; nothing was registered."
+        if not new:
+            return (f"{model_name} version {version} already holds this artifact ({self.best}, chosen on val "
+                    f"{self.metric}, same sha256): no new version registered, no alias moved.")
+        return (f"Registered {model_name} version {version} ({self.best}, chosen on val {self.metric}) with alias "
+                "'staging'.")
+
+    def gate_lines(self, gate_report: dict) -> list[str]:
+        """The gate's policy, the version holding production at the time and each candidate's verdict (Markdown)."""
+        m, champion = self.metric, gate_report["champion_version"]
+        if champion:
+            prod = gate_report["champion"] or {}
+            production = (f"Production at the time: version {champion} (val {m} {prod.get(m, float('nan')):.4f}); a "
+                          f"candidate may lose at most {self.cfg.gate.regression_tolerance} of {m} against it.")
+        else:
+            production = "Production at the time: none (no version held `production`)."
+        return [f"Policy (checked on validation metrics): "
+                f"{', '.join(f'{k}={v}' for k, v in gate_report['policy'].items())}.", "", production, "",
+                *[f"- {n}: " + ("pass" if d.passed else "fail: " + "; ".join(d.reasons))
+                  for n, d in self.decisions.items()]]
+
+    def gate_markdown(self, gate_report: dict, version: str | None, new: bool, run_id: str) -> str:
+        """The gate report of a run as Markdown (the Prefect artifact `gate-<dataset>`)."""
+        name = self.cfg.data.name
+        return "\n".join([f"# Gate: {name}", "", self.verdict(version, name, new), "", *self.gate_lines(gate_report), "",
+                          f"MLflow: experiment `{name}`, pipeline run `{run_id}`."]) + "\n"
 
     def model_card(self, gate_report: dict, validation: dict, data_summary: dict, lineage: dict, sha256: str,
                    run_id: str) -> str:
@@ -156,7 +178,6 @@ class Report:
         import onnxruntime
 
         d, b, m, cfg = self.cfg.data, self.cfg.benchmark, self.metric, self.cfg
-        champion = gate_report["champion_version"]
 
         def row(cells) -> str:
             return "| " + " | ".join(str(c) for c in cells) + " |"
@@ -176,14 +197,6 @@ class Report:
                                 f"{r.test_macro_f1:.4f}", *[f"{res['test'][c]:.4f}" for c in extra], r.gate]))
             bench.append(row([r.candidate, f"{r.size_kb:.1f}", f"{r.p50_ms:.4f}", f"{r.p95_ms:.4f}",
                               f"{r.p99_ms:.4f}", f"{r.throughput_sps:.0f}", f"{r.peak_mem_mb:.1f}"]))
-        reasons = [f"- {n}: " + ("pass" if dec.passed else "fail: " + "; ".join(dec.reasons))
-                   for n, dec in self.decisions.items()]
-        if champion:
-            prod = gate_report["champion"] or {}
-            production = (f"Production at the time: version {champion} (val {m} {prod.get(m, float('nan')):.4f}); a "
-                          f"candidate may lose at most {cfg.gate.regression_tolerance} of {m} against it.")
-        else:
-            production = "Production at the time: none (no version held `production`)."
         counts = data_summary.get("counts", {})
         intended = d.intended_use or (f"Classifies {d.kind} inputs into {', '.join(d.classes)}, on inputs like "
                                       f"those of the `{d.name}` dataset; not validated for anything else.")
@@ -211,10 +224,7 @@ class Report:
             f"Device profile: ONNX Runtime {onnxruntime.__version__} CPU execution provider, {b.intra_op_threads} "
             f"intra-op thread(s), batch {b.batch_size}, {b.timed_runs} timed runs after {b.warmup_runs} warm-up, "
             f"on {platform.machine()} ({os.cpu_count()} logical CPUs, {platform.system()}).", "", *bench, "",
-            "## Gate", "",
-            f"Policy (checked on validation metrics): "
-            f"{', '.join(f'{k}={v}' for k, v in gate_report['policy'].items())}.", "",
-            production, "", *reasons, "",
+            "## Gate", "", *self.gate_lines(gate_report), "",
             "## Lineage", "",
             f"- Pipeline run (MLflow): `{run_id}`; Prefect flow run: `{lineage.get('prefect_flow_run_id')}`",
             f"- Git commit: `{lineage.get('git_commit')}`; params hash: `{lineage.get('params_hash')}`",

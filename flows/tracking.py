@@ -16,8 +16,9 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunStatus
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 STAGING, PRODUCTION = "staging", "production"
 HISTORY_TAG = "edgekd.production_history"
@@ -116,6 +117,11 @@ class Tracker:
     def tags(self, run_id: str, values: dict) -> None:
         for k, v in values.items():
             self.client.set_tag(run_id, k, str(v))
+
+    def inputs(self, run_id: str, datasets: dict[str, "mlflow.data.dataset.Dataset"]) -> None:
+        """Datasets a run read, by context (train, val, test): the run's inputs and the experiment's Dataset column."""
+        self.client.log_inputs(run_id, [DatasetInput(Dataset(**d.to_dict()), [InputTag(MLFLOW_DATASET_CONTEXT, ctx)])
+                                        for ctx, d in datasets.items()])
 
     def json(self, run_id: str, obj, name: str) -> None:
         self.client.log_dict(run_id, obj, name)

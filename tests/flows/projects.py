@@ -1,6 +1,7 @@
 """Throwaway projects for end-to-end tests: the pipeline's code and dvc.yaml, their own DVC repo, MLflow store
 (SQLite) and Prefect test server, so a test runs the real flow without touching this checkout."""
 import shutil
+import socket
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -85,3 +86,9 @@ def served_project(root: Path, params: dict) -> dict[str, str]:
         # `python -m flows.cli` in `root` must import the project's copy, not this checkout's.
         "PYTHONPATH": str(root),
     }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,17 +1,20 @@
 """The real flow, end to end, on a small config: real Prefect (test harness), DVC, GX, MLflow (SQLite), ORT."""
+import html
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from tests.flows.projects import SMALL, data_state, pipeline_project, small_params
+from tests.flows.projects import SMALL, data_state, free_port, pipeline_project, small_params
 
 CANDIDATES = ("teacher_fp32", "plain_fp32", "plain_pruned_fp32", "plain_pruned_int8_static", "plain_pruned_int8_dynamic",
               "kd_fp32", "kd_pruned_fp32", "kd_pruned_int8_static", "kd_pruned_int8_dynamic")
@@ -98,6 +101,19 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     assert {"kd_gain.val", "kd_gain.test"} <= set(parent.data.metrics)
     arts = {a.path for a in c.list_artifacts(first["parent_run_id"])}
     assert {"accuracy_vs_p95.png", "benchmark.csv", "gate_report.json", "effective_config.json"} <= arts
+    # the prepared splits as dataset inputs: DVC's md5 of each split's file, as the locked version's manifest has it
+    h = parent.data.tags["dataset_hash"]
+    manifest = {f["relpath"]: f["md5"] for f in json.loads((project / ".dvc" / "cache" / "files" / "md5" / h[:2] /
+                                                             h[2:]).read_text())}
+    counts = json.loads((project / "data" / "prepared" / "digits" / "summary.json").read_text())["counts"]
+    inputs = {i.dataset.name: i for i in parent.inputs.dataset_inputs}
+    assert set(inputs) == {"digits-train", "digits-val", "digits-test"}
+    for split in ("train", "val", "test"):
+        i = inputs[f"digits-{split}"]
+        assert [(t.key, t.value) for t in i.tags] == [("mlflow.data.context", split)]
+        assert i.dataset.digest == manifest[f"{split}.npz"]
+        assert json.loads(i.dataset.source) == {"uri": f"data/prepared/digits/{split}.npz"}
+        assert json.loads(i.dataset.profile)["targets_size"] == counts[split]
     # the registered version: staging alias, lineage tags, and an ONNX file that scores as logged
     mv = c.get_model_version_by_alias("digits", "staging")
     assert str(mv.version) == first["version"]
@@ -116,6 +132,104 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     test = load_splits(project, "digits")["test"]
     assert abs(ort_accuracy(onnx_file, test.x, test.y) - float(mv.tags["metric.accuracy"])) <= 0.005
     assert "signature" in (onnx_file.parent / "MLmodel").read_text()
+
+
+def flow_run_artifacts(outcome: dict) -> dict:
+    """The Prefect artifacts of a pipeline run's flow run, by key."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run_id = client().get_run(outcome["parent_run_id"]).data.tags["prefect_flow_run_id"]
+    with get_client(sync_client=True) as c:
+        found = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+            any_=[flow_run_id])))
+    return {a.key: a for a in found}
+
+
+def test_gate_report_and_candidate_table_are_artifacts_of_the_flow_run(first):
+    arts = flow_run_artifacts(first)
+    assert set(arts) == {"gate-digits", "candidates-digits"}
+    gate, table = arts["gate-digits"], arts["candidates-digits"]
+    assert (gate.type, table.type) == ("markdown", "table")
+    assert gate.data.startswith(f"# Gate: digits\n\nRegistered digits version {first['version']} ({first['selected']}, "
+                                "chosen on val accuracy) with alias 'staging'.\n")
+    for name, reasons in first["decisions"].items():
+        assert f"\n- {name}: {'fail: ' + '; '.join(reasons) if reasons else 'pass'}\n" in gate.data
+    assert f"pipeline run `{first['parent_run_id']}`" in gate.data
+    rows = {r["candidate"]: r for r in json.loads(table.data)}
+    assert set(rows) == set(CANDIDATES)
+    for name, m in first["candidates"].items():
+        assert rows[name]["val_score"] == pytest.approx(m["val"]["accuracy"], abs=5e-5)
+        assert rows[name]["test_score"] == pytest.approx(m["test"]["accuracy"], abs=5e-5)
+        assert rows[name]["gate"] == ("fail" if first["decisions"][name] else "pass")
+
+
+def page_text(dom: str) -> str:
+    """What a page shows: its DOM without scripts, styles and tags, whitespace collapsed."""
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
+
+
+def test_the_uis_show_the_dataset_inputs_and_the_artifacts(project, first, tmp_path):
+    """The MLflow UI on the project's store and the Prefect UI on the database the flow run used, looked at in
+    headless Chromium (screenshots in tmp_path): the parent run's row lists its three dataset inputs, the flow run
+    lists both artifacts, and the gate artifact's page renders the report."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian's package; .ci/run installs it)")
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    from flows.server import healthy, stop_tree
+
+    run = client().get_run(first["parent_run_id"])
+    gate_id = flow_run_artifacts(first)["gate-digits"].id
+    mlflow_port, prefect_port = free_port(), free_port()
+    mlflow_url, prefect_url = f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{prefect_port}"
+    environ = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    commands = {
+        "mlflow": ([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", os.environ["MLFLOW_TRACKING_URI"],
+                    "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
+                   {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
+        # --port does not reach the UI's idea of where the API is: PREFECT_UI_API_URL does
+        "prefect": ([sys.executable, "-m", "prefect", "server", "start", "--no-services", "--host", "127.0.0.1",
+                     "--port", str(prefect_port)],
+                    {"PREFECT_SERVER_DATABASE_CONNECTION_URL": PREFECT_SERVER_DATABASE_CONNECTION_URL.value(),
+                     "PREFECT_UI_API_URL": f"{prefect_url}/api"}),
+    }
+    servers = {}
+    try:
+        for name, (cmd, extra) in commands.items():
+            with open(tmp_path / f"{name}.log", "wb") as log:
+                servers[name] = subprocess.Popen(cmd, env=environ | extra, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while not (healthy(mlflow_url) and healthy(f"{prefect_url}/api")):
+            dead = [n for n, p in servers.items() if p.poll() is not None]
+            assert not dead and time.monotonic() < deadline, \
+                "\n".join((tmp_path / f"{n}.log").read_text()[-3000:] for n in servers)
+            time.sleep(1)
+        digests = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
+        datasets = [f"digits-{s} ({digests[f'digits-{s}']}) {s}" for s in ("train", "val", "test")]  # with context
+        search = urllib.parse.quote(f"attributes.run_id = '{run.info.run_id}'")
+        pages = {
+            "mlflow-run-datasets": (f"{mlflow_url}/#/experiments/{run.info.experiment_id}/runs?searchFilter={search}",
+                                    datasets),
+            "prefect-flow-run-artifacts": (f"{prefect_url}/v2/runs/flow-run/{run.data.tags['prefect_flow_run_id']}"
+                                           "?tab=Artifacts", ["gate-digits", "candidates-digits"]),
+            "prefect-gate-artifact": (f"{prefect_url}/v2/artifacts/artifact/{gate_id}",
+                                      ["Gate: digits", f"Registered digits version {first['version']}"]
+                                      + [f"{n}: {'fail' if r else 'pass'}" for n, r in first["decisions"].items()]),
+        }
+        for name, (url, expected) in pages.items():
+            shot = tmp_path / f"{name}.png"
+            proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000",
+                                   "--virtual-time-budget=10000", f"--screenshot={shot}", "--dump-dom", url],
+                                  capture_output=True, text=True, timeout=120)
+            text = page_text(proc.stdout)
+            assert shot.is_file(), proc.stderr[-2000:]
+            assert [e for e in expected if e not in text] == [], f"{url} (screenshot {shot}) shows: {text[:3000]}"
+    finally:
+        for p in servers.values():
+            stop_tree(p, grace=10)
 
 
 def test_rerun_skips_dvc_and_reuses_cached_training(project, first):

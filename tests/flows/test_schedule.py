@@ -5,7 +5,6 @@ in a subprocess, each stopped by a signal, then checked for exit status 0 and no
 Both tests share one project (its data, DVC stages and cached stages), each with its own Prefect home (server
 database, logs): the worker test pays for the cold run, so the scheduled runs of the serve test are quick."""
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import psutil
 import pytest
 
 from flows.server import healthy
-from tests.flows.projects import served_project, small_params
+from tests.flows.projects import free_port, served_project, small_params
 
 FLOW = "edgekd-pipeline"
 TERMINAL_BAD = {"FAILED", "CRASHED", "CANCELLED"}
@@ -26,12 +25,6 @@ TERMINAL_BAD = {"FAILED", "CRASHED", "CANCELLED"}
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("scheduled")
     return root, served_project(root, small_params())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
