@@ -436,8 +436,16 @@ def git_commit(root: Path) -> str:
 
 
 def _flow_run_name() -> str:
-    """Prefect's name of a flow run: the dataset and the start time, e.g. 'fsdd-20261123-140509'."""
-    return f"{flow_run.parameters.get('dataset') or 'default-dataset'}-{datetime.now():%Y%m%d-%H%M%S}"
+    """Prefect's name of a flow run: the dataset (params.yaml's default when none is given) and the start time,
+    e.g. 'fsdd-20261123-140509'."""
+    params = flow_run.parameters
+    name = params.get("dataset")
+    if not name:
+        try:
+            name = yaml.safe_load((Path(params.get("project_dir", ".")) / "params.yaml").read_text())["dataset"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):  # the flow itself reports a bad params.yaml
+            name = "default-dataset"
+    return f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def open_run(root: Path, cfg: PipelineConfig, stage: str, overrides: dict | None) -> Run:

@@ -100,8 +100,10 @@ def prefect_server(port: int, startup_timeout: float = 180.0):
     log = _log("server.log")
     # Its own session: a Ctrl-C in the terminal must not stop the server before the runner or worker has used it
     # to shut down (the runner pauses its schedules through the API); the `finally` below stops it last.
+    # The UI asks PREFECT_UI_API_URL for its API, which --port does not change.
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-                             str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                             str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=dict(os.environ, PREFECT_UI_API_URL=url))
     try:
         deadline = time.monotonic() + startup_timeout
         while not healthy(url):
