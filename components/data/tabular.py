@@ -98,9 +98,6 @@ class TabularKind:
         """Prepared values of each split must lie within the train range (widened by range_margin)."""
         return [(f"{name}_ranges", tabular_range_frame(spec, data.x), tabular_range_expectations(spec))]
 
-    def split(self, raw: RawData, options: dict) -> np.ndarray | None:
-        return None
-
 
 # --- range checks of prepared splits (wired into components.validation.split_plan) ------------------------
 

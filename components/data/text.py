@@ -255,9 +255,6 @@ class TextKind:
             size = len(spec["vocab"]) + 2
         return spec | {"vocab_size": size, "value_range": [0, size - 1]}
 
-    def split(self, raw: RawData, options: dict) -> np.ndarray | None:
-        return None
-
     def dedupe_keys(self, samples, options: dict) -> list[str]:
         """Messages with the same tokens are the same input to the model ("Call 0800 123" and "call 0800 456" with
         digits_to_zero): dropping them before the split keeps near-duplicates out of two splits."""
