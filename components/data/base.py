@@ -215,6 +215,42 @@ def duplicate_hashes(kind: DataKind, samples, options: dict) -> list[str]:
     return content_hashes(kind.dedupe_keys(samples, options) if hasattr(kind, "dedupe_keys") else samples)
 
 
+# --- which column holds the labels --------------------------------------------------------------------------
+
+MAX_CLASSES = 100  # more distinct values than this is not a label column, unless the classes are listed
+
+
+def label_problem(values, classes: list[str] | None = None) -> str | None:
+    """Why `values` (one per row) cannot be class labels, or None when they can: at least two distinct values, all
+    among `classes` when those are given; else few (at most MAX_CLASSES) and repeated (each used twice on average;
+    free text or ids have about one value per row)."""
+    distinct = sorted({str(v) for v in values})
+    if len(distinct) < 2:
+        return f"it holds {len(distinct)} distinct value{'s' * (len(distinct) != 1)} {distinct}, not 2 or more classes"
+    if classes is not None:
+        outside = [v for v in distinct if v not in classes]
+        return f"its values {outside[:3]} are not among the classes {classes}" if outside else None
+    if len(distinct) > MAX_CLASSES or 2 * len(distinct) > len(values):
+        return (f"it holds {len(distinct)} distinct values in {len(values)} rows, too many for class labels (at most "
+                f"{MAX_CLASSES}, each on 2 rows or more on average)")
+    return None
+
+
+def infer_label_column(columns: dict, classes: list[str] | None, source) -> tuple:
+    """The one column (a key of `columns`, which maps each column to the labels it would give) that can hold the
+    labels (see `label_problem`), and a note saying so. No such column, or several, is a DataError naming
+    `label_column`, the option that settles it."""
+    fits = [k for k, v in columns.items() if label_problem(v, classes) is None]
+    if len(fits) == 1:
+        return fits[0], f"label column {fits[0]!r} inferred ({len(set(columns[fits[0]]))} distinct values)"
+    if fits:
+        raise DataError(f"{source}: columns {fits} could each hold the labels; pick one with --option "
+                        "label_column=COLUMN (or give --classes, which only the label column's values match)")
+    why = "; ".join(f"column {k!r}: {label_problem(v, classes)}" for k, v in list(columns.items())[:3])
+    raise DataError(f"{source}: no column can hold the labels ({why}{'; ...' * (len(columns) > 3)}); set "
+                    "--option label_column=COLUMN")
+
+
 def encode_labels(labels: np.ndarray, classes: list[str]) -> np.ndarray:
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted({str(v) for v in labels} - set(index))

@@ -9,7 +9,9 @@ import pytest
 import yaml
 from PIL import Image
 
+from components.config import load_config
 from flows.cli import main
+from flows.data_add import NEW_DATASET_GATE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,9 +35,48 @@ def test_add_npz_records_section_and_dvc_file(project, capsys):
     assert main(["--project-dir", str(project), "data", "add", "mine", "--kind", "image", "--source", "mine.npz"]) == 0
     section = yaml.safe_load((project / "params.yaml").read_text())["datasets"]["mine"]
     assert section == {"kind": "image", "root": "data/external", "source": "mine.npz", "classes": ["0", "1", "2"],
-                       "options": {}}
+                       "options": {}, "overrides": {"gate": NEW_DATASET_GATE}}
     assert (project / "data" / "external" / "mine.npz.dvc").is_file()
     assert "30 samples" in capsys.readouterr().out
+
+
+def test_a_new_dataset_gets_a_relative_gate_the_user_can_tighten_and_built_in_gates_stay(project):
+    np.savez(project / "data" / "external" / "mine.npz", x=np.random.rand(30, 6, 6) * 255, y=np.arange(30) % 3)
+    built_in = {n: load_config(project / "params.yaml", n).gate for n in ("digits", "breast_cancer", "sms_spam")}
+
+    assert main(["--project-dir", str(project), "data", "add", "mine", "--kind", "image", "--source", "mine.npz",
+                 "--set", "gate.max_accuracy_drop=0.01", "--set", "student.width=8"]) == 0
+
+    cfg = load_config(project / "params.yaml", "mine")
+    assert (cfg.gate.min_accuracy, cfg.gate.plain_tolerance, cfg.gate.max_accuracy_drop) == (0.0, 0.0, 0.01)
+    assert cfg.student.width == 8
+    assert load_config(project / "params.yaml", "mine", {"gate.min_accuracy": 0.95}).gate.min_accuracy == 0.95
+    assert {n: load_config(project / "params.yaml", n).gate for n in built_in} == built_in
+    assert "# data add's gate for a new dataset" in (project / "params.yaml").read_text()
+
+
+def _sentences(n: int) -> list[str]:
+    return [f"message {i} says the {('cat', 'dog', 'owl')[i % 3]} ran off" for i in range(n)]
+
+
+@pytest.mark.parametrize("lines,options,message", [
+    ([f"{s}\t{i % 2}" for i, s in enumerate(_sentences(2500))], ["label_column=0", "text_column=1"],
+     r"label_column 0 cannot hold the labels: it holds 2500 distinct values in 2500 rows"),
+    ([f"{i}\t{s}" for i, s in enumerate(_sentences(2500))], [],
+     r"no column can hold the labels \(column 0: it holds 2499 distinct values .*label_column=COLUMN"),
+])
+def test_a_label_column_of_thousands_of_values_is_refused_and_nothing_changes(project, capsys, lines, options,
+                                                                              message):
+    (project / "data" / "external" / "s.tsv").write_text("\n".join(lines) + "\n")
+    before = _state(project)
+
+    assert main(["--project-dir", str(project), "data", "add", "s", "--kind", "text", "--source", "s.tsv",
+                 *(a for o in options for a in ("--option", o))]) == 3
+
+    err = capsys.readouterr().err
+    assert "nothing was added" in err
+    assert __import__("re").search(message, err), err
+    assert _state(project) == before
 
 
 @pytest.mark.parametrize("setup,source,message", [
