@@ -32,6 +32,7 @@ def add_dataset(root: Path, name: str, kind: str, source: str, data_root: str, c
     """
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
     root = root.resolve()
     params_file = root / "params.yaml"
@@ -64,7 +65,8 @@ def add_dataset(root: Path, name: str, kind: str, source: str, data_root: str, c
                                              "the teacher and the plain student; tighten it here")
     section = {"kind": kind, "root": data_root, "source": source}
     section |= {"unlabelled": unlabelled} if unlabelled is not None else {}
-    section |= {"classes": classes, "options": options, "overrides": stages}
+    # quoted, as labels such as yes/no/on/off would be booleans to the YAML 1.1 readers of params.yaml (PyYAML)
+    section |= {"classes": [DoubleQuotedScalarString(c) for c in classes], "options": options, "overrides": stages}
     effective_config({"datasets": {name: section}})  # the section must be a valid config before it is written
     for p in (path, pool_path):
         if p is not None and p.is_relative_to(root) and _dvc_trackable(root, p):
