@@ -1,13 +1,16 @@
-"""`edgekd data add` on a real git + DVC project: good data is recorded, bad data leaves nothing behind."""
+"""`edgekd data add` on a real git + DVC project: good data is recorded, bad data leaves nothing behind, and every
+format of the README's "Add your own dataset" is added from files written here."""
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from scipy.io import wavfile
 
 from components.config import load_config
 from flows.cli import main
@@ -16,13 +19,17 @@ from flows.data_add import NEW_DATASET_GATE
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _project(root: Path) -> Path:
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    shutil.copy(REPO / "params.yaml", root)
+    (root / "data" / "external").mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
+    return root
+
+
 @pytest.fixture
 def project(tmp_path):
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    shutil.copy(REPO / "params.yaml", tmp_path)
-    (tmp_path / "data" / "external").mkdir(parents=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
-    return tmp_path
+    return _project(tmp_path)
 
 
 def _state(root: Path) -> dict:
@@ -148,3 +155,79 @@ def test_bad_pool_is_refused_and_nothing_changes(project, capsys, setup, pool, m
     assert "nothing was added" in err
     assert __import__("re").search(message, err), err
     assert _state(project) == before
+
+
+# --- every format of the README, as a user has it ----------------------------------------------------------------
+
+
+def _png(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((6, 5), value, np.uint8)).save(path)
+
+
+def _wav(path: Path, hz: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wavfile.write(path, 8000, (0.3 * np.sin(2 * np.pi * hz * np.arange(800) / 8000)).astype(np.float32))
+
+
+def _lines(path: Path, row) -> None:
+    path.write_text("".join(row(i, f"message {i} about the {('cat', 'dog')[i % 2]}", ("no", "yes")[i % 2]) + "\n"
+                            for i in range(12)))
+
+
+SPLIT_SIZES = {"train": 4, "val": 2, "test": 2}
+FORMATS = {  # name: (write into data/external, kind, source, --option values, classes found, what data add says)
+    "npz": (lambda e: np.savez(e / "a.npz", x=np.arange(120).reshape(8, 3, 5), y=np.arange(8)[:, None] % 2),
+            "image", "a.npz", [], ["0", "1"], "8 samples"),
+    "medmnist": (lambda e: np.savez(e / "m.npz", **{
+        f"{s}_{a}": np.arange(n * 60).reshape(n, 4, 5, 3) % 256 if a == "images" else np.arange(n)[:, None] % 2
+        for s, n in SPLIT_SIZES.items() for a in ("images", "labels")}),
+        "image", "m.npz", [], ["0", "1"], "splits kept as the source has them: train, val, test"),
+    "png_classes": (lambda e: [_png(e / "png" / c / f"{i}.png", 10 * i + k) for k, c in enumerate("ab")
+                               for i in range(3)], "image", "png", [], ["a", "b"], "6 samples"),
+    "png_splits": (lambda e: [_png(e / "pngs" / s / c / f"{i}.png", 30 * i + 10 * k + j)
+                              for j, s in enumerate(SPLIT_SIZES) for k, c in enumerate("ab") for i in range(2)],
+                   "image", "pngs", [], ["a", "b"], "splits kept as the source has them: train, val, test"),
+    "wav_names": (lambda e: [_wav(e / "wav" / f"{d}_ann_{i}.wav", 300 + 50 * d + 10 * i) for d in (0, 1)
+                             for i in range(3)], "audio", "wav", [], ["0", "1"], "6 samples"),
+    "wav_classes": (lambda e: [_wav(e / "wavc" / c / f"{i}.wav", 300 + 50 * k + 10 * i) for k, c in enumerate("ab")
+                               for i in range(3)], "audio", "wavc", ["label_from=folder"], ["a", "b"], "6 samples"),
+    "wav_splits": (lambda e: [_wav(e / "wavs" / s / c / f"{i}.wav", 300 + 50 * k + 10 * i + j)
+                              for j, s in enumerate(SPLIT_SIZES) for k, c in enumerate("ab") for i in range(2)],
+                   "audio", "wavs", ["label_from=folder"], ["a", "b"], "splits kept as the source has them"),
+    "text_label_first": (lambda e: _lines(e / "first.tsv", lambda i, t, y: f"{y}\t{t}"), "text", "first.tsv", [],
+                         ["no", "yes"], "label column 0 inferred (2 distinct values), text column 1"),
+    "text_label_last": (lambda e: _lines(e / "last.tsv", lambda i, t, y: f"{t}\t{y}"), "text", "last.tsv", [],
+                        ["no", "yes"], "label column 1 inferred (2 distinct values), text column 0"),
+    "text_with_id": (lambda e: _lines(e / "ids.tsv", lambda i, t, y: f"{i}\t{t}\t{y}"), "text", "ids.tsv", [],
+                     ["no", "yes"], "label column 2 inferred (2 distinct values), text column 1"),
+    "text_csv": (lambda e: (e / "t.csv").write_text("text,label\n" + "".join(f'"hi, {i} {i % 3}",{i % 2}\n'
+                                                                              for i in range(12))),
+                 "text", "t.csv", [], ["0", "1"], "text column 0, delimiter ',', quotechar '\"', line 1 is a header"),
+    "tabular_csv": (lambda e: pd.DataFrame({"size": np.linspace(1, 2, 12), "kind": ["u", "v", "w"] * 4}).to_csv(
+        e / "t2.csv", index=False), "tabular", "t2.csv", [], ["u", "v", "w"], "label column 'kind' inferred"),
+    "tabular_parquet": (lambda e: pd.DataFrame({"label": [0, 1] * 6, "size": np.linspace(1, 2, 12)}).to_parquet(
+        e / "t.parquet"), "tabular", "t.parquet", [], ["0", "1"], "label column 'label' (by its name)"),
+}
+
+
+@pytest.fixture(scope="module")
+def formats_project(tmp_path_factory):
+    return _project(tmp_path_factory.mktemp("formats"))
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_every_readme_format_is_added_and_read_back_as_recorded(formats_project, capsys, name):
+    from components.data import get_kind
+    from flows.dvc_stages import resolve_source
+
+    write, kind, source, options, classes, said = FORMATS[name]
+    write(formats_project / "data" / "external")
+
+    assert main(["--project-dir", str(formats_project), "data", "add", name, "--kind", kind, "--source", source,
+                 *(a for o in options for a in ("--option", o))]) == 0
+
+    assert said in capsys.readouterr().out
+    cfg = load_config(formats_project / "params.yaml", name)
+    raw = get_kind(kind).load(resolve_source(formats_project, cfg), cfg.data.options)  # what ingest will read
+    assert cfg.data.classes == classes == sorted(set(raw.labels))
