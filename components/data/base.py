@@ -226,7 +226,7 @@ def label_problem(values, classes: list[str] | None = None) -> str | None:
     free text or ids have about one value per row)."""
     distinct = sorted({str(v) for v in values})
     if len(distinct) < 2:
-        return f"it holds {len(distinct)} distinct value{'s' * (len(distinct) != 1)} {distinct}, not 2 or more classes"
+        return f"its only values are {distinct}, not 2 or more classes"
     if classes is not None:
         outside = [v for v in distinct if v not in classes]
         return f"its values {outside[:3]} are not among the classes {classes}" if outside else None
@@ -236,7 +236,7 @@ def label_problem(values, classes: list[str] | None = None) -> str | None:
     return None
 
 
-def infer_label_column(columns: dict, classes: list[str] | None, source) -> tuple:
+def infer_label_column(columns: dict, classes: list[str] | None, source) -> tuple[object, str]:
     """The one column (a key of `columns`, which maps each column to the labels it would give) that can hold the
     labels (see `label_problem`), and a note saying so. No such column, or several, is a DataError naming
     `label_column`, the option that settles it."""

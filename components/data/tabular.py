@@ -44,7 +44,7 @@ class TabularKind:
     def infer_options(self, source: str, options: dict, classes: list[str] | None) -> tuple[dict, str]:
         """Without `label_column`: the column named "label", else the one column that can hold the labels
         (`infer_label_column`)."""
-        if "label_column" in options or source.startswith("sklearn:"):
+        if "label_column" in options:
             return options, ""
         path = Path(source)
         if not path.is_file():
