@@ -19,11 +19,9 @@ import numpy as np
 
 from components.config import PipelineConfig, load_config
 from components.data import DataError, Dataset, get_kind
-from components.data.base import (POOL_FILE, RawData, load_raw, load_unlabelled, prepare_splits, prepare_unlabelled,
-                                   save_raw, save_unlabelled, splits_from_source, write_text)
+from components.data.base import (POOL_FILE, SPLITS, RawData, load_raw, load_unlabelled, prepare_splits,
+                                   prepare_unlabelled, save_raw, save_unlabelled, splits_from_source, write_text)
 from components.export import atomic_path
-
-SPLITS = ("train", "val", "test")
 
 
 def raw_dir(root: Path, name: str) -> Path:

@@ -200,6 +200,11 @@ def test_own_data_added_without_options_registers_on_its_first_run(project, name
     metric, registered = run["gate_metric"], run["registered"]["candidate"]
     assert run["candidates"][registered]["val"][metric] >= run["candidates"]["plain_fp32"]["val"][metric]
     prepared = json.loads((project / "data" / "prepared" / name / "summary.json").read_text())
-    if kind == "image":  # exactly the file's own splits
+    if kind == "image":  # exactly the file's own splits, and the model card says so
+        from mlflow import MlflowClient
+
         assert prepared["splits_from_source"] == ["train", "val", "test"] and prepared["duplicates_dropped"] == 0
         assert prepared["counts"] == {"train": 240, "val": 80, "test": 80}
+        card = MlflowClient().get_model_version(name, run["registered"]["version"]).description
+        assert "- Splits: train 240, val 80, test 80; duplicates dropped: 0; train, val, test as the source split " \
+               "them" in card
