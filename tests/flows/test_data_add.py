@@ -71,7 +71,7 @@ def _sentences(n: int) -> list[str]:
      r"label_column 0 cannot hold the labels: it holds 2500 distinct values in 2500 rows"),
     ([f"{i}\t{s}" for i, s in enumerate(_sentences(2500))], [],
      r"no column can hold the labels \(column 0: it holds 2499 distinct values .*label_column=COLUMN"),
-])
+], ids=["given_label_column", "no_label_column"])
 def test_a_label_column_of_thousands_of_values_is_refused_and_nothing_changes(project, capsys, lines, options,
                                                                               message):
     (project / "data" / "external" / "s.tsv").write_text("\n".join(lines) + "\n")
