@@ -381,10 +381,18 @@ def cmd_data_add(args) -> int:
         options[key] = yaml.safe_load(value)  # numbers, booleans, lists and mappings as in YAML
     try:
         section = add_dataset(Path(args.project_dir), args.name, args.kind, args.source, args.root,
-                              args.classes.split(",") if args.classes else None, options, args.unlabelled)
+                              args.classes.split(",") if args.classes else None, options, args.unlabelled,
+                              _overrides(args))
     except (ConfigError, DataError, ValueError) as e:
         print(f"error: {e}\nnothing was added.", file=sys.stderr)
         return EXIT_BAD_DATA
+    if section["inferred"]:
+        print(f"{section['inferred']} (recorded in datasets.{args.name}.options; --option overrides it)")
+    if section["splits_from_source"]:
+        print(f"splits kept as the source has them: {', '.join(section['splits_from_source'])}")
+    gate = ", ".join(f"{k} {v}" for k, v in section["overrides"]["gate"].items())
+    print(f"gate of {args.name!r}: {gate} (datasets.{args.name}.overrides.gate; tighten it there or with "
+          f"edgekd run --set gate.KEY=VALUE)")
     pool = f", {section['unlabelled_samples']} unlabelled samples" if "unlabelled_samples" in section else ""
     print(f"added dataset {args.name!r}: {section['samples']} samples, classes {section['classes']}{pool}; "
           f"run it with: edgekd run --dataset {args.name}")
@@ -503,6 +511,9 @@ def parser() -> argparse.ArgumentParser:
     da.add_argument("--option", action="append", help="kind option KEY=VALUE (repeatable)")
     da.add_argument("--unlabelled", metavar="PATH", help="an unlabelled pool of the same kind, relative to --root "
                                                          "(for distill methods that use one, e.g. pseudo_label)")
+    da.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                    help="a stage key recorded in the dataset's overrides (repeatable), e.g. gate.min_accuracy=0.9 "
+                         "on top of the relative gate a new dataset gets")
     da.set_defaults(fn=cmd_data_add)
     dr = data.add_parser("remove", help="take a dataset out of params.yaml, dvc.lock and data/ (its registered "
                                         "model stays; its source file stays on disk)")

@@ -1,7 +1,8 @@
 """`edgekd data add`: put a user's dataset under DVC and write its `datasets.NAME` section into params.yaml.
 
 The data (and its unlabelled pool, if any) is read and checked with its kind's loaders before anything is
-written, so a bad dataset leaves params.yaml, data/ and DVC untouched.
+written, so a bad dataset leaves params.yaml, data/ and DVC untouched. Reading options the user leaves out are
+inferred from the file (the kind's `infer_options`) and written into the section, so ingest reads it the same way.
 """
 from __future__ import annotations
 
@@ -10,17 +11,28 @@ import sys
 from io import StringIO
 from pathlib import Path
 
-from components.config import ConfigError, effective_config
+from components.config import ConfigError, effective_config, parse_overrides
 from components.data import DataError, get_kind
-from components.data.base import write_text
+from components.data.base import label_problem, splits_from_source, write_text
 from flows.dvc_stages import check_apart, resolve_in_root
+
+# A new dataset's gate: nothing is known yet of the accuracy it allows (the shipped min_accuracy 0.97 is the digits'),
+# so there is no absolute floor; a candidate must stay within 5 points of the teacher's val accuracy (the tuned
+# built-in gates allow 2-3 points; a first run has an untuned student) and score no lower than the same student
+# trained without a teacher. Latency and size stay the device profile's (the top-level gate section).
+NEW_DATASET_GATE = {"min_accuracy": 0.0, "max_accuracy_drop": 0.05, "plain_tolerance": 0.0}
 
 
 def add_dataset(root: Path, name: str, kind: str, source: str, data_root: str, classes: list[str] | None,
-                options: dict, unlabelled: str | None = None) -> dict:
-    """Validate, `dvc add` (for files inside the project), then record the dataset. Returns its section, with
-    `samples`, `labels_found` and, with an `unlabelled` pool (a path relative to `data_root`), `unlabelled_samples`.
+                options: dict, unlabelled: str | None = None, overrides: dict | None = None) -> dict:
+    """Validate, `dvc add` (for files inside the project), then record the dataset, with NEW_DATASET_GATE and
+    `overrides` ({"SECTION.KEY": value}, on top of it) as its overrides. Returns its section, with `samples`,
+    `labels_found`, `inferred` (what was inferred of the options, "" for nothing), `splits_from_source` and, with
+    an `unlabelled` pool (a path relative to `data_root`), `unlabelled_samples`.
     """
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
     root = root.resolve()
     params_file = root / "params.yaml"
     yaml = round_trip_yaml()
@@ -31,16 +43,28 @@ def add_dataset(root: Path, name: str, kind: str, source: str, data_root: str, c
     pool_path = resolve_in_root(root, data_root, unlabelled, "unlabelled") if unlabelled is not None else None
     if pool_path is not None:
         check_apart(pool_path, path)
-    raw = get_kind(kind).load(str(path), options)  # raises DataError naming the bad file or line
-    pool = get_kind(kind).load_unlabelled(str(pool_path), options, like=raw) if pool_path is not None else None
+    reader = get_kind(kind)
+    options, inferred = reader.infer_options(str(path), options, classes) if hasattr(reader, "infer_options") \
+        else (options, "")
+    raw = reader.load(str(path), options)  # raises DataError naming the bad file or line
+    pool = reader.load_unlabelled(str(pool_path), options, like=raw) if pool_path is not None else None
     found = sorted({str(v) for v in raw.labels})
+    problem = label_problem(raw.labels) if classes is None and "label_column" in options else None
+    if problem:  # e.g. a message column given (or taken by default) as the label: thousands of "classes"
+        raise DataError(f"{path}: label_column {options['label_column']!r} cannot hold the labels: {problem}; pick "
+                        "the label column with --option label_column=COLUMN, or list the classes with --classes")
     classes = classes or found
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise DataError(f"{path}: labels {unknown[:5]} are not among --classes {classes}")
+    stages = parse_overrides(overrides)
+    stages = CommentedMap(stages | {"gate": NEW_DATASET_GATE | stages.get("gate", {})})
+    stages.yaml_set_comment_before_after_key("gate", indent=6, before="data add's gate for a new dataset: relative to "
+                                             "the teacher and the plain student; tighten it here")
     section = {"kind": kind, "root": data_root, "source": source}
     section |= {"unlabelled": unlabelled} if unlabelled is not None else {}
-    section |= {"classes": classes, "options": options}
+    # quoted, as labels such as yes/no/on/off would be booleans to the YAML 1.1 readers of params.yaml (PyYAML)
+    section |= {"classes": [DoubleQuotedScalarString(c) for c in classes], "options": options, "overrides": stages}
     effective_config({"datasets": {name: section}})  # the section must be a valid config before it is written
     for p in (path, pool_path):
         if p is not None and p.is_relative_to(root) and _dvc_trackable(root, p):
@@ -48,7 +72,8 @@ def add_dataset(root: Path, name: str, kind: str, source: str, data_root: str, c
                            capture_output=True, text=True)
     params.setdefault("datasets", {})[name] = section
     write_yaml(yaml, params, params_file)
-    return section | {"samples": len(raw), "labels_found": found} | (
+    return section | {"samples": len(raw), "labels_found": found, "inferred": inferred,
+                      "splits_from_source": splits_from_source(raw)} | (
         {"unlabelled_samples": len(pool)} if pool is not None else {})
 
 

@@ -6,7 +6,8 @@ Files (all .npz/.json, no pickles), per dataset NAME:
   data/prepared/NAME/{split}.npz         x: model inputs, y: int64 class indices, hash: raw-content hash
   data/prepared/NAME/preprocess.json     the preprocessing spec fitted on train (travels with the model)
   data/prepared/NAME/unlabelled.npz      x: the pool's model inputs without labelled samples, hash: their key
-  data/prepared/NAME/summary.json        counts per split, duplicates dropped, classes, pool rows kept/dropped
+  data/prepared/NAME/summary.json        counts per split, duplicates dropped, classes, the splits taken from the
+                                         source (as it split its samples), pool rows kept/dropped
 """
 from __future__ import annotations
 
@@ -18,11 +19,9 @@ import numpy as np
 
 from components.config import PipelineConfig, load_config
 from components.data import DataError, Dataset, get_kind
-from components.data.base import (POOL_FILE, RawData, load_raw, load_unlabelled, prepare_splits, prepare_unlabelled,
-                                   save_raw, save_unlabelled, write_text)
+from components.data.base import (POOL_FILE, SPLITS, RawData, load_raw, load_unlabelled, prepare_splits,
+                                   prepare_unlabelled, save_raw, save_unlabelled, splits_from_source, write_text)
 from components.export import atomic_path
-
-SPLITS = ("train", "val", "test")
 
 
 def raw_dir(root: Path, name: str) -> Path:
@@ -130,13 +129,14 @@ def load_raw_pool(root: Path, cfg: PipelineConfig) -> RawData | None:
 
 def prepare(root: Path, cfg: PipelineConfig) -> None:
     kind = get_kind(cfg.data.kind)
-    splits, spec, dropped = prepare_splits(kind, load_raw_data(root, cfg), cfg.data)
+    raw = load_raw_data(root, cfg)
+    splits, spec, dropped = prepare_splits(kind, raw, cfg.data)
     out = prepared_dir(root, cfg.data.name)
     for name, ds in splits.items():
         save_npz(out / f"{name}.npz", {"x": ds.x, "y": ds.y, "hash": ds.meta["hash"]})
     write_text(out / "preprocess.json", json.dumps(spec, indent=2))
     summary = {"counts": {n: len(d) for n, d in splits.items()}, "duplicates_dropped": dropped,
-               "classes": list(cfg.data.classes)}
+               "classes": list(cfg.data.classes), "splits_from_source": splits_from_source(raw)}
     pool = load_raw_pool(root, cfg)
     if pool is not None:
         x, hashes, pool_dropped = prepare_unlabelled(kind, pool, spec, splits, cfg.data.options)

@@ -203,6 +203,7 @@ class Report:
         teacher = (f"a file brought by the user (`{cfg.teacher.source}`)" if cfg.teacher.source else
                    f"{'an ensemble of ' + str(cfg.teacher.ensemble) + ' networks' if cfg.teacher.ensemble > 1 else 'one network'} "
                    f"trained here (width {cfg.teacher.ensemble_widths or cfg.teacher.width})")
+        from_source = data_summary.get("splits_from_source")
         lines = [
             f"# Model card: {d.name} / {self.best}", "",
             "## Intended use", "", intended, "",
@@ -214,7 +215,8 @@ class Report:
             f"- Dataset `{d.name}` (kind `{d.kind}`), source `{d.source}` under `{d.root}`",
             f"- Data version (DVC hash of the prepared splits): `{lineage['dataset_hash']}`",
             f"- Splits: train {counts.get('train')}, val {counts.get('val')}, test {counts.get('test')}; "
-            f"duplicates dropped: {data_summary.get('duplicates_dropped')}",
+            f"duplicates dropped: {data_summary.get('duplicates_dropped')}"
+            + (f"; {', '.join(from_source)} as the source split them" if from_source else ""),
             f"- Validation (Great Expectations): {'passed' if validation['success'] else 'FAILED'}, "
             f"{validation['evaluated']} expectations evaluated, {validation['failed']} failed", "",
             "## Metrics (validation and test splits, measured through ONNX Runtime)", "",

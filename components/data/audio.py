@@ -1,4 +1,5 @@
-"""Audio kind (keyword spotting): a folder of WAV files, labelled by sub-folder or by a file-name pattern.
+"""Audio kind (keyword spotting): a folder of WAV files, labelled by sub-folder or by a file-name pattern,
+optionally inside train/, val/ and test/ sub-folders (the source's own splits).
 
 Raw samples are mono float32 waveforms in [-1, 1] at the file's own sample rate (kept per file in
 `meta["sample_rate"]`); the fitted preprocessing (components.preprocess.audio_transform) pads or crops them to a
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.data.base import DataError, Expectation, RawData, unlabelled
+from components.data.base import DataError, Expectation, RawData, has_split_folders, unlabelled
 
 # The Free Spoken Digit Dataset's naming: {digit}_{speaker}_{index}.wav
 FSDD_PATTERN = r"^(?P<label>\d+)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav$"
@@ -61,7 +62,8 @@ class AudioKind:
 
     reading: `label_from` ('filename' or 'folder'), `pattern` (regex over the file name with a named group
     `label`; other named groups become meta columns; default: FSDD's naming), `test_rule`
-    ({field, values}: files whose meta `field` is one of `values` form the test split; absent: stratified random);
+    ({field, values}: files whose meta `field` is one of `values` form the test split; absent: stratified random;
+    not with train/, val/ and test/ sub-folders, which give the splits);
     checks: `sample_rate` (expected Hz; default: the most common rate), `min_seconds` (0.05), `max_seconds` (10),
     `max_clipped_fraction` (0.01), `min_rms` (0.001);
     preprocessing: `seconds` (fixed length, 1.0), `n_fft` (256), `hop` (128), `n_mels` (40), `fmin` (0),
@@ -81,18 +83,28 @@ class AudioKind:
         if not root.is_dir():
             raise DataError(f"audio source {source}: expected a folder of .wav files")
         mode = options.get("label_from", "filename")
+        splits = has_split_folders(root)
         if mode == "folder":
-            files = sorted(p for p in root.glob("*/*") if p.suffix.lower() == ".wav")
+            files = sorted(p for p in root.glob("*/*/*" if splits else "*/*") if p.suffix.lower() == ".wav")
         elif mode == "filename":
             files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".wav")
         else:
             raise DataError(f"audio option label_from={mode!r}: expected 'filename' or 'folder'")
         if not files:
             where = "class sub-folders of " if mode == "folder" else ""
-            raise DataError(f"{root}: no .wav files in {where}the folder")
+            raise DataError(f"{root}: no .wav files in {where}the folder" + (" or its train/, val/ and test/"
+                                                                              if splits else ""))
         labels, groups = self._labels(root, files, mode, options)
         waves, meta, info = self._read(root, files)
-        return RawData(waves, np.array(labels), meta | groups, info)
+        meta |= groups
+        if splits:
+            if options.get("test_rule"):
+                raise DataError(f"{root}: audio option test_rule and the source's own test/ folder both say which "
+                                "files are test; drop test_rule")
+            split = np.array([p.relative_to(root).parts[0] for p in files])
+        else:
+            split = self._test_rule(meta, options)
+        return RawData(waves, np.array(labels), meta, info, split)
 
     def load_unlabelled(self, source: str, options: dict, like: RawData | None = None) -> RawData:
         """A folder of .wav files, flat or nested; file and folder names carry nothing (no pattern, no label)."""
@@ -139,6 +151,21 @@ class AudioKind:
             for g in names:
                 cols[g].append(m[g] or "")  # an optional group that did not take part is empty
         return labels, {g: np.array(v, dtype=str) for g, v in cols.items()}
+
+    @staticmethod
+    def _test_rule(meta: dict, options: dict) -> np.ndarray | None:
+        """Each file's split under option `test_rule`: "test" where it matches, "" (split at random) elsewhere."""
+        rule = options.get("test_rule")
+        if not rule:
+            return None
+        field = rule.get("field")
+        if field not in meta:
+            raise DataError(f"audio option test_rule.field {field!r} is not a meta column; have {sorted(meta)}")
+        values = {_norm(v) for v in rule.get("values", [])}
+        test = np.array([_norm(v) in values for v in meta[field]], dtype=bool)
+        if not test.any():
+            raise DataError(f"audio option test_rule {rule}: no file matches, so there would be no test split")
+        return np.where(test, "test", "")
 
     # --- on-disk form: one concatenated waveform and the offsets of each file in it --------------------------
 
@@ -200,7 +227,7 @@ class AudioKind:
                 exps.append(("ExpectColumnValuesToMatchRegex", {"column": "test_rule_field", "regex": r"^\d+$"}))
         return exps
 
-    # --- preprocessing and split -----------------------------------------------------------------------------
+    # --- preprocessing ---------------------------------------------------------------------------------------
 
     def fit(self, train: RawData, options: dict) -> dict:
         from components.preprocess import fixed_length, log_mel
@@ -219,16 +246,6 @@ class AudioKind:
         spec |= {"mean": float(feats.mean()), "std": float(feats.std()) or 1.0}
         spec |= {"input_shape": [1, *feats.shape[1:]], "input_dtype": "float32"}
         return spec
-
-    def split(self, raw: RawData, options: dict) -> np.ndarray | None:
-        rule = options.get("test_rule")
-        if not rule:
-            return None
-        field = rule.get("field")
-        if field not in raw.meta:
-            raise DataError(f"audio option test_rule.field {field!r} is not a meta column; have {sorted(raw.meta)}")
-        values = {_norm(v) for v in rule.get("values", [])}
-        return np.array([_norm(v) in values for v in raw.meta[field]], dtype=bool)
 
 
 def spec_augment(x, gen, max_shift: int = 8, max_time_mask: int = 8, max_freq_mask: int = 4):

@@ -12,6 +12,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 Expectation = tuple[str, dict]  # (GX expectation class name, its keyword arguments)
+SPLITS = ("train", "val", "test")
 
 
 class DataError(ValueError):
@@ -26,13 +27,17 @@ class RawData:
     labels: np.ndarray  # str
     meta: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample columns (file, speaker, ...)
     info: dict = field(default_factory=dict)  # JSON-able dataset-level facts (scale, sample rate, ...)
+    # The split the source puts each sample in ("train", "val", "test"; "" for none), which prepare keeps (see
+    # `split_indices`); None when the source has no splits of its own.
+    split: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, idx: np.ndarray) -> "RawData":
         s = self.samples[idx] if isinstance(self.samples, np.ndarray) else [self.samples[i] for i in idx]
-        return RawData(s, self.labels[idx], {k: v[idx] for k, v in self.meta.items()}, dict(self.info))
+        return RawData(s, self.labels[idx], {k: v[idx] for k, v in self.meta.items()}, dict(self.info),
+                       None if self.split is None else self.split[idx])
 
 
 @dataclass(frozen=True)
@@ -89,21 +94,21 @@ class DataKind(Protocol):
     def fit(self, train: RawData, options: dict) -> dict:
         """Fit preprocessing on the train split only; return its JSON-able spec (see components.preprocess)."""
 
-    def split(self, raw: RawData, options: dict) -> np.ndarray | None:
-        """A boolean test mask when the dataset has a conventional test split, else None (stratified random)."""
-
     # Optional hooks: `dedupe_keys(samples, options) -> list` (what makes two samples the same to the model, for
-    # dropping duplicates before the split; default: the raw content) and `split_checks(spec, split_name, dataset)`
-    # (extra expectations per prepared split).
+    # dropping duplicates before the split; default: the raw content), `split_checks(spec, split_name, dataset)`
+    # (extra expectations per prepared split) and `infer_options(source, options, classes) -> (options, note)`
+    # (`data add`: the reading options the user left out, found in the file, and a sentence saying what was found).
 
 
 # --- on-disk form of raw data: data/raw/<name>/raw.npz + info.json -------------------------------------------
 
 
 def raw_arrays(kind: DataKind, raw: RawData) -> dict[str, np.ndarray]:
-    """Raw data as plain arrays: `s_*` the kind's packed samples, `m_*` the meta columns, `labels`."""
+    """Raw data as plain arrays: `s_*` the kind's packed samples, `m_*` the meta columns, `labels`, and `split`
+    when the source has splits."""
     arrays = {f"s_{k}": v for k, v in kind.pack(raw.samples).items()}
     arrays |= {f"m_{k}": np.asarray(v) for k, v in raw.meta.items()}
+    arrays |= {} if raw.split is None else {"split": np.asarray(raw.split, dtype=str)}
     return dict(arrays, labels=np.asarray(raw.labels, dtype=str))
 
 
@@ -111,7 +116,7 @@ def raw_from_arrays(kind: DataKind, arrays: dict[str, np.ndarray], info: dict) -
     """Inverse of `raw_arrays`."""
     samples = kind.unpack({k[2:]: v for k, v in arrays.items() if k.startswith("s_")})
     meta = {k[2:]: v for k, v in arrays.items() if k.startswith("m_")}
-    return RawData(samples, arrays["labels"], meta, info)
+    return RawData(samples, arrays["labels"], meta, info, arrays.get("split"))
 
 
 def save_raw(kind: DataKind, raw: RawData, folder: Path, write) -> None:
@@ -162,31 +167,88 @@ def write_text(path: Path, text: str) -> None:
 
 
 def split_indices(raw: RawData, classes: list[str], val_fraction: float, test_fraction: float, seed: int,
-                  test_mask: np.ndarray | None = None, hashes: list[str] | None = None
-                  ) -> tuple[dict[str, np.ndarray], int]:
+                  hashes: list[str] | None = None) -> tuple[dict[str, np.ndarray], int]:
     """Train/val/test indices after dropping duplicates (equal `hashes`, default the raw content's, so no sample
-    sits in two splits), stratified by label. With `test_mask` (a dataset's conventional test split) the test split
-    is that mask instead.
+    sits in two splits; the first in source order stays). Samples the source puts in a split (`raw.split`) stay
+    there; a split the source leaves empty is drawn from the samples it puts nowhere, stratified by label: test
+    first (`test_fraction` of them), then val (`val_fraction` of them before test was drawn); the rest is train.
 
     Returns the indices and the number of duplicates dropped.
     """
     hashes = content_hashes(raw.samples) if hashes is None else hashes
     _, first = np.unique(np.array(hashes), return_index=True)
     keep = np.sort(first)
-    y = raw.labels[keep]
-    if test_mask is not None:
-        test, rest = keep[test_mask[keep]], keep[~test_mask[keep]]
-        frac = val_fraction
-    else:
-        rest, test = train_test_split(keep, test_size=test_fraction, stratify=y, random_state=seed)
-        frac = val_fraction / (1 - test_fraction)
-    train, val = train_test_split(rest, test_size=frac, stratify=raw.labels[rest], random_state=seed)
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}, len(raw) - len(keep)
+    given = raw.split[keep] if raw.split is not None else np.full(len(keep), "")
+    idx = {s: keep[given == s] for s in SPLITS}
+    free, left = keep[given == ""], 1.0
+    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if len(free) and not len(idx[name]):
+            free, idx[name] = train_test_split(free, test_size=fraction / left, stratify=raw.labels[free],
+                                               random_state=seed)
+            left -= fraction
+    idx["train"] = np.concatenate([idx["train"], free])
+    empty = [s for s in SPLITS if not len(idx[s])]
+    if empty:
+        raise DataError(f"the source's own splits leave {' and '.join(empty)} without a sample")
+    return {s: np.sort(i) for s, i in idx.items()}, len(raw) - len(keep)
+
+
+def has_split_folders(root: Path) -> bool:
+    """Whether the folder `root` brings its own splits as sub-folders train/, val/ and test/, each laid out as
+    `root` would be without them. Only some of them, or other folders beside them, are refused."""
+    names = {p.name for p in root.iterdir() if p.is_dir()}
+    if not names & set(SPLITS):
+        return False
+    if names != set(SPLITS):
+        raise DataError(f"{root}: sub-folders {sorted(names)}; expected exactly train/, val/ and test/ (the "
+                        "source's own splits) or none of them")
+    return True
+
+
+def splits_from_source(raw: RawData) -> list[str]:
+    """The splits the source fixes (see `split_indices`), in train/val/test order."""
+    return [] if raw.split is None else [s for s in SPLITS if (raw.split == s).any()]
 
 
 def duplicate_hashes(kind: DataKind, samples, options: dict) -> list[str]:
     """One hash per sample; equal hashes are duplicates to the model (the kind's `dedupe_keys`, else content)."""
     return content_hashes(kind.dedupe_keys(samples, options) if hasattr(kind, "dedupe_keys") else samples)
+
+
+# --- which column holds the labels --------------------------------------------------------------------------
+
+MAX_CLASSES = 100  # more distinct values than this is not a label column, unless the classes are listed
+
+
+def label_problem(values, classes: list[str] | None = None) -> str | None:
+    """Why `values` (one per row) cannot be class labels, or None when they can: at least two distinct values, all
+    among `classes` when those are given; else few (at most MAX_CLASSES) and repeated (each used twice on average;
+    free text or ids have about one value per row)."""
+    distinct = sorted({str(v) for v in values})
+    if len(distinct) < 2:
+        return f"its only values are {distinct}, not 2 or more classes"
+    if classes is not None:
+        outside = [v for v in distinct if v not in classes]
+        return f"its values {outside[:3]} are not among the classes {classes}" if outside else None
+    if len(distinct) > MAX_CLASSES or 2 * len(distinct) > len(values):
+        return (f"it holds {len(distinct)} distinct values in {len(values)} rows, too many for class labels (at most "
+                f"{MAX_CLASSES}, each on 2 rows or more on average)")
+    return None
+
+
+def infer_label_column(columns: dict, classes: list[str] | None, source) -> tuple[object, str]:
+    """The one column (a key of `columns`, which maps each column to the labels it would give) that can hold the
+    labels (see `label_problem`), and a note saying so. No such column, or several, is a DataError naming
+    `label_column`, the option that settles it."""
+    fits = [k for k, v in columns.items() if label_problem(v, classes) is None]
+    if len(fits) == 1:
+        return fits[0], f"label column {fits[0]!r} inferred ({len(set(columns[fits[0]]))} distinct values)"
+    if fits:
+        raise DataError(f"{source}: columns {fits} could each hold the labels; pick one with --option "
+                        "label_column=COLUMN (or give --classes, which only the label column's values match)")
+    why = "; ".join(f"column {k!r}: {label_problem(v, classes)}" for k, v in list(columns.items())[:3])
+    raise DataError(f"{source}: no column can hold the labels ({why}{'; ...' * (len(columns) > 3)}); set "
+                    "--option label_column=COLUMN")
 
 
 def encode_labels(labels: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -207,8 +269,7 @@ def prepare_splits(kind: DataKind, raw: RawData, data_cfg) -> tuple[dict[str, Da
 
     d = data_cfg
     hashes = np.array(duplicate_hashes(kind, raw.samples, d.options))
-    idx, dropped = split_indices(raw, d.classes, d.val_fraction, d.test_fraction, d.seed, kind.split(raw, d.options),
-                                 list(hashes))
+    idx, dropped = split_indices(raw, d.classes, d.val_fraction, d.test_fraction, d.seed, list(hashes))
     parts = {n: raw.subset(i) for n, i in idx.items()}
     spec = kind.fit(parts["train"], d.options) | {"classes": list(d.classes)}
     splits = {n: Dataset(preprocess.transform(spec, p.samples), encode_labels(p.labels, d.classes),

@@ -1,4 +1,5 @@
-"""Image kind: built-in digits, an .npz of arrays, or a folder of class sub-folders of PNG/JPEG files."""
+"""Image kind: built-in digits, an .npz of arrays (`x`/`y`, or MedMNIST's with its splits), or a folder of class
+sub-folders of PNG/JPEG files (optionally inside train/, val/ and test/)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.data.base import DataError, Expectation, RawData, unlabelled
+from components.data.base import SPLITS, DataError, Expectation, RawData, has_split_folders, unlabelled
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+MEDMNIST = [f"{s}_{a}" for s in SPLITS for a in ("images", "labels")]  # MedMNIST's .npz, its splits kept
 
 
 class ImageKind:
@@ -47,7 +49,7 @@ class ImageKind:
             x, rel = self._read_images(path, files, options.get("mode", "L"))
             meta, scale = {"file": rel}, 255.0
         elif path.suffix == ".npz":
-            x, _, scale = self._read_npz(path, labelled=False)
+            x, _, scale, _ = self._read_npz(path, labelled=False)
             scale = scale if scale is not None else float(like.info["scale"]) if like is not None else 255.0
             meta = {}
         else:
@@ -63,20 +65,24 @@ class ImageKind:
         return unlabelled(x, meta, {"scale": scale}, path)
 
     def _load_npz(self, path: Path) -> RawData:
-        x, y, scale = self._read_npz(path, labelled=True)
-        return RawData(x, y.astype(str), {}, {"scale": 255.0 if scale is None else scale})
+        x, y, scale, split = self._read_npz(path, labelled=True)
+        return RawData(x, y.astype(str), {}, {"scale": 255.0 if scale is None else scale}, split)
 
     @staticmethod
-    def _read_npz(path: Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None, float | None]:
-        """x as float32, y (None unless `labelled`) and the file's `scale` (None when absent)."""
+    def _read_npz(path: Path, labelled: bool
+                  ) -> tuple[np.ndarray, np.ndarray | None, float | None, np.ndarray | None]:
+        """x as float32, y (None unless `labelled`), the file's `scale` (None when absent) and, for MedMNIST's
+        layout, each image's split."""
         if not path.is_file():
             raise DataError(f"{path}: no such file")
         try:
             with np.load(path, allow_pickle=False) as f:
+                if labelled and "x" not in f.files and set(MEDMNIST) & set(f.files):
+                    return _read_medmnist(path, f)
                 missing = ({"x", "y"} if labelled else {"x"}) - set(f.files)
                 if missing:
                     raise DataError(f"{path}: missing arrays {sorted(missing)} (has {sorted(f.files)})")
-                x, y = f["x"], f["y"] if labelled else None
+                x, y = f["x"], _one_label_each(path, "y", f["y"]) if labelled else None
                 scale = float(f["scale"]) if "scale" in f.files else None
         except DataError:
             raise
@@ -86,14 +92,17 @@ class ImageKind:
             raise DataError(f"{path}: x must be (N, H, W) or (N, C, H, W), got shape {x.shape}")
         if labelled and len(x) != len(y):
             raise DataError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
-        return x.astype(np.float32), y, scale
+        return x.astype(np.float32), y, scale, None
 
     def _load_folder(self, root: Path, mode: str) -> RawData:
-        files = sorted(p for p in root.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        splits = has_split_folders(root)
+        files = sorted(p for p in root.glob("*/*/*" if splits else "*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise DataError(f"{root}: no PNG/JPEG files in class sub-folders")
+            raise DataError(f"{root}: no PNG/JPEG files in class sub-folders"
+                            + (" of train/, val/ and test/" if splits else ""))
         images, rel = self._read_images(root, files, mode)
-        return RawData(images, np.array([p.parent.name for p in files]), {"file": rel}, {"scale": 255.0})
+        split = np.array([p.relative_to(root).parts[0] for p in files]) if splits else None
+        return RawData(images, np.array([p.parent.name for p in files]), {"file": rel}, {"scale": 255.0}, split)
 
     @staticmethod
     def _read_images(root: Path, files: list[Path], mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -144,5 +153,29 @@ class ImageKind:
         return {"kind": "image", "scale": float(train.info["scale"]), "input_dtype": "float32",
                 "input_shape": [1, *shape] if len(shape) == 2 else shape, "value_range": [0.0, 1.0]}
 
-    def split(self, raw: RawData, options: dict) -> np.ndarray | None:
-        return None
+
+def _read_medmnist(path: Path, f) -> tuple[np.ndarray, np.ndarray, None, np.ndarray]:
+    """MedMNIST's layout of an open .npz `f`: {train,val,test}_images, (N, H, W) or channels last (N, H, W, C) as
+    MedMNIST stores colour, and {train,val,test}_labels, (N,) or (N, 1); intensities 0-255."""
+    missing = [k for k in MEDMNIST if k not in f.files]
+    if missing:
+        raise DataError(f"{path}: MedMNIST's layout without {missing}")
+    xs = [f[f"{s}_images"] for s in SPLITS]
+    ys = [_one_label_each(path, f"{s}_labels", f[f"{s}_labels"]) for s in SPLITS]
+    for s, x, y in zip(SPLITS, xs, ys):
+        if x.ndim not in (3, 4) or x.ndim == 4 and x.shape[-1] not in (1, 3, 4) or x.shape[1:] != xs[0].shape[1:] \
+                or len(x) != len(y):
+            raise DataError(f"{path}: {s}_images of shape {x.shape} with {len(y)} labels; expected (N, H, W) or "
+                            f"(N, H, W, C) images of train_images' size {xs[0].shape[1:]}, one label each")
+    x = np.concatenate(xs)
+    x = x if x.ndim == 3 else np.moveaxis(x, -1, 1)  # the kind's images are channels first
+    return x.astype(np.float32), np.concatenate(ys), None, np.repeat(np.array(SPLITS), [len(y) for y in ys])
+
+
+def _one_label_each(path: Path, name: str, y: np.ndarray) -> np.ndarray:
+    """Labels of shape (N,) or (N, 1) as (N,); several labels per image (multi-label) are refused."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        return y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{path}: {name} of shape {y.shape}; expected one label per image, (N,) or (N, 1)")
+    return y

@@ -2,7 +2,8 @@
 `sklearn:breast_cancer` (569 rows, 30 features; labels "malignant"/"benign").
 
 Options:
-  label_column     name of the label column (files; required unless the file has a column named "label")
+  label_column     name of the label column (files; default "label"; `data add` infers it when the file has no
+                   such column)
   feature_columns  the feature columns, in model-input order (default: every column but the label)
   label_map        {value in the file: label}, for numeric labels such as 0/1 (keys match 1, 1.0 and "1" alike)
   delimiter        CSV field separator (default ",")
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.data.base import DataError, Expectation, RawData, unlabelled
+from components.data.base import DataError, Expectation, RawData, infer_label_column, unlabelled
 
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -39,6 +40,22 @@ class TabularKind:
         if not path.is_file():
             raise DataError(f"{path}: no such file")
         return _from_frame(_read_table(path, options), path, options)
+
+    def infer_options(self, source: str, options: dict, classes: list[str] | None) -> tuple[dict, str]:
+        """Without `label_column`: the column named "label", else the one column that can hold the labels
+        (`infer_label_column`)."""
+        if "label_column" in options:
+            return options, ""
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        df = _read_table(path, options)
+        if "label" in df.columns:
+            return options | {"label_column": "label"}, "label column 'label' (by its name)"
+        mapping = {_label_key(k): str(v) for k, v in (options.get("label_map") or {}).items()}
+        columns = {c: [mapping.get(k, k) for k in map(_label_key, df[c].dropna())] for c in df.columns}
+        label, note = infer_label_column(columns, classes, path)
+        return options | {"label_column": label}, note
 
     def load_unlabelled(self, source: str, options: dict, like: RawData | None = None) -> RawData:
         """A CSV/Parquet file with the dataset's feature columns (options.feature_columns, else those of `like`,
@@ -97,9 +114,6 @@ class TabularKind:
     def split_checks(self, spec: dict, name: str, data) -> list:
         """Prepared values of each split must lie within the train range (widened by range_margin)."""
         return [(f"{name}_ranges", tabular_range_frame(spec, data.x), tabular_range_expectations(spec))]
-
-    def split(self, raw: RawData, options: dict) -> np.ndarray | None:
-        return None
 
 
 # --- range checks of prepared splits (wired into components.validation.split_plan) ------------------------

@@ -3,8 +3,8 @@
 Reading options (`datasets.NAME.options`):
   delimiter     field separator (default tab)
   header        whether line 1 names the columns (default false)
-  label_column  name (with a header) or 0-based position of the label (default 0)
-  text_column   name (with a header) or 0-based position of the message (default 1)
+  label_column  name (with a header) or 0-based position of the label (default 0; `data add` infers it)
+  text_column   name (with a header) or 0-based position of the message (default 1; `data add` infers it)
   quotechar     parse each line as CSV with this quote character (default: none, plain split)
   label_map     source label -> class name, e.g. {"1": "spam", "0": "ham"} (unmapped labels stay as spelled)
   max_chars     longest message the raw expectations accept (default 1000)
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.data.base import DataError, Expectation, RawData, unlabelled
+from components.data.base import DataError, Expectation, RawData, infer_label_column, unlabelled
 
 DEFAULTS = {
     "delimiter": "\t", "header": False, "label_column": 0, "text_column": 1, "quotechar": None, "label_map": {},
@@ -126,6 +126,36 @@ class TextKind:
             raise DataError(f"{path}: no messages found")
         meta, info = self._meta(path, lines, bad, blank, o)
         return unlabelled(texts, meta, info, path)
+
+    def infer_options(self, source: str, options: dict, classes: list[str] | None) -> tuple[dict, str]:
+        """With neither `label_column` nor `text_column` given: for a .csv file, delimiter ',' and quotechar '"'
+        unless given; the label column (`infer_label_column`, over the lines with the most common number of fields
+        after line 1); the message column, the longest of the others on average; and, unless `header` is given,
+        whether line 1 is a header (its label field is none of the labels below it)."""
+        if "label_column" in options or "text_column" in options:
+            return options, ""
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"text source {source}: no such file")
+        found = {k: v for k, v in (("delimiter", ","), ("quotechar", '"'))
+                 if path.suffix.lower() == ".csv" and k not in options}
+        o = _options(options | found)
+        label_map = {str(k): str(v) for k, v in (o["label_map"] or {}).items()}
+        rows = [self._fields(line, o["delimiter"], o["quotechar"]) for _, line, _ in self._lines(path)[0]]
+        width = Counter(map(len, rows)).most_common(1)[0][0] if rows else 0
+        if width < 2:
+            raise DataError(f"{path}: lines of {width} field(s) separated by {o['delimiter']!r}; expected a label "
+                            "and a message (set --option delimiter=...)")
+        body = [r for r in rows[1:] if len(r) == width]
+        labels = {i: [label_map.get(r[i].strip(), r[i].strip()) for r in body] for i in range(width)}
+        label, note = infer_label_column(labels, classes, path)
+        text = max((i for i in range(width) if i != label), key=lambda i: sum(len(r[i]) for r in body))
+        first = rows[0][label].strip() if len(rows[0]) == width else None
+        header = options.get("header", first is not None and label_map.get(first, first) not in labels[label])
+        found |= {"label_column": label, "text_column": text, "header": header}
+        said = [f"{k} {v!r}" for k, v in found.items() if k in ("delimiter", "quotechar")]
+        said += ["line 1 is a header"] * (header and "header" not in options)
+        return options | found, ", ".join([note, f"text column {text}", *said])
 
     @staticmethod
     def _lines(path: Path) -> tuple[list[tuple[int, str, bool]], int]:
@@ -254,9 +284,6 @@ class TextKind:
             spec["vocab"] = words[:o["max_vocab"]]
             size = len(spec["vocab"]) + 2
         return spec | {"vocab_size": size, "value_range": [0, size - 1]}
-
-    def split(self, raw: RawData, options: dict) -> np.ndarray | None:
-        return None
 
     def dedupe_keys(self, samples, options: dict) -> list[str]:
         """Messages with the same tokens are the same input to the model ("Call 0800 123" and "call 0800 456" with

@@ -75,6 +75,22 @@ def test_folder_labels(tmp_path):
     assert len(raw.samples[0]) == 800
 
 
+@pytest.mark.parametrize("options", [{"label_from": "folder"}, {}])
+def test_train_val_test_folders_keep_their_splits(tmp_path, options):
+    for k, split in enumerate(("train", "val", "test")):  # split/<label>/ with label_from folder, else split/
+        for digit in (0, 1):
+            folder = tmp_path / split / (str(digit) if options else "")
+            folder.mkdir(parents=True, exist_ok=True)
+            wavfile.write(folder / f"{digit}_ann_{k}.wav", 8000, tone(300 + 100 * digit + 10 * k, 0.1))
+
+    raw = KIND.load(str(tmp_path), options)
+
+    assert raw.labels.tolist() == ["0", "1"] * 3
+    assert raw.split.tolist() == ["test", "test", "train", "train", "val", "val"]
+    with pytest.raises(DataError, match="test_rule and the source's own test/ folder"):
+        KIND.load(str(tmp_path), options | {"test_rule": {"field": "file", "values": ["x"]}})
+
+
 def test_corrupt_wav_names_the_file(tmp_path):
     write_fsdd_like(tmp_path)
     (tmp_path / "1_bob_9.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEgarbage")
@@ -204,10 +220,9 @@ def test_raw_expectations_name_bad_files(tmp_path):
 def test_split_rule_field_must_exist_for_every_file(tmp_path):
     from components.validation import raw_plan, validate
 
-    for label in ("a", "b"):
-        (tmp_path / label).mkdir()
-        wavfile.write(tmp_path / label / "x.wav", 8000, tone(500, 0.3))
-    options = {"label_from": "folder", "test_rule": {"field": "index", "values": [0]}}
+    for name in ("a_0.wav", "b.wav"):  # b.wav has no index: the pattern's optional group stays empty
+        wavfile.write(tmp_path / name, 8000, tone(500, 0.3))
+    options = {"pattern": r"^(?P<label>[ab])(_(?P<index>\d+))?\.wav$", "test_rule": {"field": "index", "values": [0]}}
     cfg = load_config(PARAMS, "fsdd").model_copy(update={"data": DataConfig(kind="audio", options=options,
                                                                             classes=["a", "b"])})
     raw = KIND.load(str(tmp_path), options)
@@ -215,9 +230,12 @@ def test_split_rule_field_must_exist_for_every_file(tmp_path):
     report = validate(raw_plan(KIND, raw, cfg))
 
     assert [(f["expectation"], f["column"], f["unexpected_count"]) for f in report.failures] == [
-        ("expect_column_values_to_not_be_null", "test_rule_field", 2)]
-    with pytest.raises(DataError, match="test_rule.field 'index' is not a meta column"):
-        KIND.split(raw, options)
+        ("expect_column_values_to_not_be_null", "test_rule_field", 1)]
+    assert raw.split.tolist() == ["test", ""]
+    with pytest.raises(DataError, match="test_rule.field 'speaker' is not a meta column"):
+        KIND.load(str(tmp_path), options | {"test_rule": {"field": "speaker", "values": [0]}})
+    with pytest.raises(DataError, match="no file matches"):
+        KIND.load(str(tmp_path), options | {"test_rule": {"field": "index", "values": [7]}})
 
 
 # --- preprocessing ---------------------------------------------------------------------------------------------
@@ -297,10 +315,9 @@ def test_fsdd_split_rule_on_real_data():
     options = load_config(PARAMS, "fsdd").data.options
     raw = KIND.load(str(FSDD), options)
 
-    mask = KIND.split(raw, options)
-    idx, dropped = split_indices(raw, [str(i) for i in range(10)], 0.15, 0.2, 42, mask)
+    idx, dropped = split_indices(raw, [str(i) for i in range(10)], 0.15, 0.2, 42)
 
-    assert len(raw) == 3000 and mask.sum() == 300 and dropped == 0
+    assert len(raw) == 3000 and (raw.split == "test").sum() == 300 and dropped == 0
     test_index = raw.meta["index"][idx["test"]].astype(int)
     assert set(test_index) == {0, 1, 2, 3, 4}
     pairs = {(d, s) for d in raw.labels for s in raw.meta["speaker"]}

@@ -40,12 +40,12 @@ def test_duplicates_are_dropped_before_splitting():
     assert len(set(content_hashes(x[np.concatenate(list(idx.values()))]))) == 40
 
 
-def test_conventional_test_mask_is_respected():
-    raw = RawData(np.arange(100, dtype=np.float32)[:, None], (np.arange(100) % 2).astype(str))
-    mask = np.arange(100) < 20
-    idx, _ = split_indices(raw, ["0", "1"], 0.25, 0.2, 0, mask)
+def test_a_test_split_given_by_the_source_is_kept_and_val_drawn_from_the_rest():
+    split = np.where(np.arange(100) < 20, "test", "")
+    raw = RawData(np.arange(100, dtype=np.float32)[:, None], (np.arange(100) % 2).astype(str), split=split)
+    idx, _ = split_indices(raw, ["0", "1"], 0.25, 0.2, 0)
     assert idx["test"].tolist() == list(range(20))
-    assert set(idx["train"]) | set(idx["val"]) == set(range(20, 100))
+    assert len(idx["val"]) == 20 and set(idx["train"]) | set(idx["val"]) == set(range(20, 100))
 
 
 def test_raw_round_trip_without_pickles(tmp_path):
@@ -89,6 +89,77 @@ def test_bad_npz_sources_are_named(tmp_path, arrays, match):
     np.savez(p, **arrays)
     with pytest.raises(DataError, match=match):
         KIND.load(str(p), {})
+
+
+def _medmnist(path, sizes=(6, 2, 3), shape=(5, 5), label_shape=lambda n: (n, 1)):
+    """A MedMNIST-style .npz: image i of split s is filled with 10 * (split number) + i, labels alternate."""
+    arrays = {}
+    for k, (s, n) in enumerate(zip(("train", "val", "test"), sizes)):
+        arrays[f"{s}_images"] = (10 * k + np.arange(n, dtype=np.uint8)).reshape(n, *[1] * len(shape)) \
+            * np.ones(shape, np.uint8)
+        arrays[f"{s}_labels"] = (np.arange(n) % 2).reshape(label_shape(n))
+    np.savez(path, **arrays)
+    return arrays
+
+
+@pytest.mark.parametrize("label_shape", [lambda n: (n,), lambda n: (n, 1)])
+def test_medmnist_npz_keeps_its_splits_through_prepare(tmp_path, label_shape):
+    arrays = _medmnist(tmp_path / "m.npz", label_shape=label_shape)
+
+    raw = KIND.load(str(tmp_path / "m.npz"), {})
+    splits, spec, dropped = prepare_splits(KIND, raw, DataConfig(classes=["0", "1"]))
+
+    assert raw.split.tolist() == ["train"] * 6 + ["val"] * 2 + ["test"] * 3 and raw.info["scale"] == 255.0
+    assert raw.labels.tolist() == ["0", "1", "0", "1", "0", "1", "0", "1", "0", "1", "0"]
+    assert dropped == 0 and spec["input_shape"] == [1, 5, 5]
+    for name in ("train", "val", "test"):  # each prepared split is the file's split, image for image
+        assert np.array_equal(splits[name].x[:, 0] * 255, arrays[f"{name}_images"].astype(np.float32))
+        assert splits[name].y.tolist() == arrays[f"{name}_labels"].ravel().tolist()
+
+
+def test_medmnist_rgb_is_channels_last_in_the_file_and_first_in_the_kind(tmp_path):
+    arrays = _medmnist(tmp_path / "m.npz", shape=(4, 5, 3))
+    arrays["train_images"][0, 1, 2] = [7, 8, 9]
+    np.savez(tmp_path / "m.npz", **arrays)
+
+    raw = KIND.load(str(tmp_path / "m.npz"), {})
+
+    assert raw.samples.shape == (11, 3, 4, 5) and raw.samples[0, :, 1, 2].tolist() == [7, 8, 9]
+    assert KIND.fit(raw, {})["input_shape"] == [3, 4, 5]
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda a: a.pop("val_labels"), r"MedMNIST's layout without \['val_labels'\]"),
+    (lambda a: a.update(test_labels=np.zeros((3, 14), int)), r"test_labels of shape \(3, 14\); expected one label"),
+    (lambda a: a.update(val_images=np.zeros((2, 6, 6), np.uint8)), r"val_images of shape \(2, 6, 6\)"),
+])
+def test_bad_medmnist_files_are_named(tmp_path, change, match):
+    arrays = _medmnist(tmp_path / "m.npz")
+    change(arrays)
+    np.savez(tmp_path / "m.npz", **arrays)
+    with pytest.raises(DataError, match=match):
+        KIND.load(str(tmp_path / "m.npz"), {})
+
+
+def test_png_folders_in_train_val_test_keep_their_splits(tmp_path):
+    src, value = tmp_path / "src", iter(range(0, 256, 10))  # every image distinct, so none is dropped as a duplicate
+    for split, n in (("train", 4), ("val", 2), ("test", 2)):
+        for label in ("cat", "dog"):
+            (src / split / label).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.full((6, 5), next(value), np.uint8)).save(src / split / label / f"{i}.png")
+
+    raw = KIND.load(str(src), {})
+    save_raw(KIND, raw, tmp_path / "raw", _pool_write)
+    idx, dropped = split_indices(load_raw(KIND, tmp_path / "raw"), ["cat", "dog"], 0.15, 0.2, 0)
+
+    assert raw.meta["file"][0] == "test/cat/0.png" and raw.labels[0] == "cat"
+    assert dropped == 0 and {s: len(i) for s, i in idx.items()} == {"train": 8, "val": 4, "test": 4}
+    for s, i in idx.items():
+        assert all(f.startswith(f"{s}/") for f in raw.meta["file"][i])
+    (src / "val").rename(src / "other")
+    with pytest.raises(DataError, match=r"sub-folders \['other', 'test', 'train'\]; expected exactly train/"):
+        KIND.load(str(src), {})
 
 
 def test_mixed_image_sizes_and_corrupt_files_name_the_file(tmp_path):

@@ -78,6 +78,26 @@ def test_csv_float_spelled_labels_match_label_map_keys(tmp_path):
 # --- bad files ------------------------------------------------------------------------------------------------
 
 
+def test_label_column_is_inferred_by_name_values_or_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"radius": rng.normal(14, 3, 20).round(3), "smoker": np.arange(20) % 2,
+                       "diagnosis": np.where(np.arange(20) % 3, "benign", "malignant")})
+    df.to_csv(tmp_path / "t.csv", index=False)
+
+    with pytest.raises(DataError, match=r"columns \['smoker', 'diagnosis'\] could each hold the labels; pick one "
+                                        "with --option label_column=COLUMN"):
+        KIND.infer_options(str(tmp_path / "t.csv"), {}, None)
+    options, note = KIND.infer_options(str(tmp_path / "t.csv"), {}, ["benign", "malignant"])
+    assert (options, note) == ({"label_column": "diagnosis"}, "label column 'diagnosis' inferred (2 distinct values)")
+    assert KIND.load(str(tmp_path / "t.csv"), options).info["features"] == ["radius", "smoker"]
+
+    df.drop(columns="smoker").to_csv(tmp_path / "t.csv", index=False)  # the only column of few repeated values
+    assert KIND.infer_options(str(tmp_path / "t.csv"), {}, None)[0] == {"label_column": "diagnosis"}
+    df.rename(columns={"smoker": "label"}).to_csv(tmp_path / "t.csv", index=False)  # the default name wins
+    assert KIND.infer_options(str(tmp_path / "t.csv"), {}, None) == ({"label_column": "label"},
+                                                                      "label column 'label' (by its name)")
+
+
 def test_missing_label_column_names_column_and_file(tmp_path):
     p = tmp_path / "nolabel.csv"
     p.write_text("a,b\n1,2\n")

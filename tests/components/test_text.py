@@ -78,6 +78,63 @@ def test_missing_label_column_names_the_column_and_the_file(tmp_path):
         KIND.load(src, {"delimiter": ",", "label_column": "category"})
 
 
+# --- the reading options `data add` infers ---------------------------------------------------------------------
+
+SENTENCES = [f"review {i}: the plot was {'good' if i % 2 else 'bad'} and long" for i in range(12)]
+
+
+@pytest.mark.parametrize("row,label,text", [
+    (lambda i, s, y: [s, y], 1, 0),  # label last
+    (lambda i, s, y: [y, s], 0, 1),  # label first
+    (lambda i, s, y: [str(i), y, s], 1, 2),  # an id column, unique per line, is no label
+])
+def test_label_and_text_columns_are_inferred_in_any_order(tmp_path, row, label, text):
+    src = write(tmp_path / "s.tsv", ["\t".join(row(i, s, str(i % 2))) for i, s in enumerate(SENTENCES)])
+
+    options, note = KIND.infer_options(src, {}, None)
+    raw = KIND.load(src, options)
+
+    assert options == {"label_column": label, "text_column": text, "header": False}
+    assert note == f"label column {label} inferred (2 distinct values), text column {text}"
+    assert raw.samples == SENTENCES and raw.labels.tolist() == [str(i % 2) for i in range(12)]
+
+
+def test_classes_pick_the_label_column_among_several_that_could_be(tmp_path):
+    src = write(tmp_path / "s.tsv", [f"{('en', 'fr')[i % 3 == 0]}\t{('neg', 'pos')[i % 2]}\t{s}"
+                                     for i, s in enumerate(SENTENCES)])
+    with pytest.raises(DataError, match=r"columns \[0, 1\] could each hold the labels; pick one with --option "
+                                        "label_column=COLUMN"):
+        KIND.infer_options(src, {}, None)
+
+    options, note = KIND.infer_options(src, {}, ["neg", "pos"])
+
+    assert (options["label_column"], options["text_column"]) == (1, 2)
+    assert note == "label column 1 inferred (2 distinct values), text column 2"
+
+
+def test_csv_with_a_header_quoting_and_the_label_last(tmp_path):
+    rows = [f'"{s}, thanks",{i % 2}' for i, s in enumerate(SENTENCES)]
+    src = write(tmp_path / "tickets.csv", ["body,is_spam", *rows])
+
+    options, note = KIND.infer_options(src, {}, None)
+    raw = KIND.load(src, options)
+
+    assert options == {"delimiter": ",", "quotechar": '"', "label_column": 1, "text_column": 0, "header": True}
+    assert note == ("label column 1 inferred (2 distinct values), text column 0, delimiter ',', quotechar '\"', "
+                    "line 1 is a header")
+    assert raw.samples[0] == f"{SENTENCES[0]}, thanks" and len(raw) == 12
+
+
+def test_given_columns_are_kept_and_a_file_without_a_label_column_is_refused(tmp_path):
+    src = write(tmp_path / "s.tsv", [f"{i}\t{s}" for i, s in enumerate(SENTENCES)])
+    given = {"label_column": 0, "text_column": 1}
+
+    assert KIND.infer_options(src, given, None) == (given, "")
+    with pytest.raises(DataError, match=r"no column can hold the labels \(column 0: it holds 11 distinct values in 11 "
+                                        r"rows, too many .*; set --option label_column=COLUMN"):
+        KIND.infer_options(src, {}, None)
+
+
 def test_short_line_names_the_line(tmp_path):
     src = write(tmp_path / "sms.tsv", ["ham\tfine", "spam\tcall now", "ham no tab here"])
     with pytest.raises(DataError, match=r"sms\.tsv, line 3: 1 field\(s\) separated by '\\t', expected 2 "

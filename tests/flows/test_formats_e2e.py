@@ -1,6 +1,8 @@
 """Every supported format, end to end through the real flow on data a test writes in that format, then
 `edgekd predict` on 20 raw test inputs in a fresh process, which must agree with the pipeline's own ORT
-evaluation of the registered model."""
+evaluation of the registered model; and a new user's own data, added by `edgekd data add` without options,
+registers a model on its first `edgekd run`."""
+import json
 import shutil
 import subprocess
 import sys
@@ -10,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.flows.projects import SHARED, pipeline_project, shipped_params
+from tests.flows.projects import SHARED, pipeline_project, small_params
 FAST = {"teacher": {"epochs": 3, "patience": 3}, "student": {"epochs": 3}, "prune": {"finetune_epochs": 1},
         "quantize": {"calibration_samples": 32}, "benchmark": {"warmup_runs": 2, "timed_runs": 20},
         "gate": {"min_accuracy": 0.0, "max_accuracy_drop": 1.0, "max_p95_ms": 100.0, "max_size_kb": 10000.0}}
@@ -76,7 +78,7 @@ if SHARED.is_dir():
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    params = shipped_params()
+    params = small_params()
     params["datasets"] = {name: {"root": "data/external", "options": {}, "overrides": FAST} | case["section"]
                           for name, case in CASES.items()}
     params["dataset"] = next(iter(CASES))
@@ -144,3 +146,65 @@ def test_format_runs_end_to_end_and_predicts_raw_inputs(project, name, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     labels = [line.split("\t")[0] for line in proc.stdout.strip().splitlines()]
     assert labels == [cfg.data.classes[i] for i in expected]
+
+
+# --- a new user's own data: `data add` with no options, then a first run -----------------------------------------
+
+
+def _write_xrays(path: Path) -> None:
+    """A MedMNIST-style .npz (its own train/val/test, labels (n, 1), uint8 12x12 images): class 1 has a bright
+    patch in the lower right, class 0 in the upper left, over noise."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 240), ("val", 80), ("test", 80)):
+        y = np.arange(n) % 2
+        x = rng.integers(0, 90, (n, 12, 12))
+        for i, label in enumerate(y):
+            x[i, 6:, 6:] += 120 * label
+            x[i, :6, :6] += 120 * (1 - label)
+        arrays |= {f"{split}_images": x.astype(np.uint8), f"{split}_labels": y[:, None].astype(np.uint8)}
+    np.savez(path, **arrays)
+
+
+def _write_reviews(path: Path) -> None:
+    """400 distinct sentences, label last (`sentence<TAB>0|1`): the adjectives say the label."""
+    rng = np.random.default_rng(0)
+    words = {"1": ["great", "lovely", "superb", "wonderful", "brilliant", "delightful"],
+             "0": ["awful", "boring", "terrible", "dreadful", "dull", "painful"]}
+    subjects = ["the film", "this movie", "the story", "the acting", "the show", "my evening", "the ending", "the cast"]
+    extras = ["today", "again", "overall", "honestly", "really", "at times", "for me", "as always"]
+    lines = set()
+    while len(lines) < 400:
+        label = str(len(lines) % 2)
+        a, b = rng.choice(words[label], 2, replace=False)
+        lines.add(f"{rng.choice(subjects)} was {a} and {b} {rng.choice(extras)}\t{label}")
+    path.write_text("\n".join(sorted(lines)) + "\n")
+
+
+NEW = {"xrays": (_write_xrays, "image", "xrays.npz", "splits kept as the source has them: train, val, test"),
+       "reviews": (_write_reviews, "text", "reviews.tsv", "label column 1 inferred (2 distinct values), text column 0")}
+
+
+@pytest.mark.parametrize("name", list(NEW))
+def test_own_data_added_without_options_registers_on_its_first_run(project, name, tmp_path, capsys):
+    from flows.cli import main
+
+    write, kind, source, said = NEW[name]
+    write(project / "data" / "external" / source)
+
+    assert main(["--project-dir", str(project), "data", "add", name, "--kind", kind, "--source", source]) == 0
+    assert said in capsys.readouterr().out
+    assert main(["--project-dir", str(project), "run", "--dataset", name, "--json", str(tmp_path / "out.json")]) == 0
+
+    run = json.loads((tmp_path / "out.json").read_text())
+    metric, registered = run["gate_metric"], run["registered"]["candidate"]
+    assert run["candidates"][registered]["val"][metric] >= run["candidates"]["plain_fp32"]["val"][metric]
+    prepared = json.loads((project / "data" / "prepared" / name / "summary.json").read_text())
+    if kind == "image":  # exactly the file's own splits, and the model card says so
+        from mlflow import MlflowClient
+
+        assert prepared["splits_from_source"] == ["train", "val", "test"] and prepared["duplicates_dropped"] == 0
+        assert prepared["counts"] == {"train": 240, "val": 80, "test": 80}
+        card = MlflowClient().get_model_version(name, run["registered"]["version"]).description
+        assert "- Splits: train 240, val 80, test 80; duplicates dropped: 0; train, val, test as the source split " \
+               "them" in card
