@@ -78,16 +78,21 @@ def reap_children() -> None:
 
 @contextmanager
 def sigterm_as_interrupt():
-    """SIGTERM raises KeyboardInterrupt in the block, so `finally` clauses stop the server before the process ends
-    (Python's default on SIGTERM is to die on the spot). Prefect's runner may install its own handler inside."""
+    """SIGTERM and SIGINT raise KeyboardInterrupt in the block, so `finally` clauses stop the server before the
+    process ends (Python's default on SIGTERM is to die on the spot). Prefect's runner may install its own handler
+    inside."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, interrupt)
+    # A shell starts a background command with SIGINT ignored, and Python keeps that: Ctrl-C, `kill -INT` and
+    # the runner's SIGTERM path (which raises SIGINT) would then do nothing. Stopping must work however started.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 @contextmanager
