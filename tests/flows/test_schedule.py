@@ -140,7 +140,7 @@ def test_serve_on_an_interval_completes_scheduled_runs_and_stops_cleanly(project
     environ = environ | {"PREFECT_HOME": str(root / ".prefect" / "serve")}
     log = root / "serve.log"
     t0 = time.monotonic()
-    with edgekd(root, environ, log, "serve", "--interval", "60", "--set", "gate.max_p95_ms=45",
+    with edgekd(root, environ, log, "serve", "--interval", "25", "--set", "gate.max_p95_ms=45",
                 "--name", "edgekd-test", "--port", str(port)) as proc:
         wait_for("serving", lambda: "serving deployment" in log.read_text(), proc, log, timeout=240)
         runs = wait_for("two completed scheduled runs", lambda: at_least(2, completed(url, "edgekd-test", log)),
@@ -149,7 +149,7 @@ def test_serve_on_an_interval_completes_scheduled_runs_and_stops_cleanly(project
 
         assert all(r.auto_scheduled for r in runs)  # created by the server's scheduler, not triggered
         starts = sorted(r.expected_start_time for r in runs)
-        assert (starts[1] - starts[0]).total_seconds() == 60
+        assert (starts[1] - starts[0]).total_seconds() == 25
         assert all(r.parameters == {"project_dir": str(root), "dataset": None,
                                     "overrides": {"gate.max_p95_ms": 45}} for r in runs)
         stopped = stop(proc, signal.SIGTERM, url)
