@@ -16,7 +16,6 @@ import uuid
 
 TOKEN_VAR = "EDGEKD_REAPER_TOKEN"
 POLL_S = 0.5
-GRACE_S = 10.0
 
 
 def guard() -> None:
@@ -55,7 +54,7 @@ def alive(pid: int) -> bool:
 
 
 def watch(token: str, pid: int) -> None:
-    import psutil
+    from flows.server import reap
 
     while alive(pid):
         time.sleep(POLL_S)
@@ -63,18 +62,7 @@ def watch(token: str, pid: int) -> None:
         left = marked(token)
         if not left:
             return
-        for p in left:
-            try:
-                p.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, still = psutil.wait_procs(left, timeout=GRACE_S)
-        for p in still:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(still, timeout=5)
+        reap(left)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import pytest
 
 from flows.reaper import TOKEN_VAR, marked
 from flows.server import healthy
-from tests.flows.projects import served_project, small_params
-from tests.flows.test_schedule import FLOW, edgekd, free_port, wait_for
+from tests.flows.projects import free_port, served_project, small_params
+from tests.flows.test_schedule import FLOW, edgekd, wait_for
 
 
 @pytest.fixture(scope="module")
