@@ -402,9 +402,7 @@ def register(run: Run, report: "reporting.Report", gate_report: dict, tmp: Path)
     Returns (version, whether it is new)."""
     best, cfg = report.best, run.cfg
     m = report.results[best]
-    if existing := tracking.version_with_sha256(cfg.data.name, m["sha256"]):
-        run.log.info(f"{best}'s artifact (sha256 {m['sha256'][:12]}...) is already registered as {cfg.data.name} "
-                     f"version {existing}: no new version")
+    if existing := tracking.version_with_sha256(cfg.data.name, m["sha256"]):  # publish's verdict line says so
         run.tracker.tags(run.parent, {"registered_version": existing, "registered_candidate": best,
                                       "registered_new": False})
         return existing, False
