@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from components import energy
+
 
 def _kib(field: str) -> int:
     """A memory field of /proc/self/status (VmRSS, VmHWM) in KiB."""
@@ -64,10 +66,12 @@ def _measure(path: str, example_file: str, threads: int, batch_size: int, warmup
     for _ in range(warmup):
         sess.run([OUTPUT_NAME], feed)
     times = np.empty(runs)
+    uj0 = _rapl_uj()
     for i in range(runs):
         t0 = time.perf_counter_ns()
         sess.run([OUTPUT_NAME], feed)
         times[i] = time.perf_counter_ns() - t0
+    uj1 = _rapl_uj()
     peak_mib = (_kib("VmHWM") - base) / 1024.0 if base is not None else float("nan")
     ms = times / 1e6
     return {
@@ -78,7 +82,18 @@ def _measure(path: str, example_file: str, threads: int, batch_size: int, warmup
         "throughput_sps": float(batch_size * 1e3 / ms.mean()),
         "peak_mem_mb": peak_mib,
         "size_bytes": os.path.getsize(path),
+        # the whole package's counter: it includes idle power and other processes over the timed runs
+        "energy_nj": (uj1 - uj0) * 1e3 / runs if uj0 is not None and uj1 is not None and uj1 > uj0 else None,
     }
+
+
+def _rapl_uj() -> int | None:
+    from components.energy import RAPL
+
+    try:
+        return int(RAPL.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def benchmark(path: str | Path, samples: np.ndarray, *, threads: int, batch_size: int,
@@ -97,6 +112,11 @@ def benchmark(path: str | Path, samples: np.ndarray, *, threads: int, batch_size
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark of {path} failed:\n{proc.stderr[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["energy_nj"] is None:
+        result["energy_nj"], result["energy_source"] = energy.estimate_nj(energy.count(path, batch_size)), \
+            energy.SOURCE
+    else:
+        result["energy_source"] = "measured: RAPL package counter over the timed runs"
     return result | {"threads": threads, "batch_size": batch_size, "warmup_runs": warmup_runs, "timed_runs": timed_runs}
 
 

@@ -141,6 +141,31 @@ class GateConfig(_Section):
                                                                 "the same student trained without a teacher.")
 
 
+class SearchConfig(_Section):
+    """`edgekd search`: the space of recipes, what a chosen point must beat, where trials run and the study lives."""
+
+    widths: list[int] = Field([], description="Student widths to try (default: 0.5x to 4x of student.width).")
+    methods: list[str] = Field(["plain", "hinton", "dkd", "dist"], min_length=1,
+                               description="KD methods to try, 'plain' (no teacher) included; options come from "
+                                           "distill.<method>, the temperature is searched at 0.5x, 1x and 2x.")
+    prune_ratios: list[float] = Field([0.0, 0.25, 0.5], min_length=1, description="Prune ratios to try (0: none).")
+    precisions: list[str] = Field(["fp32", "fp16", "int8_static", "int8_static_per_tensor", "int8_dynamic"],
+                                  min_length=1, description="Precisions to try: fp32, fp16, int8_static (per-channel), "
+                                                            "int8_static_per_tensor, int8_dynamic.")
+    default_tolerance: float = Field(0.0, ge=0, le=1, description="A point may score at most this much below the "
+                                                                  "default recipe's val `gate.metric`.")
+    pick: Literal["latency", "accuracy", "size"] = Field("latency", description="Which front point is registered: "
+                                                                                "the fastest, most accurate or smallest.")
+    storage: str | None = Field(None, description="Optuna storage, any SQLAlchemy URL (default: "
+                                                  "sqlite:///mlruns/search.db in the project).")
+    dask_address: str | None = Field(None, description="A running Dask scheduler (tcp://HOST:8786); none: a "
+                                                       "LocalCluster on this machine.")
+    workers: int = Field(0, ge=0, description="Workers of the LocalCluster (0: one per CPU core).")
+    seed: int = Field(0, description="Seed of the sampler (Optuna TPE).")
+    remeasure_rounds: int = Field(3, ge=1, description="After the trials, the front and both references are "
+                                                       "measured again side by side this many rounds (median).")
+
+
 class PipelineConfig(_Section):
     """The effective configuration of one run: one dataset plus every stage's section."""
 
@@ -153,6 +178,7 @@ class PipelineConfig(_Section):
     quantize: QuantizeConfig = QuantizeConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     gate: GateConfig = GateConfig()
+    search: SearchConfig = SearchConfig()
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> "PipelineConfig":
@@ -165,7 +191,7 @@ class ConfigError(ValueError):
     """params.yaml is missing, unreadable or holds a bad value."""
 
 
-STAGE_SECTIONS = ("train", "teacher", "student", "distill", "prune", "quantize", "benchmark", "gate")
+STAGE_SECTIONS = ("train", "teacher", "student", "distill", "prune", "quantize", "benchmark", "gate", "search")
 
 
 def _merge(base: dict, top: dict) -> dict:

@@ -140,6 +140,44 @@ def cmd_bench_kd(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from components.config import ConfigError
+    from components.kd import KDConfigError
+    from components.search import SearchConfigError, parse_budget, parse_objectives
+    from components.teachers import TeacherFileError
+    from components.validation import DataValidationError
+    from flows.stages import DvcError
+
+    if args.pick:
+        args.set = (args.set or []) + [f"search.pick={args.pick}"]
+    try:
+        overrides = _overrides(args)
+        cfg = _checked_config(args)
+        parse_budget(args.budget)
+        parse_objectives(args.objectives, False)
+        from flows.search import search, task_runner
+        from flows.server import shared_api
+
+        with shared_api():
+            outcome = search.with_options(task_runner=task_runner(cfg, args.dask_address))(
+                project_dir=args.project_dir, dataset=args.dataset, budget=args.budget, objectives=args.objectives,
+                overrides=overrides)
+    except (ConfigError, KDConfigError, TeacherFileError, SearchConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (DataValidationError, DvcError) as e:
+        print(f"error: the dataset could not be prepared; nothing was trained or registered.\n{e}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    print(outcome["summary"], end="")
+    if outcome["version"]:
+        print(f"Registered {cfg.data.name} version {outcome['version']} with alias 'staging'"
+              + ("" if outcome["json"]["registered"]["new_version"] else " (already registered: the same sha256)"))
+    if args.json:
+        write_json(args.json, outcome["json"])
+        print(f"search summary written to {args.json}")
+    return 0 if outcome["chosen"] else EXIT_NOTHING_PASSED
+
+
 def cmd_bench_rerun(args) -> int:
     from flows.bench_rerun import bench_rerun, render
 
@@ -470,6 +508,21 @@ def parser() -> argparse.ArgumentParser:
     br.add_argument("--keep", action="store_true", help="keep the clone (its logs, store and data) for inspection")
     br.add_argument("--json", metavar="PATH", help="write both wall times, the ratio and the version counts here")
     br.set_defaults(fn=cmd_bench_rerun)
+    se = sub.add_parser("search", help="search recipes (width, depth, KD method, prune ratio, precision) for the "
+                                       "most accurate, fastest, smallest models; register the pick")
+    se.add_argument("--dataset", help=dataset_help)
+    se.add_argument("--budget", default="15m", help="a wall time of trials (15m, 90s, 1h; over every run of the same "
+                                                    "study) or a number of finished trials (default 15m)")
+    se.add_argument("--objectives", help="comma-separated, from accuracy (the gate metric), p95, size, energy "
+                                         "(default: accuracy,p95,size, plus energy where RAPL measures it)")
+    se.add_argument("--pick", choices=("latency", "accuracy", "size"),
+                    help="which front point to register (default: search.pick, latency: the fastest)")
+    se.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                    help="a running Dask scheduler (default: search.dask_address, else a LocalCluster here)")
+    se.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help=set_help)
+    se.add_argument("--json", metavar="PATH", help="write the references, the chosen point and the front here")
+    se.set_defaults(fn=cmd_search)
+
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -530,7 +583,7 @@ def parser() -> argparse.ArgumentParser:
 
 # Commands that start processes (a Prefect server, a worker, flow runs): a watchdog ends them if the command is
 # killed. Only from the command line (argv None): a test calling main() in-process has its own clean-up.
-GUARDED = {"run", "bench", "serve", "deploy"}
+GUARDED = {"run", "bench", "search", "serve", "deploy"}
 
 
 def main(argv: list[str] | None = None) -> int:

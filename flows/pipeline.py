@@ -336,12 +336,15 @@ class Verdict:
 
 def judge(run: Run, results: dict[str, dict]) -> Verdict:
     """The gate on validation metrics: each candidate against the policy, the teacher, the plain student trained
-    on the same budget, and the version holding production; the best passing one on val is selected."""
+    on the same budget, the model it was compressed from, and the version holding production; the best passing
+    one on val is selected."""
     view = {n: gate.gate_view(m) for n, m in results.items()}
     c = tracking.client()
     champion_mv = tracking.version_by_alias(c, run.cfg.data.name, tracking.PRODUCTION)
     champion = tracking.gate_metrics(champion_mv, "val.") if champion_mv else None
-    decisions = {n: gate.decide(v, view["teacher_fp32"], champion, run.cfg.gate, plain=view["plain_fp32"])
+    table = {r.name: r for r in recipes()}  # a compression step is judged against its source measured here
+    decisions = {n: gate.decide(v, view["teacher_fp32"], champion, run.cfg.gate, plain=view["plain_fp32"],
+                                source=view.get(table[n].source), transform=table[n].transform)
                  for n, v in view.items()}
     best = gate.select_best(view, decisions, run.cfg.gate.metric)
     return Verdict(decisions, best, str(champion_mv.version) if champion_mv else None, champion)
@@ -396,10 +399,11 @@ def artifact_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def register(run: Run, report: "reporting.Report", gate_report: dict, tmp: Path) -> tuple[str, bool]:
+def register(run: Run, report: "reporting.Report", gate_report: dict, tmp: Path, extra_card: str = "",
+             extra_files: list[str] = ()) -> tuple[str, bool]:
     """The selected candidate as a new version of the dataset's registered model, alias 'staging'; or, when a
     version already holds the very same artifact (sha256), that version, and nothing is registered or moved.
-    Returns (version, whether it is new)."""
+    `extra_card` is appended to the model card, `extra_files` go with it. Returns (version, whether it is new)."""
     best, cfg = report.best, run.cfg
     m = report.results[best]
     if existing := tracking.version_with_sha256(cfg.data.name, m["sha256"]):  # publish's verdict line says so
@@ -408,13 +412,14 @@ def register(run: Run, report: "reporting.Report", gate_report: dict, tmp: Path)
         return existing, False
     prepared = dvc_stages.prepared_dir(run.root, cfg.data.name)
     card = report.model_card(gate_report, run.validation, json.loads((prepared / "summary.json").read_text()),
-                             run.lineage, m["sha256"], run.parent)
+                             run.lineage, m["sha256"], run.parent) + extra_card
     (tmp / "model_card.md").write_text(card)
     run.tracker.file(run.parent, tmp / "model_card.md")
     example = dvc_stages.load_splits(run.root, cfg.data.name)["test"].x[:1]
     version = tracking.register(
         run.parent, cfg.data.name, m["path"], example,
-        [str(tmp / f) for f in ("model_card.md", "benchmark.csv", "gate_report.json")] + [str(prepared / "preprocess.json")],
+        [str(tmp / f) for f in ("model_card.md", "benchmark.csv", "gate_report.json")] + [str(prepared / "preprocess.json")]
+        + list(extra_files),
         tags=run.lineage | {"candidate": best, "sha256": m["sha256"], "gate_metric": cfg.gate.metric}
         | tracking.metric_tags(m, report.results["teacher_fp32"], report.results["plain_fp32"]),
         description=card)

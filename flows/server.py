@@ -126,6 +126,24 @@ def prefect_server(port: int, startup_timeout: float = 180.0):
         log.close()
 
 
+@contextmanager
+def shared_api():
+    """PREFECT_API_URL for the block, so that processes started in it (Dask workers) report to the same server:
+    the one set, or Prefect's temporary server started now (the one this process then uses too)."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # Prefect's own singleton: this process's flow runs find it running
+    server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        yield server.api_url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+
+
 def prefect(*args: str, cwd: str | Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """`prefect ARGS...` with this environment (PREFECT_API_URL included), output captured."""
     res = subprocess.run([sys.executable, "-m", "prefect", *args], cwd=cwd, capture_output=True, text=True)

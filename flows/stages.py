@@ -116,6 +116,7 @@ class TeacherSpec(Spec):
 class StudentSpec(Spec):
     data: DataRef
     width: int
+    depth: int | None = None  # None: the architecture's own (the search varies it where the kind has DEPTHS)
     seed: int
     train: dict
     budget: dict  # StudentConfig without width: the same for every variant
@@ -134,7 +135,7 @@ class PruneSpec(Spec):
 class QuantizeSpec(Spec):
     data: DataRef
     fp32: dict  # the ONNX file quantized: {"path", "sha256", ...}
-    mode: str  # "static" or "dynamic"
+    mode: str  # "static", "dynamic" or "fp16"
     quantize: dict
     code: str = code_version(*QUANTIZE_CODE)
 
@@ -332,7 +333,7 @@ def export_teacher(spec: dict) -> dict:
 
 
 def _student(s: StudentSpec, pspec: dict) -> torch.nn.Module:
-    return build(s.data.kind, "student", pspec, len(s.data.classes), s.width, s.seed)
+    return build(s.data.kind, "student", pspec, len(s.data.classes), s.width, s.seed, s.depth)
 
 
 def _objective_kwargs(s: StudentSpec, pspec: dict, pool) -> dict:
@@ -379,6 +380,8 @@ def quantize_int8(spec: dict) -> dict:
     q = QuantizeSpec.model_validate(spec)
     splits, _, _ = load_data(q.data)
     out = out_dir(q, "quantized", q.data.root) / "model.onnx"
+    if q.mode == "fp16":
+        return {"onnx": quantize.convert_fp16(q.fp32["path"], out)}
     if q.mode == "static":
         calib = quantize.calibration_sample(splits["train"].x, q.quantize["calibration_samples"], 0)
         return {"onnx": quantize.quantize_static_int8(q.fp32["path"], out, calib, q.quantize["per_channel"])}

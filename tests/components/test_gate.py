@@ -83,3 +83,25 @@ def test_select_best_by_gate_metric():
              "b": {"accuracy": 0.95, "f1_positive": 0.90, "p95_ms": 0.2}}
     ok = {"a": Decision(True), "b": Decision(True)}
     assert select_best(cands, ok, "f1_positive") == "b" and select_best(cands, ok) == "a"
+
+
+def test_an_int8_model_not_faster_than_its_fp32_source_is_refused():
+    fp32 = GOOD | {"p95_ms": 0.0119}
+    slower = GOOD | {"p95_ms": 0.0273, "size_bytes": 30 * 1024}  # digits' static INT8 was 2.3x slower
+    d = decide(slower, TEACHER, None, POLICY, source=fp32, transform="int8")
+    assert d.reasons == ["INT8 slower than FP32 on this device: p95 0.0273 ms >= its FP32 source's 0.0119 ms"]
+    assert not decide(fp32, TEACHER, None, POLICY, source=fp32, transform="int8").passed  # equal is not faster
+    assert decide(GOOD | {"p95_ms": 0.0100}, TEACHER, None, POLICY, source=fp32, transform="int8").passed
+    assert decide(slower, TEACHER, None, POLICY, source=fp32, transform="fp16").reasons[0].startswith("FP16 slower")
+    assert decide(slower, TEACHER, None, POLICY, source=fp32, transform="export").passed  # no rule for an export
+
+
+def test_a_pruned_model_must_be_faster_or_smaller_than_its_source():
+    src = GOOD | {"p95_ms": 0.5, "size_bytes": 50 * 1024}
+    assert decide(GOOD | {"p95_ms": 0.6, "size_bytes": 40 * 1024}, TEACHER, None, POLICY, source=src,
+                  transform="prune").passed
+    assert decide(GOOD | {"p95_ms": 0.4, "size_bytes": 50 * 1024}, TEACHER, None, POLICY, source=src,
+                  transform="prune").passed
+    d = decide(GOOD | {"p95_ms": 0.5, "size_bytes": 50 * 1024}, TEACHER, None, POLICY, source=src, transform="prune")
+    assert d.reasons == ["pruning paid nothing: p95 0.5000 ms and size 50.0 KiB are not below its source's "
+                         "0.5000 ms and 50.0 KiB"]
