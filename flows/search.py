@@ -38,6 +38,8 @@ from flows.stages import (DataRef, PruneSpec, QuantizeSpec, TeacherRef, load_dat
                           quantize_int8, train_student)
 
 NAIVE = "naive_int8_dynamic"
+GATE_FAILURES = "gate_failures"  # the study's one constraint: how many gate conditions a trial's model failed
+MAX_REPEATS = 25  # finished recipes proposed in a row before the search stops starting trials
 
 
 def storage_url(root: Path, cfg: PipelineConfig) -> str:
@@ -142,10 +144,12 @@ def study_name(cfg: PipelineConfig, data: DataRef, sp: S.Space, objectives: list
 
 def open_study(root: Path, cfg: PipelineConfig, name: str, objectives: list[str]) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=cfg.search.seed,
-                                         constraints_func=lambda t: t.user_attrs.get("constraints", [1.0]))
-    return optuna.create_study(storage=storage_url(root, cfg), study_name=name, load_if_exists=True,
-                               directions=[S.OBJECTIVES[o] for o in objectives], sampler=sampler)
+    study = optuna.create_study(storage=storage_url(root, cfg), study_name=name, load_if_exists=True,
+                                directions=[S.OBJECTIVES[o] for o in objectives])
+    # Seeded by the trials so far: a resumed study must not replay the proposals of its first session.
+    # Constraints come from each trial (set_constraint).
+    study.sampler = optuna.samplers.TPESampler(seed=cfg.search.seed + len(study.trials))
+    return study
 
 
 def _owner() -> str:
@@ -217,7 +221,11 @@ def run_trials(run: P.Run, study: optuna.Study, sp: S.Space, refs: Refs, data: D
     def elapsed() -> float:
         return spent + time.monotonic() - start
 
+    repeats = 0  # finished recipes proposed again in a row
+
     def may_start() -> bool:
+        if repeats >= MAX_REPEATS:
+            return False
         if seconds is not None:
             return elapsed() < seconds
         return finished(study) + len(in_flight) < trials
@@ -230,6 +238,20 @@ def run_trials(run: P.Run, study: optuna.Study, sp: S.Space, refs: Refs, data: D
             recipe = S.suggest(t, sp)
             t.set_user_attr("owner", _owner())
             t.set_user_attr("recipe", recipe)
+            if same := done_before(study, t.params):  # TPE proposes a finished recipe again: its result stands
+                for key in ("point", "measured", "reasons"):
+                    t.set_user_attr(key, same.user_attrs[key])
+                t.set_constraint(GATE_FAILURES, float(len(same.user_attrs["reasons"])))
+                t.set_user_attr("same_as", same.number)
+                study.tell(t, same.values)
+                log.info(f"trial {t.number}: the recipe of trial {same.number} ({S.label(recipe)}): its result "
+                         "stands, nothing rerun")
+                repeats += 1
+                if repeats == MAX_REPEATS:
+                    log.info(f"the sampler proposed {MAX_REPEATS} finished recipes in a row: it has converged, no "
+                             "new trials start")
+                continue
+            repeats = 0
             future = run_trial.submit(t.number, data_json, teacher_json, cfg_json, recipe)
             in_flight[t.number] = (t, future, time.monotonic())
             log.info(f"trial {t.number} started: {S.label(recipe)}")
@@ -246,6 +268,11 @@ def run_trials(run: P.Run, study: optuna.Study, sp: S.Space, refs: Refs, data: D
             progress = f"{elapsed() / 60:.1f}/{seconds / 60:g} min" if seconds is not None else f"{done}/{trials}"
             feasible = len(feasible_points(study))
             log.info(f"[{progress}] trial {number} done; {done} finished, {feasible} pass the gate")
+
+
+def done_before(study: optuna.Study, params: dict) -> optuna.trial.FrozenTrial | None:
+    return next((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                 if t.params == params and "point" in t.user_attrs and "same_as" not in t.user_attrs), None)
 
 
 def record(run: P.Run, study: optuna.Study, trial: optuna.Trial, future, refs: Refs, objectives: list[str],
@@ -267,7 +294,7 @@ def record(run: P.Run, study: optuna.Study, trial: optuna.Trial, future, refs: R
         trial.set_user_attr("point", point(recipe, final, metric))
         trial.set_user_attr("measured", measured)
         trial.set_user_attr("reasons", why)
-        trial.set_user_attr("constraints", [float(len(why))])
+        trial.set_constraint(GATE_FAILURES, float(len(why)))  # Optuna: feasible when <= 0
         trial.set_user_attr("seconds", round(seconds, 1))
         study.tell(trial, S.objective_values(views(measured)["final"], objectives, metric))
         run.tracker.metrics(rid, reporting.flat_metrics(final))

@@ -57,3 +57,27 @@ def test_calibration_sample_is_a_seeded_subset():
     a, b = calibration_sample(x, 10, 3), calibration_sample(x, 10, 3)
     assert len(a) == 10 and np.array_equal(a, b) and len(np.unique(a)) == 10
     assert len(calibration_sample(x, 500, 3)) == 100
+
+
+def test_export_carries_no_debug_metadata(fp32):
+    import onnx
+
+    _, path, _ = fp32
+    model = onnx.load(str(path))
+    assert not any(n.metadata_props for n in model.graph.node)  # torch.export's stack traces hold local paths
+    assert b"/work/" not in path.read_bytes() and b"stack_trace" not in path.read_bytes()
+
+
+def test_fp16_halves_the_weights_and_keeps_the_predictions(fp32, digits_splits, tmp_path):
+    import onnx
+
+    from components.energy import count
+    from components.quantize import convert_fp16
+
+    _, path, _ = fp32
+    info = convert_fp16(path, tmp_path / "h.onnx")
+    # float weights halve; the Reshape's int64 shape constant (16 bytes) does not
+    assert count(path)["weight_bytes"] // 2 < count(info["path"])["weight_bytes"] <= count(path)["weight_bytes"] // 2 + 16
+    assert onnx.load(info["path"]).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    x = digits_splits["test"].x
+    assert (ort_predict(info["path"], x).argmax(1) == ort_predict(path, x).argmax(1)).mean() > 0.99

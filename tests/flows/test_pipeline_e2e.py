@@ -146,6 +146,16 @@ def flow_run_artifacts(outcome: dict) -> dict:
     return {a.key: a for a in found}
 
 
+def test_a_quantized_candidate_is_refused_exactly_when_it_is_not_faster_than_its_fp32_source(first):
+    c = first["candidates"]
+    for student in ("plain", "kd"):
+        source = c[f"{student}_pruned_fp32"]["p95_ms"]
+        for mode in ("static", "dynamic"):
+            name = f"{student}_pruned_int8_{mode}"
+            slower = [r for r in first["decisions"][name] if r.startswith("INT8 slower than FP32 on this device")]
+            assert bool(slower) == (c[name]["p95_ms"] >= source), (name, c[name]["p95_ms"], source)
+
+
 def test_gate_report_and_candidate_table_are_artifacts_of_the_flow_run(first):
     arts = flow_run_artifacts(first)
     assert set(arts) == {"gate-digits", "candidates-digits"}

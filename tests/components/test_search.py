@@ -1,0 +1,81 @@
+import optuna
+import pytest
+
+from components import search as S
+from components.config import DistillConfig, GateConfig, SearchConfig
+
+POLICY = GateConfig(min_accuracy=0.9, max_accuracy_drop=0.05, max_p95_ms=1.0, max_size_kb=100)
+TEACHER = {"accuracy": 0.95}
+PLAIN = {"accuracy": 0.92}
+
+
+def view(acc, p95, kib):
+    return {"accuracy": acc, "p95_ms": p95, "size_bytes": kib * 1024}
+
+
+def test_budget_is_a_wall_time_or_a_number_of_trials():
+    assert S.parse_budget("15m") == (900.0, None)
+    assert S.parse_budget("90s") == (90.0, None) and S.parse_budget("1.5h") == (5400.0, None)
+    assert S.parse_budget("40") == (None, 40)
+    for bad in ("0", "15 minutes", "-3", "m"):
+        with pytest.raises(S.SearchConfigError, match="--budget"):
+            S.parse_budget(bad)
+
+
+def test_objectives_default_and_refusals():
+    assert S.parse_objectives(None, False) == ["accuracy", "p95", "size"]
+    assert S.parse_objectives(None, True) == ["accuracy", "p95", "size", "energy"]
+    assert S.parse_objectives("accuracy,energy", False) == ["accuracy", "energy"]
+    for bad in ("p95,size", "accuracy,flops", "accuracy,p95,p95"):
+        with pytest.raises(S.SearchConfigError):
+            S.parse_objectives(bad, False)
+
+
+def test_space_defaults_around_the_student_width_and_leaves_out_feature_methods_without_a_feature_teacher():
+    distill = DistillConfig(method="dkd")
+    sp = S.space(SearchConfig(methods=["plain", "dkd", "hint"]), "image", 4, distill, feature_teacher=False)
+    assert sp.widths == (2, 3, 4, 6, 8, 12, 16) and sp.depths == (1, 2, 3)
+    assert sorted(sp.methods) == ["dkd", "plain"] and sp.methods["dkd"]["temperature"] == 4.0
+    assert "hint" in S.space(SearchConfig(methods=["hint"]), "image", 4, distill, feature_teacher=True).methods
+    assert S.space(SearchConfig(), "text", 16, distill, True).depths is None  # the text student has one depth
+    with pytest.raises(S.SearchConfigError, match="int4"):
+        S.space(SearchConfig(precisions=["int4"]), "image", 4, distill, True)
+
+
+def test_suggest_reads_a_trial_and_scales_the_temperature():
+    sp = S.space(SearchConfig(widths=[4, 8]), "image", 4, DistillConfig(method="dkd"), True)
+    trial = optuna.trial.FixedTrial({"method": "dkd", "dkd.temperature_factor": 2.0, "width": 8, "depth": 1,
+                                     "prune_ratio": 0.25, "precision": "int8_static_per_tensor"})
+    recipe = S.suggest(trial, sp)
+    assert recipe == {"width": 8, "depth": 1, "method": "dkd",
+                      "options": {"alpha": 1.0, "beta": 2.0, "temperature": 8.0, "warmup_epochs": 20},
+                      "prune_ratio": 0.25, "precision": "int8_static_per_tensor"}
+    assert S.label(recipe) == "w8 d1 dkd(T=8) prune0.25 int8_static_per_tensor"
+
+
+def test_a_trial_is_refused_for_a_slower_int8_a_useless_pruning_and_falling_short_of_the_default():
+    student, pruned = view(0.95, 0.010, 20), view(0.95, 0.010, 20)  # pruning changed neither
+    slower = view(0.95, 0.020, 8)
+    chain = {"student": student, "pruned": pruned, "final": slower, "precision": "int8_static"}
+    why = S.reasons(chain, TEACHER, PLAIN, POLICY, default=view(0.96, 0.01, 20), default_tolerance=0.005)
+    assert why == ["INT8 slower than FP32 on this device: p95 0.0200 ms >= its FP32 source's 0.0100 ms",
+                   "pruning paid nothing: p95 0.0100 ms and size 20.0 KiB are not below its source's 0.0100 ms and "
+                   "20.0 KiB",
+                   "accuracy 0.9500 < the default recipe's 0.9600 - default_tolerance 0.0050"]
+    fine = {"student": student, "pruned": None, "final": student, "precision": "fp32"}
+    assert S.reasons(fine, TEACHER, PLAIN, POLICY, default=view(0.953, 0.01, 20), default_tolerance=0.005) == []
+
+
+def test_front_keeps_the_non_dominated_points_and_pick_chooses_on_it():
+    pts = [{"name": "a", "val_accuracy": 0.99, "p95_ms": 0.02, "size_bytes": 9000},
+           {"name": "b", "val_accuracy": 0.98, "p95_ms": 0.01, "size_bytes": 9000},
+           {"name": "c", "val_accuracy": 0.97, "p95_ms": 0.01, "size_bytes": 9500},  # dominated by b
+           {"name": "d", "val_accuracy": 0.97, "p95_ms": 0.03, "size_bytes": 4000},
+           {"name": "e", "val_accuracy": 0.98, "p95_ms": 0.01, "size_bytes": 9000}]  # b's values again
+    front = S.front(pts, ["accuracy", "p95", "size"], "val_accuracy")
+    assert [p["name"] for p in front] == ["a", "b", "d"]
+    assert S.pick(front, "latency", "val_accuracy")["name"] == "b"
+    assert S.pick(front, "accuracy", "val_accuracy")["name"] == "a"
+    assert S.pick(front, "size", "val_accuracy")["name"] == "d"
+    assert S.pick([], "latency", "val_accuracy") is None
+    assert S.ratios(pts[1], pts[0], "val_accuracy") == {"val_accuracy_diff": -0.01, "p95_ms": 0.5, "size_bytes": 1.0}
