@@ -21,6 +21,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,13 +169,18 @@ def _alive(owner: str) -> bool:
 
 
 def requeue_orphans(study: optuna.Study) -> int:
-    """Trials left RUNNING by a search process that is gone (killed): failed, and their recipes queued again."""
-    n = 0
+    """Trials left RUNNING by a search process that is gone (killed): failed, and their recipes queued again. A
+    trial with no owner was killed between `ask` and its first attribute (milliseconds): failed, nothing to queue."""
+    n, now = 0, datetime.now()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        owner = t.user_attrs.get("owner", "")
+        owner = t.user_attrs.get("owner")
         if owner and not _alive(owner):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            if t.params:
+                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            n += 1
+        elif owner is None and t.datetime_start and (now - t.datetime_start).total_seconds() > 5:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             n += 1
     return n
 
@@ -235,8 +241,8 @@ def run_trials(run: P.Run, study: optuna.Study, sp: S.Space, refs: Refs, data: D
     while True:
         while may_start() and len(in_flight) < workers:
             t = study.ask()
-            recipe = S.suggest(t, sp)
             t.set_user_attr("owner", _owner())
+            recipe = S.suggest(t, sp)
             t.set_user_attr("recipe", recipe)
             if same := done_before(study, t.params):  # TPE proposes a finished recipe again: its result stands
                 for key in ("point", "measured", "reasons"):
@@ -512,8 +518,6 @@ def summary_json(cfg: PipelineConfig, outcome: dict, study: optuna.Study, object
 
 
 def _flow_run_name() -> str:
-    from datetime import datetime
-
     from prefect.runtime import flow_run
 
     return f"search-{flow_run.parameters.get('dataset') or 'default'}-{datetime.now():%Y%m%d-%H%M%S}"

@@ -1,4 +1,5 @@
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -12,6 +13,18 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="edgekd-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_LOCAL_STORAGE_PATH"] = os.path.join(_PREFECT_HOME, "results")
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_left_behind():
+    """A flow run in this process sets MLflow's process-wide tracking URI, which then wins over the next test's
+    MLFLOW_TRACKING_URI: forget it after every test, so that no test depends on which ran before it in its
+    process (pytest-xdist deals the test files to its workers)."""
+    yield
+    if "mlflow" in sys.modules:
+        from mlflow.tracking._tracking_service import utils
+
+        utils._tracking_uri = None
 
 
 @pytest.fixture(scope="session")
