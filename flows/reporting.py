@@ -53,7 +53,8 @@ class Report:
                 "val_accuracy": m["val"]["accuracy"], "test_accuracy": m["test"]["accuracy"],
                 "test_macro_f1": m["test"]["macro_f1"], "size_kb": m["size_bytes"] / 1024, "p50_ms": m["p50_ms"],
                 "p95_ms": m["p95_ms"], "p99_ms": m["p99_ms"], "throughput_sps": m["throughput_sps"],
-                "peak_mem_mb": m["peak_mem_mb"], "size_ratio": teacher["size_bytes"] / m["size_bytes"],
+                "peak_mem_mb": m["peak_mem_mb"], "energy_nj": m.get("energy_nj", float("nan")),
+                "size_ratio": teacher["size_bytes"] / m["size_bytes"],
                 "p50_speedup": teacher["p50_ms"] / m["p50_ms"],
                 "gate": "pass" if self.decisions[name].passed else "fail",
             })
@@ -111,6 +112,10 @@ class Report:
                        f"{self.cfg.teacher.min_margin}): KD cannot be expected to help.")
         return out
 
+    def energy_line(self) -> str:
+        sources = sorted({m.get("energy_source") or "not measured" for m in self.results.values()})
+        return "Energy per inference (nJ): " + "; ".join(sources) + "."
+
     def render(self, version: str | None, model_name: str, new: bool = True) -> str:
         from rich.console import Console
         from rich.table import Table
@@ -121,16 +126,18 @@ class Report:
                         f"{p.warmup_runs} warm-up")
         acc = m != "accuracy"
         cols = ["candidate", f"val {m}", f"test {m}", *(["val acc", "test acc"] if acc else []), "size KiB",
-                "p50 ms", "p95 ms", "size ×", "speed ×", "gate"]
+                "p50 ms", "p95 ms", "nJ", "size ×", "speed ×", "gate"]
         for c in cols:
             t.add_column(c, justify="left" if c in ("candidate", "gate") else "right")
         for r in self.table().itertuples():
             t.add_row(r.candidate, f"{r.val_score:.4f}", f"{r.test_score:.4f}",
                       *([f"{r.val_accuracy:.4f}", f"{r.test_accuracy:.4f}"] if acc else []), f"{r.size_kb:.1f}",
-                      f"{r.p50_ms:.4f}", f"{r.p95_ms:.4f}", f"{r.size_ratio:.1f}", f"{r.p50_speedup:.2f}", r.gate)
+                      f"{r.p50_ms:.4f}", f"{r.p95_ms:.4f}", f"{r.energy_nj:.0f}", f"{r.size_ratio:.1f}",
+                      f"{r.p50_speedup:.2f}", r.gate)
         buf = io.StringIO()
         con = Console(file=buf, width=140, force_terminal=False)
         con.print(t)
+        con.print(self.energy_line(), highlight=False)
         for line in self.lines():
             con.print(line)
         con.print(self.verdict(version, model_name, new))
@@ -187,8 +194,8 @@ class Report:
                                                            else []), "test macro F1", *[f"test {c}" for c in extra],
                 "gate"]
         quality = [row(head), row(["---"] * len(head))]
-        bench = [row(["model", "size KiB", "p50 ms", "p95 ms", "p99 ms", "throughput /s", "peak MiB"]),
-                 row(["---"] * 7)]
+        bench = [row(["model", "size KiB", "p50 ms", "p95 ms", "p99 ms", "throughput /s", "peak MiB", "energy nJ"]),
+                 row(["---"] * 8)]
         for r in self.table().itertuples():
             res = self.results[r.candidate]
             role = "**registered**" if r.candidate == self.best else ROLES.get(r.candidate, "candidate")
@@ -196,7 +203,8 @@ class Report:
                                 *([f"{r.val_accuracy:.4f}", f"{r.test_accuracy:.4f}"] if m != "accuracy" else []),
                                 f"{r.test_macro_f1:.4f}", *[f"{res['test'][c]:.4f}" for c in extra], r.gate]))
             bench.append(row([r.candidate, f"{r.size_kb:.1f}", f"{r.p50_ms:.4f}", f"{r.p95_ms:.4f}",
-                              f"{r.p99_ms:.4f}", f"{r.throughput_sps:.0f}", f"{r.peak_mem_mb:.1f}"]))
+                              f"{r.p99_ms:.4f}", f"{r.throughput_sps:.0f}", f"{r.peak_mem_mb:.1f}",
+                              f"{r.energy_nj:.0f}"]))
         counts = data_summary.get("counts", {})
         intended = d.intended_use or (f"Classifies {d.kind} inputs into {', '.join(d.classes)}, on inputs like "
                                       f"those of the `{d.name}` dataset; not validated for anything else.")
@@ -226,6 +234,7 @@ class Report:
             f"Device profile: ONNX Runtime {onnxruntime.__version__} CPU execution provider, {b.intra_op_threads} "
             f"intra-op thread(s), batch {b.batch_size}, {b.timed_runs} timed runs after {b.warmup_runs} warm-up, "
             f"on {platform.machine()} ({os.cpu_count()} logical CPUs, {platform.system()}).", "", *bench, "",
+            self.energy_line(), "",
             "## Gate", "", *self.gate_lines(gate_report), "",
             "## Lineage", "",
             f"- Pipeline run (MLflow): `{run_id}`; Prefect flow run: `{lineage.get('prefect_flow_run_id')}`",
