@@ -34,6 +34,7 @@ from components import benchmark as bench
 from components import gate, kd
 from components import search as S
 from components.config import PipelineConfig, load_config
+from components.energy import rapl_readable
 from flows import dvc_stages, pipeline as P, reporting, tracking
 from flows.stages import (DataRef, PruneSpec, QuantizeSpec, TeacherRef, load_data, measure_candidate, prune_student,
                           quantize_int8, train_student)
@@ -532,7 +533,7 @@ def search(project_dir: str = ".", dataset: str | None = None, budget: str = "15
     root = Path(project_dir).resolve()
     cfg = load_config(root / "params.yaml", dataset, overrides)
     seconds, trials = S.parse_budget(budget)
-    names = S.parse_objectives(objectives, bench_energy_measured())
+    names = S.parse_objectives(objectives, rapl_readable())
     sp = S.space(cfg.search, cfg.data.kind, cfg.student.width, cfg.distill,
                  feature_teacher=not cfg.teacher.source and cfg.teacher.ensemble == 1)
     run = P.open_run(root, cfg, "search", overrides)
@@ -561,9 +562,3 @@ def cluster_workers() -> int:
 
     info = FlowRunContext.get().task_runner.client.scheduler_info(n_workers=-1)
     return max(1, sum(w.get("nthreads", 1) for w in info["workers"].values()))
-
-
-def bench_energy_measured() -> bool:
-    from components.energy import rapl_readable
-
-    return rapl_readable()
