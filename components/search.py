@@ -119,8 +119,9 @@ def reasons(chain: dict, teacher: dict, plain: dict, policy: GateConfig, default
     production, too; with the rules that a pruned model must be faster or smaller than its source and a quantized
     one faster than its FP32 source), and at least the val gate
     metric of the default recipe's model (`default`, a gate view) less `default_tolerance`.
-    `chain` holds the gate views of the trial's models, "student" (FP32), "pruned" (or None) and "final", and
-    the recipe's "precision"."""
+    `chain` holds the gate views of the trial's models, "student" (FP32), "pruned" (or None) and "final", the
+    recipe's "precision", and for a KD student "plain": the val metrics of the same width and depth trained
+    without a teacher on the same budget, which the final model must not fall below."""
     final, pruned, precision = chain["final"], chain.get("pruned"), chain["precision"]
     transform = None if precision == "fp32" else "fp16" if precision == "fp16" else "int8"
     out = gate.decide(final, teacher, champion, policy, plain=plain, source=(pruned or chain["student"]) if transform
@@ -128,6 +129,10 @@ def reasons(chain: dict, teacher: dict, plain: dict, policy: GateConfig, default
     if pruned is not None:
         out += gate.compression_reasons(pruned, chain["student"], "prune")
     m = policy.metric
+    alone = chain.get("plain")  # a KD student's own width and depth trained without a teacher, same budget
+    if alone is not None and final[m] < alone[m] - policy.plain_tolerance:
+        out.append(f"{m} {final[m]:.4f} < {alone[m]:.4f} of the same student trained without a teacher - "
+                   f"plain_tolerance {policy.plain_tolerance:.4f}: KD does not pay at this width and depth")
     if default is not None and final[m] < default[m] - default_tolerance:
         out.append(f"{m} {final[m]:.4f} < the default recipe's {default[m]:.4f} - default_tolerance "
                    f"{default_tolerance:.4f}")

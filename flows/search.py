@@ -76,6 +76,10 @@ def trial(number: int, data: dict, teacher: dict, cfg: dict, recipe: dict) -> di
     spec = spec.model_copy(update={"depth": recipe["depth"]})
     student, _ = P.cached(train_student, spec.model_dump(mode="json"))
     models = {"student": student["onnx"]}
+    plain = None
+    if variant.method != "plain":  # KD is judged against this very student trained alone on the same budget
+        pspec = spec.model_copy(update={"variant": {"method": "plain", "options": {}}, "teacher": None})
+        plain = {"val": P.cached(train_student, pspec.model_dump(mode="json"))[0]["val"]}
     source = student
     if recipe["prune_ratio"]:
         pspec = PruneSpec(source=spec, weights=student["weights"], prune=c.prune.model_dump()
@@ -90,8 +94,9 @@ def trial(number: int, data: dict, teacher: dict, cfg: dict, recipe: dict) -> di
     else:
         models["final"] = source["onnx"]
     b = c.benchmark.model_dump()
-    return {name: measure_candidate.fn(data, m["path"], b) | {"sha256": m["sha256"], "path": m["path"]}
-            for name, m in models.items()}
+    measured = {name: measure_candidate.fn(data, m["path"], b) | {"sha256": m["sha256"], "path": m["path"]}
+                for name, m in models.items()}
+    return measured | ({"plain": plain} if plain else {})
 
 
 # Not a decorator: Dask pickles the task's function by reference, which needs it under its own name here.
@@ -199,7 +204,8 @@ def views(measured: dict) -> dict:
 
 def judge(cfg: PipelineConfig, refs: Refs, measured: dict, recipe: dict) -> list[str]:
     v = views(measured)
-    chain = {"student": v["student"], "pruned": v.get("pruned"), "final": v["final"], "precision": recipe["precision"]}
+    chain = {"student": v["student"], "pruned": v.get("pruned"), "final": v["final"], "precision": recipe["precision"],
+             "plain": v.get("plain")}
     return S.reasons(chain, gate.gate_view(refs.teacher), gate.gate_view(refs.plain), cfg.gate,
                      gate.gate_view(refs.default), cfg.search.default_tolerance, refs.champion)
 
@@ -346,7 +352,7 @@ def settle(run: P.Run, study: optuna.Study, refs: Refs, data: DataRef, objective
     trials = {t.number: t for t in feasible_points(study)}
     first = S.front([t.user_attrs["point"] | {"trial": n} for n, t in trials.items()], objectives, key)
     measured = {p["trial"]: trials[p["trial"]].user_attrs["measured"] for p in first}
-    paths = sorted({m["path"] for ms in measured.values() for m in ms.values()}
+    paths = sorted({m["path"] for ms in measured.values() for m in ms.values() if "path" in m}
                    | {refs.default["path"], refs.naive["path"]})
     run.log.info(f"measuring the front ({len(first)} point(s)) and both references again, side by side: "
                  f"{len(paths)} models x {cfg.search.remeasure_rounds} rounds")
@@ -359,7 +365,7 @@ def settle(run: P.Run, study: optuna.Study, refs: Refs, data: DataRef, objective
     refs.default, refs.naive = again(refs.default), again(refs.naive)
     points, finals = [], {}
     for number, ms in measured.items():
-        ms = {k: again(m) for k, m in ms.items()}
+        ms = {k: again(m) if "path" in m else m for k, m in ms.items()}
         recipe = trials[number].user_attrs["recipe"]
         points.append(point(recipe, ms["final"], metric) | {"trial": number, "gate_reasons": judge(cfg, refs, ms,
                                                                                                     recipe)})

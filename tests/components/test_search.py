@@ -79,3 +79,14 @@ def test_front_keeps_the_non_dominated_points_and_pick_chooses_on_it():
     assert S.pick(front, "size", "val_accuracy")["name"] == "d"
     assert S.pick([], "latency", "val_accuracy") is None
     assert S.ratios(pts[1], pts[0], "val_accuracy") == {"val_accuracy_diff": -0.01, "p95_ms": 0.5, "size_bytes": 1.0}
+
+
+def test_a_kd_trial_must_beat_the_same_student_trained_alone():
+    kd_student = view(0.9889, 0.01, 12)
+    chain = {"student": kd_student, "pruned": None, "final": kd_student, "precision": "fp32",
+             "plain": {"accuracy": 0.9963}}  # digits, width 16, one conv: plain beat hinton over 3 seeds
+    assert S.reasons(chain, TEACHER | {"accuracy": 0.99}, PLAIN, POLICY, None, 0.0) == [
+        "accuracy 0.9889 < 0.9963 of the same student trained without a teacher - plain_tolerance 0.0000: KD does "
+        "not pay at this width and depth"]
+    chain["plain"] = {"accuracy": 0.98}
+    assert S.reasons(chain, TEACHER | {"accuracy": 0.99}, PLAIN, POLICY, None, 0.0) == []
