@@ -166,6 +166,23 @@ class SearchConfig(_Section):
                                                        "measured again side by side this many rounds (median).")
 
 
+class TeamConfig(_Section):
+    """Shared servers of a team (README "Working as a team"). Each tool's own environment variable wins over its
+    key here; with none set, everything stays in the project folder."""
+
+    mlflow_tracking_uri: str | None = Field(None, pattern=r"^https?://",
+                                            description="The team's `mlflow server`, http://HOST:5000 "
+                                                        "(env MLFLOW_TRACKING_URI wins; none: mlruns/mlflow.db).")
+    prefect_api_url: str | None = Field(None, pattern=r"^https?://.+/api/?$",
+                                        description="The team's Prefect server, http://HOST:4200/api (env "
+                                                    "PREFECT_API_URL wins; none: a temporary server per command).")
+    database_url: str | None = Field(None, pattern=r"^postgres(ql)?://",
+                                     description="PostgreSQL whose advisory locks serialize promotions across "
+                                                 "machines, postgresql://USER@HOST:5432/edgekd; the password from "
+                                                 "PGPASSWORD or ~/.pgpass (env EDGEKD_DATABASE_URL wins; none: a file "
+                                                 "lock that guards this machine only).")
+
+
 class PipelineConfig(_Section):
     """The effective configuration of one run: one dataset plus every stage's section."""
 
@@ -227,10 +244,12 @@ def effective_config(params: dict, dataset: str | None = None, overrides: dict |
     """
     run_overrides = parse_overrides(overrides)
     params = dict(params)
-    unknown = set(params) - {"dataset", "datasets", *STAGE_SECTIONS}
+    unknown = set(params) - {"dataset", "datasets", "team", *STAGE_SECTIONS}
     if unknown:
-        raise ConfigError(f"unknown top-level keys {sorted(unknown)}; expected 'dataset', 'datasets' and "
+        raise ConfigError(f"unknown top-level keys {sorted(unknown)}; expected 'dataset', 'datasets', 'team' and "
                           f"{list(STAGE_SECTIONS)} (a dataset's settings go under datasets.NAME)")
+    team_config(params)  # checked here, applied by flows/env.py; not part of a run's config (no secrets logged)
+    params.pop("team", None)
     datasets = params.pop("datasets", None) or {"digits": {}}
     default = params.pop("dataset", next(iter(datasets)))
     name = dataset or default
@@ -247,6 +266,15 @@ def effective_config(params: dict, dataset: str | None = None, overrides: dict |
     except ValidationError as e:
         lines = [f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
         raise ConfigError(f"dataset {name!r}: invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def team_config(params: dict) -> TeamConfig:
+    """The `team` section of a params mapping (all none when absent)."""
+    try:
+        return TeamConfig.model_validate(params.get("team") or {})
+    except ValidationError as e:
+        lines = [f"team.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("invalid team section:\n  " + "\n  ".join(lines)) from None
 
 
 def read_params(path: str | Path) -> dict:

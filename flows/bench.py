@@ -55,8 +55,8 @@ def bench_kd(project_dir: str = ".", dataset: str | None = None, widths: list[in
     try:
         outcome = _bench(run, widths or [cfg.student.width], seeds,
                          [m for m in (methods or list(kd.METHODS)) if m != "plain"], labelled_fraction)
-    except BaseException:
-        run.tracker.fail_open_runs()
+    except BaseException as e:
+        run.tracker.fail_open_runs(e)
         raise
     run.tracker.end(run.parent)
     return outcome

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flows import env
 
-EXIT_NOTHING_PASSED, EXIT_BAD_DATA, EXIT_REFUSED, EXIT_BUSY = 2, 3, 4, 5
+EXIT_NOTHING_PASSED, EXIT_BAD_DATA, EXIT_REFUSED, EXIT_BUSY, EXIT_UNREACHABLE = 2, 3, 4, 5, 6
 
 
 def _overrides(args) -> dict:
@@ -191,6 +191,13 @@ def cmd_bench_rerun(args) -> int:
 
 def cmd_ui(args) -> int:
     uri = os.environ["MLFLOW_TRACKING_URI"]
+    if uri.startswith("http"):  # a team's server: its UI is already there
+        import webbrowser
+
+        print(f"MLflow UI of the tracking server: {uri}")
+        if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin":
+            webbrowser.open(uri)  # not on a terminal-only machine, where it could start a text browser
+        return 0
     cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C to stop")
     os.execvp(sys.executable, [sys.executable, "-m", *cmd])
@@ -304,12 +311,22 @@ def cmd_deploy(args) -> int:
         print(f"error: {spec}: expected the deployments on one work pool, found {pools}", file=sys.stderr)
         return 1
     pool = pools[0]
+    if args.no_worker and not os.environ.get("PREFECT_API_URL"):
+        print("error: --no-worker registers the deployment on a server that outlives this command: set "
+              "PREFECT_API_URL or team.prefect_api_url to it", file=sys.stderr)
+        return 1
     os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
     try:
         with sigterm_as_interrupt(), prefect_server(args.port) as url:
             if prefect("work-pool", "inspect", pool, check=False).returncode != 0:
                 prefect("work-pool", "create", pool, "--type", "process")
             prefect("--no-prompt", "deploy", "--all", cwd=root)
+            if args.no_worker:  # a team's server: workers elsewhere run the flow runs
+                for d in deployments:
+                    print(f"deployed 'edgekd-pipeline/{d['name']}' to work pool {pool!r} on {url}; a worker with "
+                          f"this project at {root} runs its flow runs:\n  PREFECT_API_URL={url} prefect worker start "
+                          f"--pool {pool}")
+                return 0
             with process_worker(pool, root) as worker:
                 for d in deployments:
                     print(f"deployed 'edgekd-pipeline/{d['name']}' to work pool {pool!r}; run it with:\n"
@@ -374,6 +391,8 @@ def cmd_history(args) -> int:
         entries = tracking.history(name)
         aliases = tracking.client().get_registered_model(name).aliases
     except MlflowException as e:
+        if tracking.unreachable(e):
+            raise  # main() says so
         print(f"error: {e.message}", file=sys.stderr)
         return 1
     print(f"{name}: who moved 'production', oldest first")
@@ -434,6 +453,8 @@ def cmd_data_add(args) -> int:
     pool = f", {section['unlabelled_samples']} unlabelled samples" if "unlabelled_samples" in section else ""
     print(f"added dataset {args.name!r}: {section['samples']} samples, classes {section['classes']}{pool}; "
           f"run it with: edgekd run --dataset {args.name}")
+    if section["push"]:
+        print(section["push"], file=sys.stdout if section["pushed"] else sys.stderr)
     return 0
 
 
@@ -540,6 +561,8 @@ def parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=cmd_serve)
     dp = sub.add_parser("deploy", help="deploy prefect.yaml to its work pool and run a process worker for it")
     dp.add_argument("--port", type=int, default=4200, help=server_port_help)
+    dp.add_argument("--no-worker", action="store_true", help="register the deployment and return, for a shared "
+                                                             "server whose workers run elsewhere")
     dp.set_defaults(fn=cmd_deploy)
     pr = sub.add_parser("promote", help="move the 'production' alias to a version, after the gate passes again")
     pr.add_argument("version", help="registered model version")
@@ -568,11 +591,17 @@ def parser() -> argparse.ArgumentParser:
                     help="a stage key recorded in the dataset's overrides (repeatable), e.g. gate.min_accuracy=0.9 "
                          "on top of the relative gate a new dataset gets")
     da.set_defaults(fn=cmd_data_add)
+    from flows import dvc_remote
+
+    dvc_remote.add_parser(data)
     dr = data.add_parser("remove", help="take a dataset out of params.yaml, dvc.lock and data/ (its registered "
                                         "model stays; its source file stays on disk)")
     dr.add_argument("name", help="a key of `datasets` in params.yaml, not the default `dataset`")
     dr.add_argument("--yes", action="store_true", help="remove without asking (needed without a terminal)")
     dr.set_defaults(fn=cmd_data_remove)
+    from flows import team
+
+    team.add_parser(sub)
     pd_ = sub.add_parser("predict", help="predict raw inputs with a registered model (ONNX Runtime + its spec only)")
     pd_.add_argument("model", help="registered model name (the dataset's name)")
     pd_.add_argument("inputs", nargs="+", help="image or wav files, text lines, or CSV rows of features")
@@ -596,12 +625,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except Exception as e:
+        uri = os.environ["MLFLOW_TRACKING_URI"]
         # SQLite waits up to 20 s for a writer (MLflow sets busy_timeout), then gives up: say so, don't trace.
-        if "database is locked" not in str(e):
-            raise
-        print(f"error: the MLflow store {os.environ['MLFLOW_TRACKING_URI']} stayed locked by another process "
-              f"beyond SQLite's 20 s busy timeout; this command stopped there, try again", file=sys.stderr)
-        return EXIT_BUSY
+        if "database is locked" in str(e):
+            print(f"error: the MLflow store {uri} stayed locked by another process beyond SQLite's 20 s busy "
+                  "timeout; this command stopped there, try again", file=sys.stderr)
+            return EXIT_BUSY
+        if uri.startswith("http") and tracking_unreachable(e):
+            print(f"error: the MLflow tracking server {uri} stopped answering (each request was retried "
+                  f"{os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES']} times); this command stopped there. A model "
+                  "version it had begun to register stays incomplete: nothing uses it, and the next run deletes it. "
+                  "When the server is back, run the command again: finished stages are reused from the cache.\n"
+                  f"  (... {str(e).splitlines()[0][-160:]})", file=sys.stderr)  # the end names the cause
+            return EXIT_UNREACHABLE
+        raise
+
+
+def tracking_unreachable(error: Exception) -> bool:
+    from flows.tracking import unreachable
+
+    return unreachable(error)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 from components.config import ConfigError, effective_config, parse_overrides
 from components.data import DataError, get_kind
 from components.data.base import label_problem, splits_from_source, write_text
+from flows import dvc_remote
 from flows.dvc_stages import check_apart, resolve_in_root
 
 # A new dataset's gate: nothing is known yet of the accuracy it allows (the shipped min_accuracy 0.97 is the digits'),
@@ -27,8 +28,9 @@ def add_dataset(root: Path, name: str, kind: str, source: str, data_root: str, c
                 options: dict, unlabelled: str | None = None, overrides: dict | None = None) -> dict:
     """Validate, `dvc add` (for files inside the project), then record the dataset, with NEW_DATASET_GATE and
     `overrides` ({"SECTION.KEY": value}, on top of it) as its overrides. Returns its section, with `samples`,
-    `labels_found`, `inferred` (what was inferred of the options, "" for nothing), `splits_from_source` and, with
-    an `unlabelled` pool (a path relative to `data_root`), `unlabelled_samples`.
+    `labels_found`, `inferred` (what was inferred of the options, "" for nothing), `splits_from_source`, `pushed`
+    (to the default DVC remote) and `push` (what to print of it: "" when nothing went to DVC, "not pushed: ..."
+    when the push failed) and, with an `unlabelled` pool (a path relative to `data_root`), `unlabelled_samples`.
     """
     from ruamel.yaml.comments import CommentedMap
     from ruamel.yaml.scalarstring import DoubleQuotedScalarString
@@ -66,15 +68,30 @@ def add_dataset(root: Path, name: str, kind: str, source: str, data_root: str, c
     # quoted, as labels such as yes/no/on/off would be booleans to the YAML 1.1 readers of params.yaml (PyYAML)
     section |= {"classes": [DoubleQuotedScalarString(c) for c in classes], "options": options, "overrides": stages}
     effective_config({"datasets": {name: section}})  # the section must be a valid config before it is written
+    tracked = []
     for p in (path, pool_path):
         if p is not None and p.is_relative_to(root) and _dvc_trackable(root, p):
             subprocess.run([sys.executable, "-m", "dvc", "add", str(p.relative_to(root))], cwd=root, check=True,
                            capture_output=True, text=True)
+            tracked.append(f"{p.relative_to(root)}.dvc")
     params.setdefault("datasets", {})[name] = section
     write_yaml(yaml, params, params_file)
+    pushed, push = _push(root, tracked)
     return section | {"samples": len(raw), "labels_found": found, "inferred": inferred,
-                      "splits_from_source": splits_from_source(raw)} | (
+                      "splits_from_source": splits_from_source(raw), "pushed": pushed, "push": push} | (
         {"unlabelled_samples": len(pool)} if pool is not None else {})
+
+
+def _push(root: Path, targets: list[str]) -> tuple[bool, str]:
+    """Push the new .dvc targets to the default remote, so that a teammate's clone can pull them. A failed push
+    does not undo the addition (the data is in the local DVC cache): it is said, to be pushed later."""
+    if not targets:
+        return False, ""
+    try:
+        return True, f"pushed to {dvc_remote.push(root, targets)}"
+    except dvc_remote.RemoteError as e:
+        return False, f"not pushed: {e}\nthe data is in the local DVC cache only: run `dvc push` when the remote " \
+                      "is reachable"
 
 
 def round_trip_yaml():

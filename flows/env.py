@@ -13,10 +13,20 @@ TELEMETRY_OFF = {
 }
 
 
+# A tracking server that stops answering: each request is retried 4 times, about 30 s in all (MLflow's default, 7
+# times with factor 2, waits several minutes), then the command stops with a clear error (flows/cli.py).
+SERVER_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
+
+
 def configure(project_dir: str | Path) -> Path:
-    """Telemetry off; Prefect's home, results and MLflow's store inside the project unless the user set them."""
+    """Telemetry off; the team's servers when params.yaml's `team` section or the tools' own variables name them;
+    otherwise Prefect's home, results and MLflow's store inside the project. Variables the user set win."""
     root = Path(project_dir).resolve()
     os.environ.update(TELEMETRY_OFF)
+    for var, value in team_settings(root).items():
+        os.environ.setdefault(var, value)
+    for var, value in SERVER_RETRIES.items():
+        os.environ.setdefault(var, value)
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(root / ".prefect" / "results"))
     # A cold temporary server runs its DB migrations first; the 20 s default fails on a busy 2-core machine.
@@ -27,6 +37,24 @@ def configure(project_dir: str | Path) -> Path:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps `predict` output to its rows
     return root
+
+
+TEAM_VARIABLES = {"mlflow_tracking_uri": "MLFLOW_TRACKING_URI", "prefect_api_url": "PREFECT_API_URL",
+                  "database_url": "EDGEKD_DATABASE_URL"}
+
+
+def team_settings(root: Path) -> dict[str, str]:
+    """The `team` section of params.yaml as the environment variables it stands for. A params file that cannot be
+    read gives none here: the command that loads it reports the problem."""
+    import yaml
+
+    from components.config import ConfigError, read_params, team_config
+
+    try:
+        team = team_config(read_params(root / "params.yaml"))
+    except (ConfigError, OSError, ValueError, yaml.YAMLError):
+        return {}
+    return {var: getattr(team, key) for key, var in TEAM_VARIABLES.items() if getattr(team, key)}
 
 
 def tracking_uri(root: Path) -> str:

@@ -32,7 +32,7 @@ from components.export import artifact_info, atomic_path
 from components.recipes import Recipe, recipes
 from components.teachers import TORCHSCRIPT_SUFFIXES, TeacherFileError, check_teacher, load_teacher_file
 from components.validation import DataValidationError, ValidationReport
-from flows import dvc_stages, env, reporting, tracking
+from flows import dvc_remote, dvc_stages, env, reporting, tracking
 from flows.stages import (DataRef, DvcError, PruneSpec, QuantizeSpec, StudentSpec, TeacherRef, TeacherSpec, dvc_repro,
                           export_teacher, load_data, measure_candidate, ort_metrics, prune_student, quantize_int8,
                           train_student, train_teacher, validate_data)
@@ -96,6 +96,8 @@ def tracked(run: Run, stage: str, task_fn, spec, tags: dict | None = None) -> di
 def validate(run: Run) -> DataRef:
     """DVC's ingest and prepare stages, each followed by the GX suite that guards it; bad data is rolled back."""
     root, cfg, tr = run.root, run.cfg, run.tracker
+    if pulled := dvc_remote.pull_missing(root, cfg.data.name):  # a clone has the .dvc files, not the data
+        run.log.info(f"pulled from the DVC remote: {', '.join(pulled)}")
     lock_before = (root / "dvc.lock").read_text() if (root / "dvc.lock").exists() else None
     with tr.stage("validation") as rid:
         try:
@@ -484,8 +486,8 @@ def pipeline(project_dir: str = ".", dataset: str | None = None, overrides: dict
         trained = train(run, data, variants)
         results = measure(run, data, compress(run, data, trained))
         outcome = publish(run, data, trained, results, judge(run, results))
-    except BaseException:
-        run.tracker.fail_open_runs()
+    except BaseException as e:
+        run.tracker.fail_open_runs(e)
         raise
     run.tracker.end(run.parent)
     return outcome

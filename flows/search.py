@@ -555,8 +555,8 @@ def search(project_dir: str = ".", dataset: str | None = None, budget: str = "15
             run.log.info(f"resuming study {study.study_name}: {done} finished trial(s) kept, not rerun")
         run_trials(run, study, sp, refs, data, names, seconds, trials, cluster_workers())
         outcome = publish(run, study, refs, settle(run, study, refs, data, names, cfg.search.pick), names)
-    except BaseException:
-        run.tracker.fail_open_runs()
+    except BaseException as e:
+        run.tracker.fail_open_runs(e)
         raise
     run.tracker.end(run.parent)
     return outcome

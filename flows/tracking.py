@@ -44,7 +44,13 @@ class Tracker:
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             location = (artifact_root / experiment).as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                # another machine's first run of this dataset created it a moment ago (a shared server)
+                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
         else:
             self.experiment_id = exp.experiment_id
         self.experiment = experiment
@@ -84,8 +90,9 @@ class Tracker:
         rid = self.start(stage, tags)
         try:
             yield rid
-        except BaseException:
-            self.end(rid, ok=False)
+        except BaseException as e:
+            if not unreachable(e):  # else fail_open_runs' reason: the next run closes it
+                self.end(rid, ok=False)
             raise
         self.end(rid)
 
@@ -94,7 +101,11 @@ class Tracker:
         if run_id in self._open:
             self._open.remove(run_id)
 
-    def fail_open_runs(self) -> None:
+    def fail_open_runs(self, error: BaseException | None = None) -> None:
+        """Mark this process's open runs FAILED, unless `error` is the tracking server not answering: that would
+        only wait for it again, and the next run marks them (close_dead_runs)."""
+        if error is not None and unreachable(error):
+            return
         for rid in list(reversed(self._open)):
             self.end(rid, ok=False)
 
@@ -167,9 +178,10 @@ def version_by_alias(c: MlflowClient, name: str, alias: str):
     try:
         return c.get_model_version_by_alias(name, alias)
     except MlflowException as e:
-        if "database is locked" in str(e):  # a busy store is not "no such alias"
-            raise
-        return None
+        # no such model, or no such alias; a busy store or a server not answering is not "no such alias"
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and "database is locked" not in str(e):
+            return None
+        raise
 
 
 def _scalars(d: dict) -> dict:
@@ -207,7 +219,8 @@ def gate_metrics(mv, prefix: str = "val.") -> dict:
 
 def register(run_id: str, name: str, onnx_path: str | Path, input_example, extra_files: list[str],
              tags: dict, description: str) -> str:
-    """Log the ONNX model with signature, input example and extra files, register it, tag it, alias it staging."""
+    """Log the ONNX model with signature, input example and extra files, register it with its tags (one request:
+    the version never exists without them), describe it, alias it staging, and mark it complete last."""
     import onnx
     from mlflow.models import infer_signature
 
@@ -217,14 +230,12 @@ def register(run_id: str, name: str, onnx_path: str | Path, input_example, extra
     signature = infer_signature(input_example, ort_predict(onnx_path, input_example))
     with mlflow.start_run(run_id=run_id):
         info = mlflow.onnx.log_model(
-            model, name="model", signature=signature, input_example=input_example,
-            registered_model_name=name, extra_files=extra_files, save_as_external_data=False,
-            pip_requirements=["onnxruntime", "onnx", "numpy"], onnx_execution_providers=["CPUExecutionProvider"],
+            model, name="model", signature=signature, input_example=input_example, extra_files=extra_files,
+            save_as_external_data=False, pip_requirements=["onnxruntime", "onnx", "numpy"],
+            onnx_execution_providers=["CPUExecutionProvider"],
         )
-    version = str(info.registered_model_version)
+    version = str(mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()}).version)
     c = client()
-    for k, v in tags.items():
-        c.set_model_version_tag(name, version, k, str(v))
     c.update_model_version(name, version, description=description)
     c.set_registered_model_alias(name, STAGING, version)
     c.set_model_version_tag(name, version, COMPLETE, "true")  # last: without it, the version is partial
@@ -273,9 +284,21 @@ class PromotionError(RuntimeError):
 
 
 @contextmanager
-def registry_lock(name: str, timeout: float = 60.0):
-    """Serialize changes of `name`'s production alias across processes (a file lock beside the project's store);
-    a promotion waits at most `timeout` seconds for another one to finish."""
+def registry_lock(name: str, timeout: float | None = None):
+    """Serialize changes of `name`'s production alias; a promotion waits at most `timeout` seconds (default
+    EDGEKD_LOCK_TIMEOUT, else 60) for another one to finish. With EDGEKD_DATABASE_URL (a team's PostgreSQL) the lock
+    is a PostgreSQL advisory lock, which every machine sees and which the server releases when its holder's
+    connection ends (a killed process never leaves it held); otherwise a file lock beside the project's store."""
+    timeout = float(os.environ.get("EDGEKD_LOCK_TIMEOUT", 60)) if timeout is None else timeout
+    url = os.environ.get("EDGEKD_DATABASE_URL")
+    if url:
+        with _advisory_lock(url, name, timeout):
+            yield
+        return
+    if not os.environ["MLFLOW_TRACKING_URI"].startswith("sqlite:"):
+        print(f"warning: promotions of {name} are serialized by a file lock on this machine only; set "
+              "EDGEKD_DATABASE_URL (or team.database_url) to the team's PostgreSQL so every machine shares the guard",
+              file=sys.stderr, flush=True)
     from filelock import FileLock, Timeout
 
     folder = Path(os.environ.get("EDGEKD_LOCK_DIR", ".edgekd/locks"))
@@ -285,16 +308,72 @@ def registry_lock(name: str, timeout: float = 60.0):
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            print(f"waiting up to {timeout:.0f} s for another promotion or rollback of {name} to finish ...",
-                  file=sys.stderr, flush=True)
+            _waiting(name, timeout)
             lock.acquire(timeout=timeout)
     except Timeout:
-        raise PromotionError(f"another promotion or rollback of {name} has held the registry lock for "
-                             f"{timeout:.0f} s ({folder}); nothing was changed, try again") from None
+        raise PromotionError(_busy(name, timeout, str(folder))) from None
     try:
         yield
     finally:
         lock.release()
+
+
+def _waiting(name: str, timeout: float) -> None:
+    print(f"waiting up to {timeout:.0f} s for another promotion or rollback of {name} to finish ...",
+          file=sys.stderr, flush=True)
+
+
+def _busy(name: str, timeout: float, where: str) -> str:
+    return (f"another promotion or rollback of {name} has held the registry lock for {timeout:.0f} s ({where}); "
+            "nothing was changed, try again")
+
+
+def lock_key(name: str) -> int:
+    """The advisory lock key of a registered model: a signed 64-bit number from its name."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"edgekd.registry:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def _advisory_lock(url: str, name: str, timeout: float):
+    import time
+
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(url, connect_timeout=10, application_name=f"edgekd promote {name}")
+    except psycopg2.Error as e:
+        raise PromotionError(f"the promotion guard's database {_redact(url)} could not be reached: "
+                             f"{str(e).strip()}; nothing was changed") from None
+    conn.autocommit = True
+    where = f"PostgreSQL advisory lock on {_redact(url)}"
+    try:
+        with conn.cursor() as cur:
+            deadline, waited = time.monotonic() + timeout, False
+            while True:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(name),))
+                if cur.fetchone()[0]:
+                    break
+                if time.monotonic() > deadline:
+                    raise PromotionError(_busy(name, timeout, where))
+                if not waited:
+                    _waiting(name, timeout)
+                    waited = True
+                time.sleep(0.2)
+            try:
+                yield
+            finally:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (lock_key(name),))
+    finally:
+        conn.close()
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for messages."""
+    import re
+
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 def _move_production(c: MlflowClient, name: str, record: dict) -> None:
@@ -334,6 +413,9 @@ def promote(name: str, version: str, gate_check) -> dict:
         if cur == str(version):
             raise PromotionError(f"{name} version {version} already holds '{PRODUCTION}'")
         mv = c.get_model_version(name, version)
+        if COMPLETE not in mv.tags:
+            _refuse(c, name, record, f"{name} version {version} was never completely registered (the run that "
+                                     "registered it stopped midway); the next run of that dataset deletes it")
         try:
             verify_artifact(c, name, mv)
         except IntegrityError as e:
@@ -389,6 +471,18 @@ class IntegrityError(RuntimeError):
     pass
 
 
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is the MLflow tracking server not answering after the client's retries,
+    rather than the server refusing a request."""
+    while error is not None:
+        text = str(error)
+        if isinstance(error, MlflowException) and ("Max retries exceeded" in text or "Connection refused" in text
+                                                   or "Read timed out" in text):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def verify_artifact(c: MlflowClient, name: str, mv) -> Path:
     """Download a version's ONNX file and check it against the sha256 recorded at registration, then with
     onnx.checker; returns its local path."""
@@ -410,6 +504,9 @@ def fetch_verified(name: str, ref: str) -> tuple[Path, dict, object]:
     mv = c.get_model_version(name, ref) if ref.isdigit() else version_by_alias(c, name, ref)
     if mv is None:
         raise PromotionError(f"{name} has no version with alias {ref!r}")
+    if COMPLETE not in mv.tags:
+        raise PromotionError(f"{name} version {mv.version} was never completely registered (the run that "
+                             "registered it stopped midway)")
     onnx_file = verify_artifact(c, name, mv)
     spec_file = onnx_file.parent / "extra_files" / "preprocess.json"
     if not spec_file.is_file():
