@@ -92,3 +92,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def s3_server():
+    """A local S3-compatible server (moto's) on a free port for the block, with dummy credentials in the
+    environment; yields its endpoint URL."""
+    import os
+    import time
+    import urllib.request
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "moto's S3 server did not start"
+                time.sleep(0.3)
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
+                mp.setenv(k, v)
+            yield endpoint
+    finally:
+        proc.kill()
+        proc.wait()

@@ -143,3 +143,29 @@ def test_a_busy_store_gets_a_bounded_wait_and_a_clear_message(registry, capsys):
     assert "stayed locked by another process beyond SQLite's 20 s busy timeout" in capsys.readouterr().err
     assert took < 60
     assert "production" not in MlflowClient().get_registered_model(MODEL).aliases
+
+
+def test_a_tracking_server_that_stops_answering_gets_bounded_retries_and_a_clear_message(registry, monkeypatch,
+                                                                                          capsys):
+    from tests.flows.projects import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    started = time.monotonic()
+    assert cli(registry, "history") == 6
+    assert time.monotonic() - started < 30
+    err = capsys.readouterr().err
+    assert "stopped answering (each request was retried 1 times)" in err and "Connection refused" in err
+
+
+def test_a_version_whose_registration_never_finished_is_neither_promoted_nor_served(registry, capsys):
+    from mlflow import MlflowClient
+
+    from flows.tracking import COMPLETE
+
+    MlflowClient().delete_model_version_tag(MODEL, "2", COMPLETE)  # as a run stopped between its steps leaves it
+    assert cli(registry, "promote", "2") == 4
+    assert cli(registry, "predict", MODEL, "1,2,3,4", "--ref", "2") == 4
+    err = capsys.readouterr().err
+    assert err.count("version 2 was never completely registered") == 2
+    assert "production" not in MlflowClient().get_registered_model(MODEL).aliases
