@@ -15,6 +15,12 @@ os.environ["PREFECT_LOCAL_STORAGE_PATH"] = os.path.join(_PREFECT_HOME, "results"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 
 
+def pytest_collection_modifyitems(items):
+    """The slow end-to-end modules first (the team module first of all): with `--dist loadfile` each worker takes
+    the next file when it is free, so a long file taken last would finish alone while the other worker idles."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("team") else 1 if item.get_closest_marker("slow") else 2)
+
+
 @pytest.fixture(autouse=True)
 def _no_tracking_uri_left_behind():
     """A flow run in this process sets MLflow's process-wide tracking URI, which then wins over the next test's

@@ -10,6 +10,8 @@ import pytest
 from tests.flows.projects import REPO, pipeline_project, shipped_params
 from tests.flows.test_no_orphans import kill_and_check
 
+pytestmark = pytest.mark.slow
+
 FAST = {"teacher": {"epochs": 4, "patience": 30}, "student": {"width": 8, "epochs": 12, "patience": 12},
         "prune": {"finetune_epochs": 1}, "quantize": {"calibration_samples": 32},
         "benchmark": {"warmup_runs": 2, "timed_runs": 20},

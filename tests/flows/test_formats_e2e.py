@@ -13,6 +13,9 @@ import pandas as pd
 import pytest
 
 from tests.flows.projects import SHARED, pipeline_project, small_params
+
+pytestmark = pytest.mark.slow
+
 FAST = {"teacher": {"epochs": 3, "patience": 3}, "student": {"epochs": 3}, "prune": {"finetune_epochs": 1},
         "quantize": {"calibration_samples": 32}, "benchmark": {"warmup_runs": 2, "timed_runs": 20},
         "gate": {"min_accuracy": 0.0, "max_accuracy_drop": 1.0, "max_p95_ms": 100.0, "max_size_kb": 10000.0}}

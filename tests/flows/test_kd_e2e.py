@@ -15,6 +15,8 @@ from PIL import Image
 from components import kd
 from tests.flows.projects import pipeline_project, small_params
 
+pytestmark = pytest.mark.slow
+
 TINY = {"distill": {"method": "hinton", "adaptive": {"temperatures": [2.0], "alphas": [0.0, 0.5]}}}
 
 

@@ -16,6 +16,8 @@ import yaml
 
 from tests.flows.projects import SMALL, data_state, free_port, pipeline_project, small_params
 
+pytestmark = pytest.mark.slow
+
 CANDIDATES = ("teacher_fp32", "plain_fp32", "plain_pruned_fp32", "plain_pruned_int8_static", "plain_pruned_int8_dynamic",
               "kd_fp32", "kd_pruned_fp32", "kd_pruned_int8_static", "kd_pruned_int8_dynamic")
 

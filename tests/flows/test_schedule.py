@@ -17,6 +17,8 @@ import pytest
 from flows.server import healthy
 from tests.flows.projects import free_port, served_project, small_params
 
+pytestmark = pytest.mark.slow
+
 FLOW = "edgekd-pipeline"
 TERMINAL_BAD = {"FAILED", "CRASHED", "CANCELLED"}
 

@@ -11,6 +11,8 @@ import pytest
 
 from tests.flows.projects import free_port, served_project, shipped_params
 
+pytestmark = pytest.mark.slow
+
 TINY = {"teacher": {"epochs": 2, "patience": 2}, "student": {"width": 4, "epochs": 12, "patience": 12},
         "distill": {"method": "hinton"}, "prune": {"finetune_epochs": 1}, "quantize": {"calibration_samples": 32},
         "benchmark": {"warmup_runs": 2, "timed_runs": 20},

@@ -24,7 +24,7 @@ from sklearn.datasets import load_breast_cancer
 
 from tests.flows.projects import REPO, free_port, s3_server, small_params
 
-pytestmark = pytest.mark.team
+pytestmark = [pytest.mark.team, pytest.mark.slow]
 
 NAME = "tumours"
 BUCKET = "edgekd-team"
