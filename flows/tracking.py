@@ -16,7 +16,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunStatus
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -121,13 +121,17 @@ class Tracker:
         for i in range(0, len(ms), 900):
             self.client.log_batch(run_id, metrics=ms[i:i + 900])
 
+    # In batches (MLflow takes up to 100 params or tags per request): a run logs about 150 params, and against a
+    # tracking server each request is a round trip.
     def params(self, run_id: str, values: dict) -> None:
-        for k, v in values.items():
-            self.client.log_param(run_id, k, str(v)[:6000])
+        items = [Param(k, str(v)[:6000]) for k, v in values.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
 
     def tags(self, run_id: str, values: dict) -> None:
-        for k, v in values.items():
-            self.client.set_tag(run_id, k, str(v))
+        items = [RunTag(k, str(v)) for k, v in values.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, tags=items[i:i + 100])
 
     def inputs(self, run_id: str, datasets: dict[str, "mlflow.data.dataset.Dataset"]) -> None:
         """Datasets a run read, by context (train, val, test): the run's inputs and the experiment's Dataset column."""
@@ -257,7 +261,12 @@ def drop_partial_versions(name: str, run_ids: list[str]) -> list[str]:
         return dropped
     for mv in c.search_model_versions(f"name='{name}'"):
         if mv.run_id in run_ids and COMPLETE not in mv.tags:
-            c.delete_model_version(name, mv.version)
+            try:
+                c.delete_model_version(name, mv.version)
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                continue  # another run on this host, starting at the same time, deleted it first
             dropped.append(str(mv.version))
     return dropped
 

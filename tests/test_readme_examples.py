@@ -87,3 +87,8 @@ def test_readme_documents_every_stage_option_with_its_default():
             shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
             assert f"`{shown}`" in row, (section, key, value)
     assert "distill.method" in table
+    from components.config import TeamConfig
+
+    team = _table("### Team servers (`team`)")
+    for key, value in TeamConfig().model_dump().items():
+        assert f"`{'null' if value is None else value}`" in team[f"team.{key}"], key

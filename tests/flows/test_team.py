@@ -155,24 +155,67 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def test_two_clones_pull_the_data_run_at_once_and_share_one_registry(clones, origin, team):
-    (a, env_a), (b, env_b) = clones["a"], clones["b"]
+def _listener(port: int) -> int:
+    import psutil
+
+    return next(c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == "LISTEN"
+                and c.pid)
+
+
+def test_a_run_whose_mlflow_server_is_killed_while_it_registers_stops_within_its_retries(clones, origin, team):
+    """Killed at the most delicate moment: the run has pulled the data, trained, and uploaded its model through the
+    server, and is about to register it. It must stop within its bounded retries with a clear error, and leave no
+    complete version."""
+    (a, env_a) = clones["a"]
     assert not (a / "data" / "external" / f"{NAME}.csv").exists()  # only its .dvc file is in git
+    port = int(team["MLFLOW_TRACKING_URI"].rsplit(":", 1)[1])
+    uploaded = set((team["dir"] / "artifacts").rglob("model.onnx"))
+    log = a / "killed.log"
+    proc = spawn(a, "run", "--dataset", NAME, env=env_a, log=log)
+    deadline = time.monotonic() + 600
+    while not set((team["dir"] / "artifacts").rglob("model.onnx")) - uploaded:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    os.killpg(os.getpgid(_listener(port)), signal.SIGKILL)
+    killed_at = time.monotonic()
+    code = proc.wait(timeout=400)
+    out = log.read_text()
+    assert code == 6 and "stopped answering" in out, out[-4000:]
+    assert time.monotonic() - killed_at < 120  # bounded: one request's retries, not MLflow's minutes
+    assert "pulled from the DVC remote" in out
+    assert (a / "data" / "external" / f"{NAME}.csv").read_bytes() == \
+        (origin / "data" / "external" / f"{NAME}.csv").read_bytes()
+
+    res = edgekd(REPO, "team", "up", "--dir", str(team["dir"]), *team["up"], env=team["env"], timeout=400)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Prefect server already running" in res.stdout and "PostgreSQL already running" in res.stdout
+    assert not [v for v, t in versions(team).items() if t.get("registration_complete") == "true"]
+
+
+def test_two_clones_run_at_once_one_resuming_the_killed_run_and_share_one_registry(clones, origin, team):
+    """Clone a runs the killed command again while clone b, which has only the .dvc file, pulls the data and runs
+    its own: both finish, each registers a complete version of its own, and the killed run's MLflow runs are
+    closed and any version it had begun is gone."""
+    (a, env_a), (b, env_b) = clones["a"], clones["b"]
     procs = [spawn(a, "run", "--dataset", NAME, "--json", str(a / "run.json"), env=env_a, log=a / "run.log"),
              spawn(b, "run", "--dataset", NAME, "--set", "train.seed=1", "--json", str(b / "run.json"), env=env_b,
                    log=b / "run.log")]
     for p, root in zip(procs, (a, b)):
         assert p.wait(timeout=900) == 0, (root / "run.log").read_text()[-4000:]
 
-    for root in (a, b):
-        assert (root / "data" / "external" / f"{NAME}.csv").read_bytes() == \
-            (origin / "data" / "external" / f"{NAME}.csv").read_bytes()
-        assert "pulled" in (root / "run.log").read_text()
+    assert (b / "data" / "external" / f"{NAME}.csv").read_bytes() == \
+        (origin / "data" / "external" / f"{NAME}.csv").read_bytes()
     va, vb = read_json(a / "run.json")["registered"]["version"], read_json(b / "run.json")["registered"]["version"]
     held = versions(team)
-    assert sorted(held) == sorted([va, vb]) and va != vb
+    assert sorted(held) == sorted([va, vb]) and va != vb  # a version the killed run had begun is gone
     assert all(t.get("registration_complete") == "true" for t in held.values())
     assert len({t["sha256"] for t in held.values()}) == 2
+    logs = (a / "run.log").read_text() + (b / "run.log").read_text()
+    assert "MLflow run(s) left RUNNING by a killed process marked FAILED" in logs
+    c = registry(team)
+    assert not c.search_runs([c.get_experiment_by_name(NAME).experiment_id], "attributes.status = 'RUNNING'")
+    # the resumed run trained nothing again: its stages came from the killed run's cache
+    assert "student_plain: reused from cache" in (a / "run.log").read_text()
     # both flow runs on the team's Prefect server
     req = urllib.request.Request(f"{team['PREFECT_API_URL']}/flow_runs/filter", data=b"{}", method="POST",
                                  headers={"Content-Type": "application/json"})
@@ -244,52 +287,6 @@ def test_deploy_registers_on_the_team_prefect_server_for_workers_elsewhere(clone
     req = urllib.request.Request(f"{team['PREFECT_API_URL']}/deployments/filter", data=b"{}", method="POST",
                                  headers={"Content-Type": "application/json"})
     assert "edgekd-pool" in [d["name"] for d in json.loads(urllib.request.urlopen(req, timeout=30).read())]
-
-
-def _listener(port: int) -> int:
-    import psutil
-
-    return next(c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == "LISTEN"
-                and c.pid)
-
-
-def test_killing_the_mlflow_server_while_a_run_registers_stops_it_cleanly_and_the_run_resumes(clones, team):
-    """Killed at the most delicate moment: the run has uploaded its model through the server and is about to
-    register it. It must stop within its bounded retries, leave no complete version, and after a restart the same
-    command must finish the run and leave only complete versions."""
-    (a, env_a) = clones["a"]
-    c = registry(team)
-    before = versions(team)
-    port = int(team["MLFLOW_TRACKING_URI"].rsplit(":", 1)[1])
-    uploaded = set((team["dir"] / "artifacts").rglob("model.onnx"))
-    log = a / "killed.log"
-    proc = spawn(a, "run", "--dataset", NAME, "--set", "train.seed=2", env=env_a, log=log)
-    deadline = time.monotonic() + 600
-    while not set((team["dir"] / "artifacts").rglob("model.onnx")) - uploaded:
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.05)
-    os.killpg(os.getpgid(_listener(port)), signal.SIGKILL)
-    killed_at = time.monotonic()
-    code = proc.wait(timeout=400)
-    out = log.read_text()
-    assert code == 6 and "stopped answering" in out, out[-4000:]
-    assert time.monotonic() - killed_at < 120  # bounded: one request's retries, not MLflow's minutes
-
-    res = edgekd(REPO, "team", "up", "--dir", str(team["dir"]), *team["up"], env=team["env"], timeout=400)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "Prefect server already running" in res.stdout and "PostgreSQL already running" in res.stdout
-    complete = {v: t for v, t in versions(team).items() if t.get("registration_complete") == "true"}
-    assert complete == before  # the killed run completed no version
-
-    res = edgekd(a, "run", "--dataset", NAME, "--set", "train.seed=2", "--json", str(a / "resumed.json"), env=env_a)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    new = read_json(a / "resumed.json")["registered"]["version"]
-    after = versions(team)
-    assert set(after) == set(before) | {new}  # a version the killed run had begun is gone
-    assert all(t.get("registration_complete") == "true" for t in after.values())
-    exp = c.get_experiment_by_name(NAME).experiment_id
-    assert not c.search_runs([exp], "attributes.status = 'RUNNING'")  # the killed run's runs were closed
-    assert "MLflow run(s) left RUNNING by a killed process marked FAILED" in res.stdout + res.stderr
 
 
 def test_team_down_stops_every_server_and_leaves_nothing_running(team):
