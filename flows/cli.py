@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from flows import env
+from flows import dvc_remote, env, team
 
 EXIT_NOTHING_PASSED, EXIT_BAD_DATA, EXIT_REFUSED, EXIT_BUSY, EXIT_UNREACHABLE = 2, 3, 4, 5, 6
 
@@ -591,16 +591,12 @@ def parser() -> argparse.ArgumentParser:
                     help="a stage key recorded in the dataset's overrides (repeatable), e.g. gate.min_accuracy=0.9 "
                          "on top of the relative gate a new dataset gets")
     da.set_defaults(fn=cmd_data_add)
-    from flows import dvc_remote
-
     dvc_remote.add_parser(data)
     dr = data.add_parser("remove", help="take a dataset out of params.yaml, dvc.lock and data/ (its registered "
                                         "model stays; its source file stays on disk)")
     dr.add_argument("name", help="a key of `datasets` in params.yaml, not the default `dataset`")
     dr.add_argument("--yes", action="store_true", help="remove without asking (needed without a terminal)")
     dr.set_defaults(fn=cmd_data_remove)
-    from flows import team
-
     team.add_parser(sub)
     pd_ = sub.add_parser("predict", help="predict raw inputs with a registered model (ONNX Runtime + its spec only)")
     pd_.add_argument("model", help="registered model name (the dataset's name)")
@@ -631,7 +627,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: the MLflow store {uri} stayed locked by another process beyond SQLite's 20 s busy "
                   "timeout; this command stopped there, try again", file=sys.stderr)
             return EXIT_BUSY
-        if uri.startswith("http") and tracking_unreachable(e):
+        from flows.tracking import unreachable  # here: it imports MLflow, which most commands load later or never
+
+        if uri.startswith("http") and unreachable(e):
             print(f"error: the MLflow tracking server {uri} stopped answering (each request was retried "
                   f"{os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES']} times); this command stopped there. A model "
                   "version it had begun to register stays incomplete: nothing uses it, and the next run deletes it. "
@@ -639,12 +637,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"  (... {str(e).splitlines()[0][-160:]})", file=sys.stderr)  # the end names the cause
             return EXIT_UNREACHABLE
         raise
-
-
-def tracking_unreachable(error: Exception) -> bool:
-    from flows.tracking import unreachable
-
-    return unreachable(error)
 
 
 if __name__ == "__main__":

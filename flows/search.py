@@ -176,13 +176,14 @@ def _alive(owner: str) -> bool:
 
 def requeue_orphans(study: optuna.Study) -> int:
     """Trials left RUNNING by a search process that is gone (killed): failed, and their recipes queued again. A
-    trial with no owner was killed between `ask` and its first attribute (milliseconds): failed, nothing to queue."""
+    trial with no owner was killed between `ask` and its first attribute (milliseconds): failed, nothing to queue;
+    nor for one killed while its recipe was being suggested (no `recipe` yet): its params are only part of one."""
     n, now = 0, datetime.now()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = t.user_attrs.get("owner")
         if owner and not _alive(owner):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-            if t.params:
+            if "recipe" in t.user_attrs:
                 study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
             n += 1
         elif owner is None and t.datetime_start and (now - t.datetime_start).total_seconds() > 5:

@@ -377,7 +377,9 @@ def _mlflow_cmd(team_dir: Path, r: dict, password: str) -> tuple[list[str], dict
         cmd += ["--allowed-hosts", ",".join([r["advertise"], f"{r['advertise']}:*", *MLFLOW_DEFAULT_HOSTS])]
     # The store URI through the environment (--backend-store-uri's own variable): on the command line the password
     # would show in everyone's `ps`.
-    return cmd, _child_env(team_dir, "mlflow", MLFLOW_BACKEND_STORE_URI=_db_url(r, password, "mlflow"))
+    # No job runner: its 7 huey consumers serve MLflow's GenAI jobs (trace scoring), which edgekd does not use.
+    return cmd, _child_env(team_dir, "mlflow", MLFLOW_BACKEND_STORE_URI=_db_url(r, password, "mlflow"),
+                           MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
 
 
 def _prefect_cmd(team_dir: Path, r: dict, password: str) -> tuple[list[str], dict]:

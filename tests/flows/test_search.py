@@ -130,7 +130,7 @@ def test_search_survives_a_lost_worker_and_a_killed_search(cluster):
     assert all(t.datetime_complete == kept[t.number] for t in done if t.number in kept)
     assert sorted(t.number for t in study.trials if t.state == fail) == sorted(orphans)
     retried = [t for t in done if "retry_of" in t.user_attrs]
-    with_recipe = [n for n in orphans if study.trials[n].params]  # not killed between ask and suggest
+    with_recipe = [n for n in orphans if "recipe" in study.trials[n].user_attrs]  # not killed before suggest ended
     assert sorted(t.user_attrs["retry_of"] for t in retried) == with_recipe and with_recipe  # each once
     assert all(t.params == study.trials[t.user_attrs["retry_of"]].params for t in retried)
 
@@ -144,3 +144,26 @@ def test_search_survives_a_lost_worker_and_a_killed_search(cluster):
     assert {(a["key"], a["type"]) for a in arts} == {("search-digits", "markdown"), ("search-front-digits", "table")}
     trial_runs = [r.data.tags["stage"] for r in c.search_runs([exp]) if r.data.tags.get("stage", "").startswith("trial:")]
     assert sorted(trial_runs) == sorted(f"trial:{t.number}" for t in done if "same_as" not in t.user_attrs)
+
+
+def test_an_orphan_killed_while_its_recipe_was_suggested_is_failed_but_not_queued_again():
+    import socket
+
+    import optuna
+
+    from flows.search import requeue_orphans
+
+    study = optuna.create_study()
+    dead = f"{socket.gethostname()}:{2 ** 22 + 7}"  # above Linux's pid_max default: no such process
+    whole, partial = study.ask(), study.ask()
+    for t in (whole, partial):
+        t.set_user_attr("owner", dead)
+        t.suggest_int("width", 2, 8)
+    whole.suggest_categorical("method", ["plain", "dkd"])
+    whole.set_user_attr("recipe", {"width": whole.params["width"], "method": whole.params["method"]})
+
+    assert requeue_orphans(study) == 2
+    assert [t.state for t in study.trials[:2]] == [optuna.trial.TrialState.FAIL] * 2
+    assert len(study.trials) == 3 and study.trials[2].state == optuna.trial.TrialState.WAITING
+    assert study.trials[2].user_attrs["retry_of"] == whole.number
+    assert study.trials[2].system_attrs["fixed_params"] == whole.params  # the whole recipe, as it was
