@@ -183,7 +183,8 @@ def version_by_alias(c: MlflowClient, name: str, alias: str):
         return c.get_model_version_by_alias(name, alias)
     except MlflowException as e:
         # no such model, or no such alias; a busy store or a server not answering is not "no such alias"
-        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and "database is locked" not in str(e):
+        missing = e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+        if missing and "database is locked" not in str(e):
             return None
         raise
 
@@ -483,7 +484,9 @@ class IntegrityError(RuntimeError):
 def unreachable(error: BaseException) -> bool:
     """Whether `error` (or what caused it) is the MLflow tracking server not answering after the client's retries,
     rather than the server refusing a request."""
-    while error is not None:
+    seen = set()
+    while error is not None and id(error) not in seen:  # a chain of causes can loop back
+        seen.add(id(error))
         text = str(error)
         if isinstance(error, MlflowException) and ("Max retries exceeded" in text or "Connection refused" in text
                                                    or "Read timed out" in text):
