@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect_dask import DaskTaskRunner
 
@@ -35,7 +35,7 @@ from components import gate, kd
 from components import search as S
 from components.config import PipelineConfig, load_config
 from components.energy import rapl_readable
-from flows import dvc_stages, pipeline as P, reporting, tracking
+from flows import pipeline as P, reporting, tracking
 from flows.stages import (DataRef, PruneSpec, QuantizeSpec, TeacherRef, load_data, measure_candidate, prune_student,
                           quantize_int8, train_student)
 
@@ -225,7 +225,7 @@ def run_trials(run: P.Run, study: optuna.Study, sp: S.Space, refs: Refs, data: D
                seconds: float | None, trials: int | None, workers: int) -> None:
     """Ask, submit to the task runner, tell, until the budget is spent: a wall time (trials start while it lasts,
     counted over every invocation of this study) or a number of finished trials."""
-    log, cfg, metric = run.log, run.cfg, run.cfg.gate.metric
+    log, cfg = run.log, run.cfg
     spent = float(study.user_attrs.get("elapsed_s", 0.0))
     start = time.monotonic()
     in_flight: dict[int, tuple[optuna.Trial, Any, float]] = {}

@@ -99,27 +99,35 @@ def s3_server():
     """A local S3-compatible server (moto's) on a free port for the block, with dummy credentials in the
     environment; yields its endpoint URL."""
     import os
+    import signal
     import time
+    import urllib.error
     import urllib.request
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                urllib.request.urlopen(endpoint, timeout=2)
+                urllib.request.urlopen(endpoint, timeout=2).close()
+                break
+            except urllib.error.HTTPError:  # any HTTP answer: it is up
                 break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto's S3 server did not start"
-                time.sleep(0.3)
+                if proc.poll() is not None:
+                    pytest.fail(f"moto server exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"moto server on {endpoint} did not answer within 60 s")
+                time.sleep(0.2)
         with pytest.MonkeyPatch.context() as mp:
             for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                          "AWS_DEFAULT_REGION": "us-east-1"}.items():
                 mp.setenv(k, v)
             yield endpoint
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the server and nothing else
         proc.wait()
+        proc.stderr.close()

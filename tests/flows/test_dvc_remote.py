@@ -3,14 +3,9 @@ but no credentials and pushes what is tracked, `data add` pushes what it adds, a
 `pull_missing` byte for byte, a pull from a remote without the data names the file and the remote, and a bad URL
 changes nothing. No pipeline run: pull_missing is what `validate` calls first."""
 import argparse
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +14,7 @@ import pytest
 from flows import dvc_remote
 from flows.data_add import add_dataset
 from flows.stages import DvcError
-from tests.flows.projects import free_port
+from tests.flows import projects
 
 REPO = Path(__file__).resolve().parents[2]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -27,34 +22,9 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 
 @pytest.fixture(scope="module")
 def s3_server():
-    """moto's S3 server on a free port, for the whole module (it takes seconds to start); its endpoint URL."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=2).close()
-                break
-            except urllib.error.HTTPError:  # any HTTP answer: it is up
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"moto server exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto server on {endpoint} did not answer within 60 s")
-                time.sleep(0.2)
+    """moto's S3 server for the whole module (it takes seconds to start); its endpoint URL."""
+    with projects.s3_server() as endpoint:
         yield endpoint
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and nothing else
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stderr.close()
 
 
 @pytest.fixture

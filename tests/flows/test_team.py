@@ -284,7 +284,7 @@ def test_deploy_registers_on_the_team_prefect_server_for_workers_elsewhere(clone
     (a, env_a) = clones["a"]
     res = edgekd(a, "deploy", "--no-worker", env=env_a, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert f"prefect worker start --pool edgekd" in res.stdout
+    assert "prefect worker start --pool edgekd" in res.stdout
     req = urllib.request.Request(f"{team['PREFECT_API_URL']}/deployments/filter", data=b"{}", method="POST",
                                  headers={"Content-Type": "application/json"})
     assert "edgekd-pool" in [d["name"] for d in json.loads(urllib.request.urlopen(req, timeout=30).read())]
