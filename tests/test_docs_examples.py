@@ -1,4 +1,4 @@
-"""The README's `params.yaml` example of each kind is valid configuration, and each kind's loader reads data
+"""The data page's `params.yaml` example of each kind is valid configuration, and each kind's loader reads data
 written in that example's format with those options."""
 from pathlib import Path
 
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def readme_examples() -> dict:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "data.md").read_text()
     block = text[text.index("### One example per kind"):]
     start = block.index("```yaml") + len("```yaml")
     return yaml.safe_load(block[start:block.index("```", start)])["datasets"]
@@ -53,42 +53,3 @@ def test_each_kind_example_loads_its_format(tmp_path):
         write(name, tmp_path)
         raw = get_kind(cfg.data.kind).load(str(tmp_path / cfg.data.source), cfg.data.options)
         assert sorted(set(raw.labels.tolist())) == sorted(cfg.data.classes), name
-
-
-def _table(heading: str) -> dict[str, str]:
-    """First-column keys of the Markdown table under `heading`, mapped to their rows."""
-    text = (REPO / "README.md").read_text()
-    block = text[text.index(heading):]
-    rows = [line for line in block.splitlines()[1:] if line.startswith("| `")]
-    block_end = block.index("\n\n", block.index("| "))
-    rows = [r for r in rows if r in block[:block_end]]
-    return {r.split("|")[1].strip().strip("`"): r for r in rows}
-
-
-def test_readme_lists_every_kd_method_with_its_options_and_defaults():
-    from components import kd
-
-    table = _table("### KD methods (`distill.method`)")
-    assert set(table) == set(kd.METHODS)
-    for name, entry in kd.describe().items():
-        for option, (default, _) in entry["options"].items():
-            assert f"`{option}` = `{default!r}`" in table[name], (name, option)
-
-
-def test_readme_documents_every_stage_option_with_its_default():
-    from components.config import PipelineConfig
-
-    table = _table("### Stage sections")
-    cfg = PipelineConfig()
-    for section in ("train", "teacher", "student", "prune", "quantize", "benchmark", "gate"):
-        for key, value in getattr(cfg, section).model_dump().items():
-            row = table.get(f"{section}.{key}")
-            assert row is not None, f"{section}.{key} is not in the README"
-            shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-            assert f"`{shown}`" in row, (section, key, value)
-    assert "distill.method" in table
-    from components.config import TeamConfig
-
-    team = _table("### Team servers (`team`)")
-    for key, value in TeamConfig().model_dump().items():
-        assert f"`{'null' if value is None else value}`" in team[f"team.{key}"], key
