@@ -1,10 +1,12 @@
 """`edgekd bench kd` arithmetic: the labelled subset, and the table of a KD benchmark (mean ± std over seeds, the
 method chosen on validation, teacher-gap recovery). Pure: rows in, numbers out."""
+
 from __future__ import annotations
 
 from collections import defaultdict
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 from sklearn.model_selection import train_test_split
 
 from components.data.base import Dataset
@@ -25,26 +27,72 @@ def labelled_subset(train: Dataset, fraction: float, seed: int) -> tuple[Dataset
     return Dataset(train.x[keep], train.y[keep], meta), train.x[rest]
 
 
-def _stats(values: list[float]) -> dict:
-    a = np.asarray(values, dtype=float)
-    return {"mean": float(a.mean()), "std": float(a.std()), "n": len(a)}
+class Accuracy(BaseModel):
+    """A model's accuracy on val and test, through ONNX Runtime."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    val_accuracy: float
+    test_accuracy: float
 
 
-def summarize(rows: list[dict], teacher: dict) -> list[dict]:
-    """Per width and method: mean ± std of val and test accuracy over seeds, and the gap recovery
-    (KD - plain) / (teacher - plain) on test. `rows`: {"width", "method", "seed", "val_accuracy", "test_accuracy"};
-    `teacher`: {"val_accuracy", "test_accuracy"}."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+class BenchRow(BaseModel):
+    """One student of the bench: its width, method, seed, accuracies and the variant that trained it (a sweep keeps
+    its best on val)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    width: int
+    method: str
+    seed: int
+    val_accuracy: float
+    test_accuracy: float
+    variant: str
+
+
+class Stats(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stats:
+        a = np.asarray(values, dtype=float)
+        return cls(mean=float(a.mean()), std=float(a.std()), n=len(a))
+
+
+class BenchCell(BaseModel):
+    """One width and method over seeds: val and test accuracy, and the recovery of the teacher - plain gap on test
+    (None for plain, or when the teacher is no better than plain)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    width: int
+    method: str
+    val: Stats
+    test: Stats
+    recovery: float | None
+
+
+def summarize(rows: list[BenchRow], teacher: Accuracy) -> list[BenchCell]:
+    """Per width and method (plain first): mean ± std of val and test accuracy over seeds, and the gap recovery
+    (KD - plain) / (teacher - plain) on test."""
+    groups: dict[tuple, list[BenchRow]] = defaultdict(list)
     for r in rows:
-        groups[(r["width"], r["method"])].append(r)
+        groups[(r.width, r.method)].append(r)
+    order = sorted(groups, key=lambda k: (k[0], k[1] != "plain", k[1]))
+    stats = {
+        k: (Stats.of([r.val_accuracy for r in groups[k]]), Stats.of([r.test_accuracy for r in groups[k]]))
+        for k in order
+    }
     out = []
-    for (width, method), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "plain", kv[0][1])):
-        val, test = _stats([r["val_accuracy"] for r in rs]), _stats([r["test_accuracy"] for r in rs])
-        out.append({"width": width, "method": method, "val": val, "test": test})
-    for row in out:
-        plain = next((p for p in out if p["width"] == row["width"] and p["method"] == "plain"), None)
-        row["recovery"] = recovery(row["test"]["mean"], plain["test"]["mean"], teacher["test_accuracy"]) \
-            if plain and row["method"] != "plain" else None
+    for width, method in order:
+        val, test = stats[(width, method)]
+        plain = stats.get((width, "plain"))
+        rec = recovery(test.mean, plain[1].mean, teacher.test_accuracy) if plain and method != "plain" else None
+        out.append(BenchCell(width=width, method=method, val=val, test=test, recovery=rec))
     return out
 
 
@@ -55,14 +103,14 @@ def recovery(kd: float, plain: float, teacher: float) -> float | None:
     return None if gap <= 0 else (kd - plain) / gap
 
 
-def chosen(table: list[dict]) -> dict[int, dict]:
-    """Per width, the KD method with the best mean validation accuracy (ties: lower test std, then name): the
+def chosen(table: list[BenchCell]) -> dict[int, BenchCell]:
+    """Per width, the KD method with the best mean validation accuracy (ties: lower val std, then table order): the
     method a user would pick without looking at test."""
-    best: dict[int, dict] = {}
+    best: dict[int, BenchCell] = {}
     for row in table:
-        if row["method"] == "plain":
+        if row.method == "plain":
             continue
-        cur = best.get(row["width"])
-        if cur is None or (row["val"]["mean"], -row["val"]["std"]) > (cur["val"]["mean"], -cur["val"]["std"]):
-            best[row["width"]] = row
+        cur = best.get(row.width)
+        if cur is None or (row.val.mean, -row.val.std) > (cur.val.mean, -cur.val.std):
+            best[row.width] = row
     return best

@@ -3,9 +3,10 @@
 Only the objective (and, for pool methods, the rows) differs between variants; everything passed to `fit` (epochs,
 optimizer, schedule, augmentation, stopping rule, seed) is the caller's and is the same for all of them.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -14,15 +15,23 @@ from torch import nn
 from components.data.base import Dataset
 from components.kd import TeacherSignal, Variant
 from components.teachers import TeacherFn
-from components.train import CrossEntropy, fit
+from components.train import CrossEntropy, Epoch, fit
 
 LogitsOf = Callable[[np.ndarray], np.ndarray]  # inputs -> the teacher's logits (the caller may cache by content)
 
 
-def train_variant(student: nn.Module, variant: Variant, train: Dataset, val: Dataset, *,
-                  teacher: TeacherFn | None = None, teacher_module: nn.Module | None = None,
-                  logits_of: LogitsOf | None = None, pool: np.ndarray | None = None,
-                  **fit_kwargs) -> tuple[nn.Module, list[dict]]:
+def train_variant(
+    student: nn.Module,
+    variant: Variant,
+    train: Dataset,
+    val: Dataset,
+    *,
+    teacher: TeacherFn | None = None,
+    teacher_module: nn.Module | None = None,
+    logits_of: LogitsOf | None = None,
+    pool: np.ndarray | None = None,
+    **fit_kwargs,
+) -> tuple[nn.Module, list[Epoch]]:
     """Train `student` as `variant` says. KD variants need `teacher` (logits of a batch) and `logits_of` (logits of
     fixed inputs: the training rows when nothing augments them, and the unlabelled `pool`); feature methods need
     the torch `teacher_module`."""

@@ -7,8 +7,10 @@ what we can do about it)", ISSCC 2014: FP32 multiply 3.7 pJ + add 0.9 pJ, FP16 1
 and a 64-bit read of a 32 KiB SRAM cache 20 pJ (2.5 pJ per byte; models this small stay in cache). It ranks
 models of one device against each other; it is not what a given chip draws.
 """
+
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,18 @@ def precision_of(model) -> str:
     return "fp32"
 
 
-def count(path: str | Path, batch_size: int = 1) -> dict:
+@dataclass(frozen=True)
+class OpCounts:
+    """What one inference of a batch computes and moves: multiply-accumulates, weight and activation bytes, and the
+    precision the heavy ops run in."""
+
+    macs: int
+    weight_bytes: int
+    activation_bytes: int
+    precision: str
+
+
+def count(path: str | Path, batch_size: int = 1) -> OpCounts:
     """MACs, weight bytes and activation bytes of one inference of a batch, and the precision they run in."""
     import onnx
     from onnx import numpy_helper, shape_inference
@@ -47,10 +60,11 @@ def count(path: str | Path, batch_size: int = 1) -> dict:
     sort_nodes(model.graph)
     model = shape_inference.infer_shapes(model)
     g = model.graph
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in list(g.value_info) + list(g.input) + list(g.output)}
-    itemsize = {v.name: _ITEMSIZE.get(v.type.tensor_type.elem_type, 4)
-                for v in list(g.value_info) + list(g.output)}
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in list(g.value_info) + list(g.input) + list(g.output)
+    }
+    itemsize = {v.name: _ITEMSIZE.get(v.type.tensor_type.elem_type, 4) for v in list(g.value_info) + list(g.output)}
     weights = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     macs = 0
     for n in g.node:
@@ -63,10 +77,12 @@ def count(path: str | Path, batch_size: int = 1) -> dict:
             continue
         inner = int(np.prod(w[1:])) if "Conv" in n.op_type else (w[0] if not _transposed(n) else w[-1])
         macs += int(np.prod(out)) * inner
-    act = sum(int(np.prod(s)) * itemsize.get(name, 4) for name, s in shapes.items()
-              if name not in weights and s and 0 not in s)
-    return {"macs": macs, "weight_bytes": int(sum(a.nbytes for a in weights.values())), "activation_bytes": act,
-            "precision": precision_of(model)}
+    act = sum(
+        int(np.prod(s)) * itemsize.get(name, 4)
+        for name, s in shapes.items()
+        if name not in weights and s and 0 not in s
+    )
+    return OpCounts(macs, int(sum(a.nbytes for a in weights.values())), act, precision_of(model))
 
 
 def _weight_shape(node, weights: dict, shapes: dict) -> list[int] | None:
@@ -82,11 +98,10 @@ def _transposed(node) -> bool:
     return any(a.name == "transB" and a.i == 1 for a in node.attribute)
 
 
-def estimate_nj(counts: dict) -> float:
+def estimate_nj(counts: OpCounts) -> float:
     """Estimated energy of one inference in nanojoules (see the module's doc for the constants)."""
-    pj = counts["macs"] * MAC_PJ[counts["precision"]] + (counts["weight_bytes"] + 2 * counts["activation_bytes"]) \
-        * CACHE_PJ_PER_BYTE
-    return pj / 1000.0
+    moved = counts.weight_bytes + 2 * counts.activation_bytes
+    return (counts.macs * MAC_PJ[counts.precision] + moved * CACHE_PJ_PER_BYTE) / 1000.0
 
 
 def rapl_readable() -> bool:

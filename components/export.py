@@ -1,4 +1,5 @@
 """ONNX export (checked with onnx.checker, written atomically) and ONNX Runtime scoring."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from pydantic import BaseModel, ConfigDict
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+class Artifact(BaseModel):
+    """A file a stage wrote: where it is, its size and its content hash (what later stages and the registry check
+    it against)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    size_bytes: int
+    sha256: str
 
 
 @contextmanager
@@ -42,7 +55,7 @@ def check_onnx(path: str | Path) -> None:
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
-def export_onnx(model, example: np.ndarray, path: str | Path) -> dict:
+def export_onnx(model, example: np.ndarray, path: str | Path) -> Artifact:
     """Export a torch module for inputs like `example` (one or more real samples) with a dynamic batch axis,
     check the graph, then move it into place."""
     import torch  # here, not at the top: benchmark child processes import this module and need no torch
@@ -53,13 +66,27 @@ def export_onnx(model, example: np.ndarray, path: str | Path) -> dict:
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if isinstance(model, torch.jit.ScriptModule):  # a user's TorchScript teacher: torch.export cannot trace it
-            torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}}, dynamo=False)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}},
+                dynamo=False,
+            )
         else:
             torch.onnx.export(
-                model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},), dynamo=True, external_data=False,
-                verbose=False, optimize=True,
+                model,
+                (example,),
+                str(tmp),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+                optimize=True,
             )
         strip_debug_info(tmp)
         check_onnx(tmp)
@@ -68,7 +95,7 @@ def export_onnx(model, example: np.ndarray, path: str | Path) -> dict:
 
 def strip_debug_info(path: str | Path) -> None:
     """Drop what torch.export leaves on every node for debugging (stack traces with the build machine's paths,
-    FX node text, module names: 10 KiB of the 20 KiB width-4 digits student) and the intermediate shape
+    FX node text, module names: about half of a small student's file) and the intermediate shape
     annotations; the graph, its weights and its outputs are unchanged."""
     model = onnx.load(str(path))
     for node in model.graph.node:
@@ -95,8 +122,8 @@ def sort_nodes(graph) -> None:
     graph.node.extend(ordered)
 
 
-def artifact_info(path: str | Path) -> dict:
-    return {"path": str(path), "size_bytes": os.path.getsize(path), "sha256": file_sha256(path)}
+def artifact_info(path: str | Path) -> Artifact:
+    return Artifact(path=str(path), size_bytes=os.path.getsize(path), sha256=file_sha256(path))
 
 
 def ort_session(path: str | Path, threads: int = 1):
@@ -112,8 +139,9 @@ def ort_session(path: str | Path, threads: int = 1):
 def ort_predict(path: str | Path, x: np.ndarray, batch_size: int = 256, threads: int = 1) -> np.ndarray:
     """Logits of an ONNX model over `x`, computed by ONNX Runtime."""
     sess = ort_session(path, threads)
-    return np.concatenate([sess.run([OUTPUT_NAME], {INPUT_NAME: x[i:i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)])
+    return np.concatenate(
+        [sess.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,7 +1,10 @@
 """Promotion gate: a pure policy over measured metrics. No I/O, no registry access."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict
 
 from components.config import GateConfig
 
@@ -12,32 +15,81 @@ class Decision:
     reasons: list[str] = field(default_factory=list)  # failed conditions; empty when passed
 
 
-LATENCY_KEYS = ("p50_ms", "p95_ms", "p99_ms", "size_bytes")
+class GateView(BaseModel):
+    """What the gate judges of a model: its validation metrics by name (accuracy, the gate metric, sensitivity...),
+    and its latency, size and energy where they were measured (a teacher or a plain student compared against
+    needs only metrics). Test metrics are left out on purpose: choosing on test would bias the number reported."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-def gate_view(measured: dict) -> dict:
-    """What the gate judges of a measured candidate: its validation metrics and its latency and size. Test metrics
-    are left out on purpose: choosing on test would bias the number reported for the chosen one."""
-    return {k: v for k, v in measured["val"].items() if k != "confusion"} | {
-        k: measured[k] for k in LATENCY_KEYS if k in measured}
+    metrics: dict[str, float]
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    size_bytes: int | None = None
+    energy_nj: float | None = None
+
+    def has(self, metric: str) -> bool:
+        return metric in self.metrics
+
+    def __getitem__(self, metric: str) -> float:
+        return self.metrics[metric]
+
+    def as_json(self) -> dict:
+        """Metrics and measured figures in one mapping, as the gate report keeps the production version's."""
+        return self.metrics | self.model_dump(exclude={"metrics"}, exclude_none=True)
+
+    @classmethod
+    def from_json(cls, values: dict) -> GateView:
+        """Inverse of `as_json`: the measured figures by their names, every other value a metric."""
+        figures = set(cls.model_fields) - {"metrics"}
+        return cls(
+            metrics={k: v for k, v in values.items() if k not in figures},
+            **{k: v for k, v in values.items() if k in figures},
+        )
 
 
 QUANTIZING = {"int8": "INT8", "fp16": "FP16"}  # transforms that change precision: they must pay in speed
 
 
-def decide(candidate: dict, teacher: dict, champion: dict | None, policy: GateConfig,
-           plain: dict | None = None, source: dict | None = None, transform: str | None = None) -> Decision:
-    """Check a candidate's measured metrics (`accuracy`, `policy.metric`, `p95_ms`, `size_bytes`, and
-    `sensitivity` when required; the validation split's, see `gate_view`) against the policy. `teacher` needs
-    `accuracy` and `policy.metric`; `champion` (the version holding `production`, or None) and `plain` (the same
-    student trained without a teacher on the same budget, or None) need `policy.metric`. `source` (the model the
-    candidate was made from, measured in the same run, with `p95_ms` and `size_bytes`) and `transform` (the
-    recipe's: "int8", "fp16", "prune", ...) add the rules that a compression step must pay: a quantized model
-    must be faster than its FP32 source, a pruned one faster or smaller than its source."""
-    reasons = []
+def decide(
+    candidate: GateView,
+    teacher: GateView,
+    champion: GateView | None,
+    policy: GateConfig,
+    plain: GateView | None = None,
+    source: GateView | None = None,
+    transform: str | None = None,
+) -> Decision:
+    """Check a candidate's measured metrics (`accuracy`, `policy.metric`, and `sensitivity` when required) and its
+    `p95_ms` and `size_bytes` against the policy. `teacher` needs `accuracy` and `policy.metric`; `champion` (the
+    version holding `production`, or None) and `plain` (the same student trained without a teacher on the same
+    budget, or None) need `policy.metric`. `source` (the model the candidate was made from, measured in the same
+    run) and `transform` (the recipe's: "int8", "fp16", "prune", ...) add the rules that a compression step must
+    pay: a quantized model must be faster than its FP32 source, a pruned one faster or smaller than its source."""
     m = policy.metric
-    if m not in candidate or m not in teacher:
+    if not candidate.has(m) or not teacher.has(m):
         return Decision(False, [f"gate metric {m!r} was not measured for this candidate"])
+    reasons = _quality_reasons(candidate, teacher, policy) + _device_reasons(candidate, policy)
+    if source is not None:
+        reasons += compression_reasons(candidate, source, transform)
+    score = candidate[m]
+    if plain is not None and plain.has(m) and score < plain[m] - policy.plain_tolerance:
+        reasons.append(
+            f"{m} {score:.4f} < plain_fp32's {plain[m]:.4f} - plain_tolerance {policy.plain_tolerance:.4f}: "
+            "the student trained without a teacher on the same budget does better"
+        )
+    if champion is not None and champion.has(m) and score < champion[m] - policy.regression_tolerance:
+        reasons.append(
+            f"{m} {score:.4f} regresses below production {champion[m]:.4f} "
+            f"- tolerance {policy.regression_tolerance:.4f}"
+        )
+    return Decision(passed=not reasons, reasons=reasons)
+
+
+def _quality_reasons(candidate: GateView, teacher: GateView, policy: GateConfig) -> list[str]:
+    """The floors and drops of accuracy, the gate metric and sensitivity."""
+    reasons, m = [], policy.metric
     acc, score = candidate["accuracy"], candidate[m]
     if acc < policy.min_accuracy:
         reasons.append(f"accuracy {acc:.4f} < min_accuracy {policy.min_accuracy:.4f}")
@@ -49,43 +101,46 @@ def decide(candidate: dict, teacher: dict, champion: dict | None, policy: GateCo
     if m != "accuracy" and teacher[m] - score > policy.max_metric_drop:
         reasons.append(f"{m} drop from teacher {teacher[m] - score:.4f} > max_metric_drop {policy.max_metric_drop:.4f}")
     if policy.min_sensitivity > 0:
-        sens = candidate.get("sensitivity")
-        if sens is None:
+        if not candidate.has("sensitivity"):
             reasons.append("min_sensitivity is set but sensitivity is only defined for two classes")
-        elif sens < policy.min_sensitivity:
-            reasons.append(f"sensitivity {sens:.4f} < min_sensitivity {policy.min_sensitivity:.4f}")
-    if candidate["p95_ms"] > policy.max_p95_ms:
-        reasons.append(f"p95 latency {candidate['p95_ms']:.4f} ms > max_p95_ms {policy.max_p95_ms:.4f} ms")
-    size_kb = candidate["size_bytes"] / 1024
+        elif candidate["sensitivity"] < policy.min_sensitivity:
+            reasons.append(f"sensitivity {candidate['sensitivity']:.4f} < min_sensitivity {policy.min_sensitivity:.4f}")
+    return reasons
+
+
+def _device_reasons(candidate: GateView, policy: GateConfig) -> list[str]:
+    """The latency and size limits of the device profile."""
+    reasons = []
+    if candidate.p95_ms > policy.max_p95_ms:
+        reasons.append(f"p95 latency {candidate.p95_ms:.4f} ms > max_p95_ms {policy.max_p95_ms:.4f} ms")
+    size_kb = candidate.size_bytes / 1024
     if size_kb > policy.max_size_kb:
         reasons.append(f"size {size_kb:.1f} KiB > max_size_kb {policy.max_size_kb:.1f} KiB")
-    if source is not None:
-        reasons += compression_reasons(candidate, source, transform)
-    if plain is not None and m in plain and score < plain[m] - policy.plain_tolerance:
-        reasons.append(f"{m} {score:.4f} < plain_fp32's {plain[m]:.4f} - plain_tolerance {policy.plain_tolerance:.4f}: "
-                       "the student trained without a teacher on the same budget does better")
-    if champion is not None and m in champion and score < champion[m] - policy.regression_tolerance:
-        reasons.append(f"{m} {score:.4f} regresses below production {champion[m]:.4f} "
-                       f"- tolerance {policy.regression_tolerance:.4f}")
-    return Decision(passed=not reasons, reasons=reasons)
+    return reasons
 
 
-def compression_reasons(candidate: dict, source: dict, transform: str | None) -> list[str]:
+def compression_reasons(candidate: GateView, source: GateView, transform: str | None) -> list[str]:
     """What a compression step failed to pay, [] when it paid: a quantized model (`transform` int8 or fp16) must
     be faster (p95) than its FP32 source, a pruned one faster or smaller; both measured in the same run."""
     c, s = candidate, source
-    if transform in QUANTIZING and c["p95_ms"] >= s["p95_ms"]:
-        return [f"{QUANTIZING[transform]} slower than FP32 on this device: p95 {c['p95_ms']:.4f} ms >= its FP32 "
-                f"source's {s['p95_ms']:.4f} ms"]
-    if transform == "prune" and not (c["p95_ms"] < s["p95_ms"] or c["size_bytes"] < s["size_bytes"]):
-        return [f"pruning paid nothing: p95 {c['p95_ms']:.4f} ms and size {c['size_bytes'] / 1024:.1f} KiB are not "
-                f"below its source's {s['p95_ms']:.4f} ms and {s['size_bytes'] / 1024:.1f} KiB"]
+    if transform in QUANTIZING and c.p95_ms >= s.p95_ms:
+        return [
+            f"{QUANTIZING[transform]} slower than FP32 on this device: p95 {c.p95_ms:.4f} ms >= its FP32 "
+            f"source's {s.p95_ms:.4f} ms"
+        ]
+    if transform == "prune" and not (c.p95_ms < s.p95_ms or c.size_bytes < s.size_bytes):
+        return [
+            f"pruning paid nothing: p95 {c.p95_ms:.4f} ms and size {c.size_bytes / 1024:.1f} KiB are not "
+            f"below its source's {s.p95_ms:.4f} ms and {s.size_bytes / 1024:.1f} KiB"
+        ]
     return []
 
 
-def select_best(candidates: dict[str, dict], decisions: dict[str, Decision], metric: str = "accuracy") -> str | None:
+def select_best(
+    candidates: dict[str, GateView], decisions: dict[str, Decision], metric: str = "accuracy"
+) -> str | None:
     """Name of the passing candidate with the highest `metric`, ties broken by lower p95; None if none passes."""
     passing = [n for n, d in decisions.items() if d.passed]
     if not passing:
         return None
-    return min(passing, key=lambda n: (-candidates[n][metric], candidates[n]["p95_ms"]))
+    return min(passing, key=lambda n: (-candidates[n][metric], candidates[n].p95_ms))

@@ -1,7 +1,8 @@
 """Teacher and student architectures per data kind, built from config."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -35,8 +36,12 @@ def image_teacher(spec: dict, num_classes: int, width: int) -> Classifier:
     input_shape = tuple(spec["input_shape"])
     c = input_shape[0]
     body = nn.Sequential(
-        *_conv(c, width), *_conv(width, 2 * width), nn.MaxPool2d(2),
-        *_conv(2 * width, 4 * width), nn.MaxPool2d(2), nn.Flatten(),
+        *_conv(c, width),
+        *_conv(width, 2 * width),
+        nn.MaxPool2d(2),
+        *_conv(2 * width, 4 * width),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
     )
     n = _flat_size(body, input_shape)
     head = nn.Sequential(nn.Dropout(0.3), nn.Linear(n, 128), nn.ReLU(), nn.Linear(128, num_classes))
@@ -44,21 +49,26 @@ def image_teacher(spec: dict, num_classes: int, width: int) -> Classifier:
 
 
 def image_student(spec: dict, num_classes: int, width: int, depth: int = 3) -> Classifier:
-    """Two 3x3 convs at full resolution before the first pooling, a third after it, a linear head. Pooling right
-    after the first conv (as this student once did) throws away most of a small image: on the 8x8 digits, width 2
-    went from 0.77 to 0.91 test accuracy, and width 4 from 0.93 to 0.96, with 424 and 1,270 parameters.
+    """Two 3x3 convs at full resolution before the first pooling, a third after it, a linear head: pooling right
+    after the first conv throws away most of a small image, which a narrow student cannot afford.
     `depth` (the search's knob) keeps the first 1 or 2 conv blocks only: 1 is conv-pool, 2 is conv-pool-conv-pool;
-    fewer ONNX nodes, so less of ONNX Runtime's fixed cost per node (digits, width 8, depth 1: 0.98 val)."""
+    fewer ONNX nodes, so less of ONNX Runtime's fixed cost per node."""
     input_shape = tuple(spec["input_shape"])
     c = input_shape[0]
     if depth not in (1, 2, 3):
         raise ValueError(f"image student depth {depth}: expected 1, 2 or 3 conv blocks")
     if depth == 3:
-        layers = [*_conv(c, width), *_conv(width, 2 * width), nn.MaxPool2d(2), *_conv(2 * width, 2 * width),
-                  nn.MaxPool2d(2)]
+        layers = [
+            *_conv(c, width),
+            *_conv(width, 2 * width),
+            nn.MaxPool2d(2),
+            *_conv(2 * width, 2 * width),
+            nn.MaxPool2d(2),
+        ]
     else:
-        layers = [*_conv(c, width), nn.MaxPool2d(2)] + ([*_conv(width, 2 * width), nn.MaxPool2d(2)] if depth == 2
-                                                          else [])
+        layers = [*_conv(c, width), nn.MaxPool2d(2)] + (
+            [*_conv(width, 2 * width), nn.MaxPool2d(2)] if depth == 2 else []
+        )
     body = nn.Sequential(*layers, nn.Flatten())
     return Classifier(body, nn.Sequential(nn.Linear(_flat_size(body, input_shape), num_classes)))
 
@@ -67,8 +77,9 @@ def tabular_teacher(spec: dict, num_classes: int, width: int) -> Classifier:
     """MLP n_features -> width -> width/2 -> classes. No BatchNorm: the training loop keeps a last batch of one
     row when the train split has one left over, which BatchNorm cannot train on."""
     n, half = spec["input_shape"][0], max(1, width // 2)
-    body = nn.Sequential(nn.Linear(n, width), nn.ReLU(), nn.Dropout(0.2),
-                         nn.Linear(width, half), nn.ReLU(), nn.Dropout(0.2))
+    body = nn.Sequential(
+        nn.Linear(n, width), nn.ReLU(), nn.Dropout(0.2), nn.Linear(width, half), nn.ReLU(), nn.Dropout(0.2)
+    )
     return Classifier(body, nn.Sequential(nn.Linear(half, num_classes)))
 
 
@@ -80,8 +91,11 @@ def tabular_student(spec: dict, num_classes: int, width: int) -> Classifier:
 
 def _tconv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     """A temporal conv over (C, 1, frames) feature maps: kernel 3 along time, optional stride 2 along time."""
-    return [nn.Conv2d(cin, cout, (1, 3), stride=(1, stride), padding=(0, 1), bias=False), nn.BatchNorm2d(cout),
-            nn.ReLU()]
+    return [
+        nn.Conv2d(cin, cout, (1, 3), stride=(1, stride), padding=(0, 1), bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(),
+    ]
 
 
 def _mel_stem(spec: dict, width: int) -> list[nn.Module]:
@@ -96,17 +110,26 @@ def audio_teacher(spec: dict, num_classes: int, width: int) -> Classifier:
     """Mel stem, then two stages of temporal convs (width, then 2 * width channels), each halving the frame rate,
     global average pooling and a linear head."""
     body = nn.Sequential(
-        *_mel_stem(spec, width), *_tconv(width, width), *_tconv(width, width, 2),
-        *_tconv(width, 2 * width), *_tconv(2 * width, 2 * width, 2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        *_mel_stem(spec, width),
+        *_tconv(width, width),
+        *_tconv(width, width, 2),
+        *_tconv(width, 2 * width),
+        *_tconv(2 * width, 2 * width, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     )
     return Classifier(body, nn.Sequential(nn.Dropout(0.2), nn.Linear(2 * width, num_classes)))
 
 
 def audio_student(spec: dict, num_classes: int, width: int) -> Classifier:
     """Mel stem and two strided temporal convs, global average pooling, linear head."""
-    body = nn.Sequential(*_mel_stem(spec, width), *_tconv(width, 2 * width, 2), *_tconv(2 * width, 2 * width, 2),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    body = nn.Sequential(
+        *_mel_stem(spec, width),
+        *_tconv(width, 2 * width, 2),
+        *_tconv(2 * width, 2 * width, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
     return Classifier(body, nn.Sequential(nn.Linear(2 * width, num_classes)))
 
 
@@ -119,7 +142,7 @@ class ChannelsFirst(nn.Module):
 
 class GlobalMaxMeanPool1d(nn.Module):
     """(N, C, tokens) -> (N, 2C): the max finds the most telling phrase anywhere in the message, the mean says how
-    much of the message looks like it (max pooling alone lost ~2 points of spam F1 on the SMS data)."""
+    much of the message looks like it (a message of many mildly spammy words is spam too)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x.amax(dim=2), x.mean(dim=2)], dim=1)
@@ -133,8 +156,13 @@ def text_teacher(spec: dict, num_classes: int, width: int) -> Classifier:
     """Token ids -> embedding (2 * width) -> two 1-D convs (4 * width channels, kernels 5 and 3) -> max+mean over
     the message -> MLP head."""
     v, c = int(spec["vocab_size"]), 4 * width
-    body = nn.Sequential(nn.Embedding(v, 2 * width, padding_idx=spec["pad_id"]), ChannelsFirst(),
-                         *_conv1d(2 * width, c, 5), *_conv1d(c, c, 3), GlobalMaxMeanPool1d())
+    body = nn.Sequential(
+        nn.Embedding(v, 2 * width, padding_idx=spec["pad_id"]),
+        ChannelsFirst(),
+        *_conv1d(2 * width, c, 5),
+        *_conv1d(c, c, 3),
+        GlobalMaxMeanPool1d(),
+    )
     head = nn.Sequential(nn.Dropout(0.3), nn.Linear(2 * c, 64), nn.ReLU(), nn.Linear(64, num_classes))
     return Classifier(body, head)
 
@@ -143,8 +171,12 @@ def text_student(spec: dict, num_classes: int, width: int) -> Classifier:
     """Same token ids as the teacher (one preprocessing spec) -> embedding (width) -> one 1-D conv (2 * width,
     kernel 3) -> max+mean -> linear. The embedding table (vocab_size x width) is most of its size."""
     v = int(spec["vocab_size"])
-    body = nn.Sequential(nn.Embedding(v, width, padding_idx=spec["pad_id"]), ChannelsFirst(),
-                         *_conv1d(width, 2 * width, 3), GlobalMaxMeanPool1d())
+    body = nn.Sequential(
+        nn.Embedding(v, width, padding_idx=spec["pad_id"]),
+        ChannelsFirst(),
+        *_conv1d(width, 2 * width, 3),
+        GlobalMaxMeanPool1d(),
+    )
     return Classifier(body, nn.Sequential(nn.Linear(4 * width, num_classes)))
 
 
@@ -160,15 +192,18 @@ class Ensemble(nn.Module):
 
 
 Builder = Callable[[dict, int, int], Classifier]  # (preprocessing spec, num_classes, width)
-ARCHITECTURES: dict[str, dict[str, Builder]] = {"tabular": {"teacher": tabular_teacher, "student": tabular_student},
-                                                 "image": {"teacher": image_teacher, "student": image_student},
-                                                 "audio": {"teacher": audio_teacher, "student": audio_student},
-                                                 "text": {"teacher": text_teacher, "student": text_student}}
+ARCHITECTURES: dict[str, dict[str, Builder]] = {
+    "tabular": {"teacher": tabular_teacher, "student": tabular_student},
+    "image": {"teacher": image_teacher, "student": image_student},
+    "audio": {"teacher": audio_teacher, "student": audio_student},
+    "text": {"teacher": text_teacher, "student": text_student},
+}
 DEPTHS: dict[tuple[str, str], tuple[int, ...]] = {("image", "student"): (1, 2, 3)}  # (kind, role) -> depths it builds
 
 
-def build(kind: str, role: str, spec: dict, num_classes: int, width: int, seed: int,
-          depth: int | None = None) -> Classifier:
+def build(
+    kind: str, role: str, spec: dict, num_classes: int, width: int, seed: int, depth: int | None = None
+) -> Classifier:
     """Build the `role` ("teacher" or "student") network of data kind `kind` for inputs described by the
     preprocessing `spec` (components.preprocess), initialised from `seed`. `depth` (None: the architecture's
     own) is taken by the builders that have one: see DEPTHS."""

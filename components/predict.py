@@ -2,10 +2,12 @@
 
 A raw input is what a device sees: an image file, a wav file, a line of text, a CSV row of measurements.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -29,8 +31,10 @@ def read_csv_row(spec: dict, arg: str) -> np.ndarray:
     """A row of feature values in the spec's feature order, comma-separated."""
     fields = [f.strip() for f in arg.split(",")]
     if len(fields) != len(spec["features"]):
-        raise ValueError(f"CSV row has {len(fields)} values; the model expects {len(spec['features'])}: "
-                         f"{', '.join(spec['features'])}")
+        raise ValueError(
+            f"CSV row has {len(fields)} values; the model expects {len(spec['features'])}: "
+            f"{', '.join(spec['features'])}"
+        )
     try:
         return np.array([float(f) for f in fields])
     except ValueError as e:
@@ -48,9 +52,12 @@ def read_audio(spec: dict, arg: str) -> np.ndarray:
     return x
 
 
-READERS: dict[str, Callable[[dict, str], object]] = {"image": read_image, "text": read_text,
-                                                     "tabular": read_csv_row,
-                                                     "audio": read_audio}
+READERS: dict[str, Callable[[dict, str], object]] = {
+    "image": read_image,
+    "text": read_text,
+    "tabular": read_csv_row,
+    "audio": read_audio,
+}
 
 
 def read_input(spec: dict, arg: str):
@@ -62,12 +69,20 @@ def read_input(spec: dict, arg: str):
     return reader(spec, arg)
 
 
-def predict(onnx_path: str | Path, spec: dict, raw_samples: list) -> list[dict]:
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probability: float  # of `label`
+    probabilities: dict[str, float]  # of every class
+
+
+def predict(onnx_path: str | Path, spec: dict, raw_samples: list) -> list[Prediction]:
     """Label and class probabilities for each raw sample, computed by ONNX Runtime."""
     from components.export import ort_predict, softmax
 
     x = transform(spec, raw_samples)
     probs = softmax(ort_predict(onnx_path, x).astype(np.float64))
     classes = spec["classes"]
-    return [{"label": classes[int(p.argmax())], "probability": float(p.max()),
-             "probabilities": {c: float(v) for c, v in zip(classes, p)}} for p in probs]
+    return [
+        Prediction(classes[int(p.argmax())], float(p.max()), {c: float(v) for c, v in zip(classes, p)}) for p in probs
+    ]

@@ -3,12 +3,13 @@
 numpy only (no torch, no training code): `edgekd predict` and the pipeline both go through `transform`, so what
 the model was evaluated on is exactly what a device computes.
 """
+
 from __future__ import annotations
 
 import functools
 import re
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -53,7 +54,7 @@ def text_transform(spec: dict, samples) -> np.ndarray:
     for row, text in enumerate(samples):
         tokens = text_tokens(str(text), spec["token_pattern"], spec["lowercase"], spec.get("digits_to_zero", False))
         ids = [to_id(t) for t in tokens[:n]]
-        out[row, :len(ids)] = ids
+        out[row, : len(ids)] = ids
     return out
 
 
@@ -65,10 +66,10 @@ def fixed_length(spec: dict, samples) -> np.ndarray:
         s = np.asarray(s, dtype=np.float32)
         if len(s) <= n:
             start = (n - len(s)) // 2
-            out[i, start:start + len(s)] = s
+            out[i, start : start + len(s)] = s
         else:
             start = (len(s) - n) // 2
-            out[i] = s[start:start + n]
+            out[i] = s[start : start + n]
     return out
 
 
@@ -94,13 +95,14 @@ def log_mel(spec: dict, waves: np.ndarray, chunk: int = 256) -> np.ndarray:
     (n_fft // 2 zeros on each side), periodic Hann window, log(power + log_eps)."""
     n_fft, hop = spec["n_fft"], spec["hop"]
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
-    fb = mel_filterbank(spec["sample_rate"], n_fft, spec["n_mels"], spec.get("fmin", 0.0),
-                        spec.get("fmax", spec["sample_rate"] / 2))
+    fb = mel_filterbank(
+        spec["sample_rate"], n_fft, spec["n_mels"], spec.get("fmin", 0.0), spec.get("fmax", spec["sample_rate"] / 2)
+    )
     padded = np.pad(np.asarray(waves, dtype=np.float32).reshape(len(waves), -1), ((0, 0), (n_fft // 2, n_fft // 2)))
     frames_per_wave = 1 + (padded.shape[1] - n_fft) // hop
     out = [np.zeros((0, spec["n_mels"], frames_per_wave), np.float32)]
     for i in range(0, len(padded), chunk):  # bounded memory: frames and spectra of `chunk` waves at a time
-        frames = np.lib.stride_tricks.sliding_window_view(padded[i:i + chunk], n_fft, axis=1)[:, ::hop]
+        frames = np.lib.stride_tricks.sliding_window_view(padded[i : i + chunk], n_fft, axis=1)[:, ::hop]
         power = (np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2).astype(np.float32)
         out.append(np.log(power @ fb.T + np.float32(spec.get("log_eps", 1e-6))).transpose(0, 2, 1))
     return np.concatenate(out).astype(np.float32)
@@ -129,9 +131,12 @@ def tabular_transform(spec: dict, samples) -> np.ndarray:
     return ((x - np.asarray(spec["mean"])) / np.asarray(spec["std"])).astype(np.float32)
 
 
-TRANSFORMS: dict[str, Callable[[dict, object], np.ndarray]] = {"tabular": tabular_transform,
-                                                                "image": image_transform, "text": text_transform,
-                                                                "audio": audio_transform}
+TRANSFORMS: dict[str, Callable[[dict, object], np.ndarray]] = {
+    "tabular": tabular_transform,
+    "image": image_transform,
+    "text": text_transform,
+    "audio": audio_transform,
+}
 
 
 def transform(spec: dict, samples) -> np.ndarray:
@@ -139,7 +144,9 @@ def transform(spec: dict, samples) -> np.ndarray:
     try:
         fn = TRANSFORMS[spec["kind"]]
     except KeyError:
-        raise ValueError(f"preprocessing spec of unknown kind {spec.get('kind')!r}; known: {sorted(TRANSFORMS)}")
+        raise ValueError(
+            f"preprocessing spec of unknown kind {spec.get('kind')!r}; known: {sorted(TRANSFORMS)}"
+        ) from None
     x = fn(spec, samples)
     assert list(x.shape[1:]) == list(spec["input_shape"]), (x.shape, spec["input_shape"])
     return x

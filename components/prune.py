@@ -1,17 +1,40 @@
 """Structured channel pruning that physically removes channels (torch-pruning)."""
+
 from __future__ import annotations
 
 import copy
 
 import torch
 import torch_pruning as tp
+from pydantic import BaseModel, ConfigDict
 
 from components.models import Classifier, count_params
 
 
-def measure(model: torch.nn.Module, example: torch.Tensor) -> dict:
+class PruneReport(BaseModel):
+    """A pruning before and after: parameters, MACs and the widths of the prunable layers; `torch_val_accuracy_before_
+    finetune` is filled in by the caller that fine-tunes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ratio: float
+    params_before: int
+    macs_before: int
+    channels_before: list[int]
+    params_after: int
+    macs_after: int
+    channels_after: list[int]
+    torch_val_accuracy_before_finetune: float | None = None
+
+    def numbers(self) -> dict[str, float]:
+        """The report's scalars, as metrics to log."""
+        return {k: v for k, v in self.model_dump().items() if isinstance(v, (int, float)) and v is not None}
+
+
+def _size(model: torch.nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """(parameters, MACs) of one forward pass of `example`."""
     macs, params = tp.utils.count_ops_and_params(model, example)
-    return {"params": int(params), "macs": int(macs)}
+    return int(params), int(macs)
 
 
 def conv_channels(model: Classifier) -> list[int]:
@@ -25,7 +48,7 @@ def conv_channels(model: Classifier) -> list[int]:
     return out
 
 
-def prune_channels(model: Classifier, example: torch.Tensor, ratio: float) -> tuple[Classifier, dict]:
+def prune_channels(model: Classifier, example: torch.Tensor, ratio: float) -> tuple[Classifier, PruneReport]:
     """Remove `ratio` of the channels of every prunable layer by L2 magnitude; the output layer keeps its classes.
     `example` is a batch of real inputs: torch-pruning traces the graph with it.
 
@@ -34,16 +57,27 @@ def prune_channels(model: Classifier, example: torch.Tensor, ratio: float) -> tu
     if not 0 <= ratio < 1:
         raise ValueError(f"prune ratio must be in [0, 1), got {ratio}")
     model = copy.deepcopy(model).cpu().eval()
-    before = measure(model, example) | {"channels": conv_channels(model)}
+    params_before, macs_before = _size(model, example)
+    channels_before = conv_channels(model)
     if ratio > 0:
         pruner = tp.pruner.BasePruner(
-            model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
-            pruning_ratio=ratio, ignored_layers=[model.output_layer],
+            model,
+            example,
+            importance=tp.importance.GroupMagnitudeImportance(p=2),
+            pruning_ratio=ratio,
+            ignored_layers=[model.output_layer],
             # torch-pruning's default roots leave nn.Embedding whole; a text model's table is most of its size.
             root_module_types=[torch.nn.modules.conv._ConvNd, torch.nn.Linear, torch.nn.LSTM, torch.nn.Embedding],
         )
         pruner.step()
-    after = measure(model, example) | {"channels": conv_channels(model)}
-    assert count_params(model) == after["params"]
-    report = {"ratio": ratio, **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
-    return model, report
+    params_after, macs_after = _size(model, example)
+    assert count_params(model) == params_after
+    return model, PruneReport(
+        ratio=ratio,
+        params_before=params_before,
+        macs_before=macs_before,
+        channels_before=channels_before,
+        params_after=params_after,
+        macs_after=macs_after,
+        channels_after=conv_channels(model),
+    )

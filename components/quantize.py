@@ -1,4 +1,5 @@
 """ONNX Runtime INT8: static QDQ (per-channel weights, calibrated) and dynamic quantization."""
+
 from __future__ import annotations
 
 import logging
@@ -6,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from components.export import INPUT_NAME, artifact_info, atomic_path, check_onnx, sort_nodes
+from components.export import INPUT_NAME, Artifact, artifact_info, atomic_path, check_onnx, sort_nodes
 
 
 class _Calibration:
     """CalibrationDataReader over single samples of the train split."""
 
     def __init__(self, x: np.ndarray):
-        self._it = iter(x[i:i + 1] for i in range(len(x)))
+        self._it = iter(x[i : i + 1] for i in range(len(x)))
 
     def get_next(self):
         batch = next(self._it, None)
@@ -25,7 +26,7 @@ def calibration_sample(x: np.ndarray, n: int, seed: int) -> np.ndarray:
     return x[np.sort(idx)]
 
 
-def quantize_static_int8(fp32: str | Path, out: str | Path, calib_x: np.ndarray, per_channel: bool = True) -> dict:
+def quantize_static_int8(fp32: str | Path, out: str | Path, calib_x: np.ndarray, per_channel: bool = True) -> Artifact:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -34,26 +35,31 @@ def quantize_static_int8(fp32: str | Path, out: str | Path, calib_x: np.ndarray,
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         with atomic_path(out) as tmp:
             quantize_static(
-                str(pre), str(tmp), _Calibration(calib_x), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                str(pre),
+                str(tmp),
+                _Calibration(calib_x),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
             )
             check_onnx(tmp)
     Path(out).with_suffix(".pre.onnx").unlink(missing_ok=True)
-    return artifact_info(out) | {"method": "static_qdq", "per_channel": per_channel, "calibration_samples": len(calib_x)}
+    return artifact_info(out)
 
 
-def quantize_dynamic_int8(fp32: str | Path, out: str | Path) -> dict:
+def quantize_dynamic_int8(fp32: str | Path, out: str | Path) -> Artifact:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # ORT's CPU ConvInteger kernel takes uint8 weights only; int8 weights would fail at session creation.
     with atomic_path(out) as tmp:
         quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QUInt8)
         check_onnx(tmp)
-    return artifact_info(out) | {"method": "dynamic"}
+    return artifact_info(out)
 
 
-def convert_fp16(fp32: str | Path, out: str | Path) -> dict:
+def convert_fp16(fp32: str | Path, out: str | Path) -> Artifact:
     """Float16 weights and arithmetic, float32 inputs and outputs (a Cast at each end), via ONNX Runtime's
     converter. Whether it is faster than FP32 depends on the CPU's float16 kernels: measure it."""
     import onnx
@@ -64,4 +70,4 @@ def convert_fp16(fp32: str | Path, out: str | Path) -> dict:
     with atomic_path(out) as tmp:
         onnx.save(model, str(tmp))
         check_onnx(tmp)
-    return artifact_info(out) | {"method": "fp16"}
+    return artifact_info(out)

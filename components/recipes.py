@@ -6,6 +6,7 @@ file), "prune" (channels removed, then a fine-tune with the source's own objecti
 quantization of the source's ONNX file, `mode` "static" or "dynamic"). The flow runs the table in order;
 nothing else names candidates.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,10 +28,12 @@ class Recipe:
 
 def student_recipes(student: str) -> list[Recipe]:
     """A student's candidates: FP32, pruned FP32, and the pruned model's static and dynamic INT8."""
-    return [Recipe(f"{student}_fp32", student, "export"),
-            Recipe(f"{student}_pruned_fp32", f"{student}_fp32", "prune"),
-            Recipe(f"{student}_pruned_int8_static", f"{student}_pruned_fp32", "int8", {"mode": "static"}),
-            Recipe(f"{student}_pruned_int8_dynamic", f"{student}_pruned_fp32", "int8", {"mode": "dynamic"})]
+    return [
+        Recipe(f"{student}_fp32", student, "export"),
+        Recipe(f"{student}_pruned_fp32", f"{student}_fp32", "prune"),
+        Recipe(f"{student}_pruned_int8_static", f"{student}_pruned_fp32", "int8", {"mode": "static"}),
+        Recipe(f"{student}_pruned_int8_dynamic", f"{student}_pruned_fp32", "int8", {"mode": "dynamic"}),
+    ]
 
 
 def recipes(students: tuple[str, ...] = ("plain", "kd")) -> list[Recipe]:
@@ -41,4 +44,3 @@ def recipes(students: tuple[str, ...] = ("plain", "kd")) -> list[Recipe]:
     for i, r in enumerate(table):
         assert r.source in TRAINED or r.source in names[:i], f"{r.name}: unknown source {r.source}"
     return table
-

@@ -6,19 +6,27 @@ included), a prune ratio (0: none) and a precision ("fp32", "fp16", "int8_static
 "int8_static_per_tensor", "int8_dynamic"). Each trial trains it on the student budget of params.yaml, the same for
 every trial and for the references, so that the front compares like with like.
 """
+
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict
+
 from components import gate, kd
 from components.config import GateConfig, SearchConfig
+from components.gate import GateView
 from components.models import DEPTHS
 
-PRECISIONS = {"fp32": None, "fp16": {"mode": "fp16"}, "int8_static": {"mode": "static", "per_channel": True},
-              "int8_static_per_tensor": {"mode": "static", "per_channel": False},
-              "int8_dynamic": {"mode": "dynamic"}}
+PRECISIONS = {
+    "fp32": None,
+    "fp16": {"mode": "fp16"},
+    "int8_static": {"mode": "static", "per_channel": True},
+    "int8_static_per_tensor": {"mode": "static", "per_channel": False},
+    "int8_dynamic": {"mode": "dynamic"},
+}
 OBJECTIVES = {"accuracy": "maximize", "p95": "minimize", "size": "minimize", "energy": "minimize"}
 PICKS = ("latency", "accuracy", "size")
 SEARCHED_OPTIONS = {"temperature": (0.5, 1.0, 2.0)}  # a method's option searched as these factors of its setting
@@ -40,12 +48,17 @@ def parse_budget(text: str) -> tuple[float | None, int | None]:
 
 def parse_objectives(text: str | None, energy_measured: bool) -> list[str]:
     """The objectives asked for (default: accuracy, p95, size, and energy where RAPL measures it)."""
-    names = [s.strip() for s in text.split(",") if s.strip()] if text else \
-        ["accuracy", "p95", "size"] + (["energy"] if energy_measured else [])
+    names = (
+        [s.strip() for s in text.split(",") if s.strip()]
+        if text
+        else ["accuracy", "p95", "size"] + (["energy"] if energy_measured else [])
+    )
     bad = [n for n in names if n not in OBJECTIVES]
     if bad or "accuracy" not in names or len(set(names)) != len(names):
-        raise SearchConfigError(f"--objectives {text!r}: expected distinct names from {list(OBJECTIVES)}, "
-                                "accuracy (the gate metric) included")
+        raise SearchConfigError(
+            f"--objectives {text!r}: expected distinct names from {list(OBJECTIVES)}, "
+            "accuracy (the gate metric) included"
+        )
     return names
 
 
@@ -60,9 +73,13 @@ class Space:
     precisions: tuple[str, ...]
 
     def describe(self) -> dict:
-        return {"widths": list(self.widths), "depths": list(self.depths) if self.depths else None,
-                "methods": sorted(self.methods), "prune_ratios": list(self.prune_ratios),
-                "precisions": list(self.precisions)}
+        return {
+            "widths": list(self.widths),
+            "depths": list(self.depths) if self.depths else None,
+            "methods": sorted(self.methods),
+            "prune_ratios": list(self.prune_ratios),
+            "precisions": list(self.precisions),
+        }
 
 
 def space(search: SearchConfig, kind: str, student_width: int, distill, feature_teacher: bool) -> Space:
@@ -82,67 +99,178 @@ def space(search: SearchConfig, kind: str, student_width: int, distill, feature_
     bad = [p for p in search.precisions if p not in PRECISIONS]
     if bad:
         raise SearchConfigError(f"search.precisions {bad}: expected some of {list(PRECISIONS)}")
-    return Space(tuple(widths), DEPTHS.get((kind, "student")), methods, tuple(search.prune_ratios),
-                 tuple(search.precisions))
+    return Space(
+        tuple(widths), DEPTHS.get((kind, "student")), methods, tuple(search.prune_ratios), tuple(search.precisions)
+    )
 
 
-def suggest(trial, sp: Space) -> dict:
+class SearchRecipe(BaseModel):
+    """One point of the space: the student (width, depth where the kind has depths, KD method and its options,
+    'plain' included), the prune ratio (0: none) and the precision."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    width: int
+    depth: int | None
+    method: str
+    options: dict
+    prune_ratio: float
+    precision: str
+
+    def label(self) -> str:
+        """'w8 d1 dkd(T=8) prune0.25 int8_static': the recipe on one line."""
+        t = f"(T={self.options['temperature']:g})" if "temperature" in self.options else ""
+        parts = [f"w{self.width}"] + ([f"d{self.depth}"] if self.depth else []) + [self.method + t]
+        return " ".join(parts + ([f"prune{self.prune_ratio:g}"] if self.prune_ratio else []) + [self.precision])
+
+
+def variant(recipe: SearchRecipe) -> kd.Variant:
+    """The way a recipe's student is trained."""
+    return kd.Variant(recipe.method, dict(recipe.options))
+
+
+def suggest(trial, sp: Space) -> SearchRecipe:
     """A recipe from an Optuna trial (anything with suggest_categorical)."""
     method = trial.suggest_categorical("method", sorted(sp.methods))
     options = dict(sp.methods[method])
     for opt, factors in SEARCHED_OPTIONS.items():
         if opt in options:
             options[opt] = options[opt] * trial.suggest_categorical(f"{method}.{opt}_factor", factors)
-    return {"width": trial.suggest_categorical("width", sp.widths),
-            "depth": trial.suggest_categorical("depth", sp.depths) if sp.depths else None,
-            "method": method, "options": options,
-            "prune_ratio": trial.suggest_categorical("prune_ratio", sp.prune_ratios),
-            "precision": trial.suggest_categorical("precision", sp.precisions)}
-
-
-def label(recipe: dict) -> str:
-    """'w8 d1 dkd(T=8) prune0.25 int8_static': a recipe on one line."""
-    opts = recipe.get("options") or {}
-    t = f"(T={opts['temperature']:g})" if "temperature" in opts else ""
-    parts = [f"w{recipe['width']}"] + ([f"d{recipe['depth']}"] if recipe.get("depth") else []) \
-        + [recipe["method"] + t] + ([f"prune{recipe['prune_ratio']:g}"] if recipe.get("prune_ratio") else []) \
-        + [recipe["precision"]]
-    return " ".join(parts)
+    return SearchRecipe(
+        width=trial.suggest_categorical("width", sp.widths),
+        depth=trial.suggest_categorical("depth", sp.depths) if sp.depths else None,
+        method=method,
+        options=options,
+        prune_ratio=trial.suggest_categorical("prune_ratio", sp.prune_ratios),
+        precision=trial.suggest_categorical("precision", sp.precisions),
+    )
 
 
 # --- judging a trial ------------------------------------------------------------------------------------------
 
 
-def reasons(chain: dict, teacher: dict, plain: dict, policy: GateConfig, default: dict | None,
-            default_tolerance: float, champion: dict | None = None) -> list[str]:
+@dataclass(frozen=True)
+class Chain:
+    """The gate views of a trial's models: the trained student (FP32), the pruned one (or None), the final one in
+    the recipe's precision, and for a KD student `plain`: the same width and depth trained without a teacher on the
+    same budget (val metrics only)."""
+
+    student: GateView
+    pruned: GateView | None
+    final: GateView
+    precision: str
+    plain: GateView | None = None
+
+
+def reasons(
+    chain: Chain,
+    teacher: GateView,
+    plain: GateView,
+    policy: GateConfig,
+    default: GateView | None,
+    default_tolerance: float,
+    champion: GateView | None = None,
+) -> list[str]:
     """Why a trial's model fails, [] when it passes: the gate (on val, against `champion`, the version holding
     production, too; with the rules that a pruned model must be faster or smaller than its source and a quantized
-    one faster than its FP32 source), and at least the val gate
-    metric of the default recipe's model (`default`, a gate view) less `default_tolerance`.
-    `chain` holds the gate views of the trial's models, "student" (FP32), "pruned" (or None) and "final", the
-    recipe's "precision", and for a KD student "plain": the val metrics of the same width and depth trained
-    without a teacher on the same budget, which the final model must not fall below."""
-    final, pruned, precision = chain["final"], chain.get("pruned"), chain["precision"]
+    one faster than its FP32 source), the same student trained alone (`chain.plain`), which a KD student must not
+    fall below, and at least the val gate metric of the default recipe's model (`default`) less
+    `default_tolerance`."""
+    final, pruned, precision = chain.final, chain.pruned, chain.precision
     transform = None if precision == "fp32" else "fp16" if precision == "fp16" else "int8"
-    out = gate.decide(final, teacher, champion, policy, plain=plain, source=(pruned or chain["student"]) if transform
-                      else None, transform=transform).reasons
+    out = gate.decide(
+        final,
+        teacher,
+        champion,
+        policy,
+        plain=plain,
+        source=(pruned or chain.student) if transform else None,
+        transform=transform,
+    ).reasons
     if pruned is not None:
-        out += gate.compression_reasons(pruned, chain["student"], "prune")
+        out += gate.compression_reasons(pruned, chain.student, "prune")
     m = policy.metric
-    alone = chain.get("plain")  # a KD student's own width and depth trained without a teacher, same budget
+    alone = chain.plain
     if alone is not None and final[m] < alone[m] - policy.plain_tolerance:
-        out.append(f"{m} {final[m]:.4f} < {alone[m]:.4f} of the same student trained without a teacher - "
-                   f"plain_tolerance {policy.plain_tolerance:.4f}: KD does not pay at this width and depth")
+        out.append(
+            f"{m} {final[m]:.4f} < {alone[m]:.4f} of the same student trained without a teacher - "
+            f"plain_tolerance {policy.plain_tolerance:.4f}: KD does not pay at this width and depth"
+        )
     if default is not None and final[m] < default[m] - default_tolerance:
-        out.append(f"{m} {final[m]:.4f} < the default recipe's {default[m]:.4f} - default_tolerance "
-                   f"{default_tolerance:.4f}")
+        out.append(
+            f"{m} {final[m]:.4f} < the default recipe's {default[m]:.4f} - default_tolerance {default_tolerance:.4f}"
+        )
     return out
 
 
-def objective_values(item: dict, objectives: list[str], score: str) -> list[float]:
-    """The objectives of a gate view or a POINT; `score` is its key of the val gate metric."""
-    key = {"accuracy": score, "p95": "p95_ms", "size": "size_bytes", "energy": "energy_nj"}
-    return [float(item[key[o]]) for o in objectives]
+class SearchPoint(BaseModel):
+    """A model on the search's plane: a trial's final model (`recipe`) or a reference (`candidate`, the name of a
+    run's candidate), its val and test accuracy and gate metric (`val_score`, `test_score`), p95, size and energy;
+    `trial` and `gate_reasons` once it has been judged on the front."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recipe: SearchRecipe | None = None
+    candidate: str | None = None
+    val_accuracy: float
+    test_accuracy: float
+    val_score: float
+    test_score: float
+    p95_ms: float
+    size_bytes: int
+    energy_nj: float | None
+    energy_source: str | None
+    trial: int | None = None
+    gate_reasons: list[str] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.recipe.label() if self.recipe else str(self.candidate)
+
+    def objectives(self, names: list[str]) -> list[float]:
+        value = {"accuracy": self.val_score, "p95": self.p95_ms, "size": self.size_bytes, "energy": self.energy_nj}
+        return [float(value[o]) for o in names]
+
+    def as_json(self, metric: str) -> dict:
+        """The POINT of `search --json`: recipe (or {"candidate": NAME}), val and test accuracy, val_METRIC and
+        test_METRIC for another gate metric, p95, size, energy; trial and gate_reasons when set."""
+        out = {
+            "recipe": self.recipe.model_dump() if self.recipe else {"candidate": self.candidate},
+            "val_accuracy": self.val_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "p95_ms": self.p95_ms,
+            "size_bytes": self.size_bytes,
+            "energy_nj": self.energy_nj,
+            "energy_source": self.energy_source,
+        }
+        if metric != "accuracy":
+            out |= {f"val_{metric}": self.val_score, f"test_{metric}": self.test_score}
+        return out | {k: v for k, v in (("trial", self.trial), ("gate_reasons", self.gate_reasons)) if v is not None}
+
+    @classmethod
+    def from_json(cls, d: dict, metric: str) -> SearchPoint:
+        """Inverse of `as_json` (how a study keeps its points)."""
+        recipe = d["recipe"]
+        ref = "candidate" in recipe
+        return cls(
+            recipe=None if ref else SearchRecipe.model_validate(recipe),
+            candidate=recipe.get("candidate"),
+            val_score=d.get(f"val_{metric}", d["val_accuracy"]),
+            test_score=d.get(f"test_{metric}", d["test_accuracy"]),
+            **{
+                k: d.get(k)
+                for k in (
+                    "val_accuracy",
+                    "test_accuracy",
+                    "p95_ms",
+                    "size_bytes",
+                    "energy_nj",
+                    "energy_source",
+                    "trial",
+                    "gate_reasons",
+                )
+            },
+        )
 
 
 # --- the front and the pick -----------------------------------------------------------------------------------
@@ -153,11 +281,10 @@ def dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
     return all(x <= y for x, y in signed) and any(x < y for x, y in signed)
 
 
-def front(points: list[dict], objectives: list[str], score: str) -> list[dict]:
-    """The points no other point dominates on the objectives (points of equal values kept once); `score` is the
-    points' key of the val gate metric."""
+def front(points: list[SearchPoint], objectives: list[str]) -> list[SearchPoint]:
+    """The points no other point dominates on the objectives (points of equal values kept once)."""
     directions = [OBJECTIVES[o] for o in objectives]
-    vals = [objective_values(p, objectives, score) for p in points]
+    vals = [p.objectives(objectives) for p in points]
     out, seen = [], set()
     for i, p in enumerate(points):
         if any(dominates(vals[j], vals[i], directions) for j in range(len(points)) if j != i):
@@ -168,21 +295,52 @@ def front(points: list[dict], objectives: list[str], score: str) -> list[dict]:
     return out
 
 
-def pick(points: list[dict], how: str, score: str) -> dict | None:
+def pick(points: list[SearchPoint], how: str) -> SearchPoint | None:
     """latency: the fastest (p95), then the most accurate; accuracy: the most accurate, then the fastest; size:
     the smallest, then the most accurate."""
     if not points:
         return None
-    key = {"latency": lambda p: (p["p95_ms"], -p[score]), "accuracy": lambda p: (-p[score], p["p95_ms"]),
-           "size": lambda p: (p["size_bytes"], -p[score])}[how]
+    key = {
+        "latency": lambda p: (p.p95_ms, -p.val_score),
+        "accuracy": lambda p: (-p.val_score, p.p95_ms),
+        "size": lambda p: (p.size_bytes, -p.val_score),
+    }[how]
     return min(points, key=key)
 
 
-def ratios(point: dict, ref: dict, score: str) -> dict:
-    """The point against a reference: the val gate metric's difference (`score`: its key), and p95, size and
-    energy as ratios (point / ref)."""
-    out = {f"{score}_diff": point[score] - ref[score]}
-    for k in ("p95_ms", "size_bytes", "energy_nj"):
-        if point.get(k) is not None and ref.get(k):
-            out[k] = point[k] / ref[k]
-    return {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
+class Ratios(BaseModel):
+    """A point against a reference: the val gate metric's difference, and p95, size and energy as point / ref
+    (None where the reference has none)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    score_diff: float
+    p95_ms: float | None
+    size_bytes: float | None
+    energy_nj: float | None
+
+    @classmethod
+    def of(cls, point: SearchPoint, ref: SearchPoint) -> Ratios:
+        def ratio(a, b):
+            return _round(a / b) if a is not None and b else None
+
+        return cls(
+            score_diff=_round(point.val_score - ref.val_score),
+            p95_ms=ratio(point.p95_ms, ref.p95_ms),
+            size_bytes=ratio(point.size_bytes, ref.size_bytes),
+            energy_nj=ratio(point.energy_nj, ref.energy_nj),
+        )
+
+    def as_json(self, score_key: str) -> dict:
+        """{SCORE_KEY_diff, p95_ms, size_bytes, energy_nj} as `search --json` writes them (absent ones left out)."""
+        out = {
+            f"{score_key}_diff": self.score_diff,
+            "p95_ms": self.p95_ms,
+            "size_bytes": self.size_bytes,
+            "energy_nj": self.energy_nj,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def _round(v: float) -> float:
+    return round(v, 4) if math.isfinite(v) else v

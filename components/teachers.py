@@ -1,10 +1,11 @@
 """Teachers as KD sees them: a function from prepared inputs to logits. A network trained here (one, or an
 ensemble), or one the user brings as a file: ONNX (run by ONNX Runtime, so any framework's model can teach) or
 TorchScript."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -49,12 +50,14 @@ def load_teacher_file(path: str | Path) -> tuple[TeacherFn, nn.Module | None]:
         try:
             module = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as e:  # a pickle of Python objects (torch.save) is refused here, never unpickled
-            raise TeacherFileError(f"teacher.source {path}: not a TorchScript archive (save it with "
-                                   f"torch.jit.save(torch.jit.script(model) or torch.jit.trace(model, x), path)): {e}"
-                                   ) from None
+            raise TeacherFileError(
+                f"teacher.source {path}: not a TorchScript archive (save it with "
+                f"torch.jit.save(torch.jit.script(model) or torch.jit.trace(model, x), path)): {e}"
+            ) from None
         return module, module
-    raise TeacherFileError(f"teacher.source {path}: expected an .onnx file or a TorchScript archive "
-                           f"({', '.join(TORCHSCRIPT_SUFFIXES)})")
+    raise TeacherFileError(
+        f"teacher.source {path}: expected an .onnx file or a TorchScript archive ({', '.join(TORCHSCRIPT_SUFFIXES)})"
+    )
 
 
 def torch_teacher(module: nn.Module) -> TeacherFn:
@@ -69,12 +72,13 @@ def torch_teacher(module: nn.Module) -> TeacherFn:
     return run
 
 
-def logits(teacher: TeacherFn, x: np.ndarray, batch_size: int = 512, device: torch.device | None = None
-           ) -> np.ndarray:
+def logits(teacher: TeacherFn, x: np.ndarray, batch_size: int = 512, device: torch.device | None = None) -> np.ndarray:
     """The teacher's logits for every row of `x` (float32, (N, classes))."""
     device = device or torch.device("cpu")
-    out = [teacher(torch.from_numpy(x[i:i + batch_size]).to(device)).detach().float().cpu().numpy()
-           for i in range(0, len(x), batch_size)]
+    out = [
+        teacher(torch.from_numpy(x[i : i + batch_size]).to(device)).detach().float().cpu().numpy()
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -83,10 +87,14 @@ def check_teacher(teacher: TeacherFn, example: np.ndarray, num_classes: int, sou
     try:
         out = logits(teacher, example[:2])
     except Exception as e:
-        raise TeacherFileError(f"teacher.source {source}: fails on the prepared inputs of shape "
-                               f"{list(example.shape[1:])} ({type(e).__name__}: {e})") from None
+        raise TeacherFileError(
+            f"teacher.source {source}: fails on the prepared inputs of shape "
+            f"{list(example.shape[1:])} ({type(e).__name__}: {e})"
+        ) from None
     if out.shape != (min(2, len(example)), num_classes):
-        raise TeacherFileError(f"teacher.source {source}: outputs shape {list(out.shape)} for 2 inputs; expected "
-                               f"[2, {num_classes}] logits, one per class")
+        raise TeacherFileError(
+            f"teacher.source {source}: outputs shape {list(out.shape)} for 2 inputs; expected "
+            f"[2, {num_classes}] logits, one per class"
+        )
     if not np.isfinite(out).all():
         raise TeacherFileError(f"teacher.source {source}: outputs NaN/Inf on the prepared inputs")

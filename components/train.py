@@ -1,18 +1,20 @@
 """Supervised training loop: seeded, early stopping on validation accuracy, fail-fast on NaN/Inf loss."""
+
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from components.data.base import Dataset
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-EpochCallback = Callable[[int, dict], None]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -39,7 +41,7 @@ class Objective:
     def parameters(self) -> list[torch.nn.Parameter]:
         return []
 
-    def to(self, device: torch.device) -> "Objective":
+    def to(self, device: torch.device) -> Objective:
         return self
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
@@ -48,8 +50,9 @@ class Objective:
     def close(self) -> None:
         pass
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x)
         return F.cross_entropy(logits, y), logits
 
@@ -65,18 +68,39 @@ class CrossEntropy(Objective):
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits
 
 
+class Evaluation(NamedTuple):
+    loss: float
+    accuracy: float
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, device: torch.device, batch_size: int = 512) -> dict:
+def evaluate(model: nn.Module, data: Dataset, device: torch.device, batch_size: int = 512) -> Evaluation:
     """Loss and accuracy of a PyTorch model (training-time signal; exported models are scored through ORT)."""
     model.eval()
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     total_loss, correct = 0.0, 0
     for i in range(0, len(y), batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
         logits = model(xb)
         total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
-    return {"loss": total_loss / len(y), "accuracy": correct / len(y)}
+    return Evaluation(total_loss / len(y), correct / len(y))
+
+
+class Epoch(BaseModel):
+    """One epoch of training: its number (from 1), the training loss and accuracy over its batches, and the
+    validation loss and accuracy after it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+
+
+EpochCallback = Callable[[int, Epoch], None]
 
 
 def fit(
@@ -95,7 +119,7 @@ def fit(
     augment: Augment | None = None,
     on_epoch: EpochCallback | None = None,
     checkpoint: str = "best",
-) -> tuple[nn.Module, list[dict]]:
+) -> tuple[nn.Module, list[Epoch]]:
     """Train with AdamW + cosine schedule, early stopping after `patience` epochs without validation gain.
 
     Returns the model (on CPU, in eval mode) with the weights of the best validation epoch (`checkpoint` "best") or
@@ -109,38 +133,21 @@ def fit(
     model.to(device)
     opt = torch.optim.AdamW([*model.parameters(), *objective.parameters()], lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    x_all, y_all = torch.from_numpy(train.x), torch.from_numpy(train.y)
     best_key, best_state, stale, history = (-1.0, 0.0), None, 0, []
     for epoch in range(1, epochs + 1):
-        model.train()
         objective.start_epoch(epoch, epochs)
-        order = torch.randperm(len(y_all), generator=gen)
-        run_loss, run_correct = 0.0, 0
-        for b, i in enumerate(range(0, len(order), batch_size)):
-            idx = order[i:i + batch_size]
-            xb, yb = x_all[idx], y_all[idx]
-            if augment is not None:
-                xb = augment(xb, gen)
-            xb, yb = xb.to(device), yb.to(device)
-            loss, logits = objective(model, xb, yb, None if augment is not None else idx, gen)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, batch {b}; lower the learning rate "
-                                         f"or check the inputs for NaN/Inf")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            run_loss += loss.item() * len(yb)
-            run_correct += (logits.argmax(1) == yb).sum().item()
+        loss, accuracy = _epoch(model, objective, opt, train, batch_size, gen, device, augment, epoch)
         sched.step()
         v = evaluate(model, val, device)
-        row = {"epoch": epoch, "train_loss": run_loss / len(y_all), "train_accuracy": run_correct / len(y_all),
-               "val_loss": v["loss"], "val_accuracy": v["accuracy"]}
-        history.append(row)
+        history.append(
+            row := Epoch(
+                epoch=epoch, train_loss=loss, train_accuracy=accuracy, val_loss=v.loss, val_accuracy=v.accuracy
+            )
+        )
         if on_epoch is not None:
             on_epoch(epoch, row)
-        key = (v["accuracy"], -v["loss"])
-        if key > best_key:
-            best_key, best_state, stale = key, copy.deepcopy(model.state_dict()), 0
+        if (v.accuracy, -v.loss) > best_key:
+            best_key, best_state, stale = (v.accuracy, -v.loss), copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
             if stale >= patience:
@@ -150,6 +157,42 @@ def fit(
     if checkpoint == "best":
         model.load_state_dict(best_state)
     return model.cpu().eval(), history
+
+
+def _epoch(
+    model,
+    objective: Objective,
+    opt,
+    train: Dataset,
+    batch_size: int,
+    gen: torch.Generator,
+    device: torch.device,
+    augment: Augment | None,
+    epoch: int,
+) -> tuple[float, float]:
+    """One pass over `train` in a seeded random order: (mean training loss, training accuracy)."""
+    model.train()
+    x_all, y_all = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    order = torch.randperm(len(y_all), generator=gen)
+    run_loss, run_correct = 0.0, 0
+    for b, i in enumerate(range(0, len(order), batch_size)):
+        idx = order[i : i + batch_size]
+        xb, yb = x_all[idx], y_all[idx]
+        if augment is not None:
+            xb = augment(xb, gen)
+        xb, yb = xb.to(device), yb.to(device)
+        loss, logits = objective(model, xb, yb, None if augment is not None else idx, gen)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at epoch {epoch}, batch {b}; lower the learning rate "
+                f"or check the inputs for NaN/Inf"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run_loss += loss.item() * len(yb)
+        run_correct += (logits.argmax(1) == yb).sum().item()
+    return run_loss / len(y_all), run_correct / len(y_all)
 
 
 def shift_augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:

@@ -3,6 +3,7 @@
 A failed expectation never passes silently: `ValidationReport.raise_for_failures` raises
 `DataValidationError` naming each failed expectation with its counts and examples.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
 class DataValidationError(RuntimeError):
-    def __init__(self, report: "ValidationReport"):
+    def __init__(self, report: ValidationReport):
         self.report = report
         super().__init__(report.summary())
 
@@ -45,7 +46,7 @@ class ValidationReport:
         if not self.success:
             raise DataValidationError(self)
 
-    def to_dict(self) -> dict:
+    def as_json(self) -> dict:
         return {"success": self.success, "failures": self.failures, "results": self.results}
 
 
@@ -63,9 +64,17 @@ def describe_features(x: np.ndarray, y: np.ndarray, hashes: list[str]) -> pd.Dat
     finite = np.where(np.isfinite(flat), flat, np.nan)
     with np.errstate(all="ignore"):
         lo, hi = np.nanmin(finite, axis=1), np.nanmax(finite, axis=1)
-    return pd.DataFrame({"shape": ["x".join(map(str, s.shape)) for s in x], "dtype": [str(x.dtype)] * len(x),
-                         "min_value": lo, "max_value": hi, "non_finite": (~np.isfinite(flat)).sum(axis=1),
-                         "label": y, "content_hash": hashes})
+    return pd.DataFrame(
+        {
+            "shape": ["x".join(map(str, s.shape)) for s in x],
+            "dtype": [str(x.dtype)] * len(x),
+            "min_value": lo,
+            "max_value": hi,
+            "non_finite": (~np.isfinite(flat)).sum(axis=1),
+            "label": y,
+            "content_hash": hashes,
+        }
+    )
 
 
 def describe_pool(x: np.ndarray, hashes) -> pd.DataFrame:
@@ -87,11 +96,20 @@ def raw_plan(kind, raw, cfg, pool=None) -> list[tuple[str, pd.DataFrame, list[Ex
     exps.append(("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(cfg.data.classes)}))
     df = _where(kind.describe(raw, cfg.data.options), raw)
     labels = pd.Series(np.asarray(raw.labels, dtype=str))
-    counts = pd.DataFrame({"samples": [int((labels == c).sum()) for c in cfg.data.classes],
-                           "where": [f"class {c!r}" for c in cfg.data.classes]})
-    plan = [("raw_samples", df, exps),
-            ("raw_samples_per_class", counts,  # an empty class: a missing folder, a label never spelled as given
-             [("ExpectColumnValuesToBeBetween", {"column": "samples", "min_value": 1})])]
+    counts = pd.DataFrame(
+        {
+            "samples": [int((labels == c).sum()) for c in cfg.data.classes],
+            "where": [f"class {c!r}" for c in cfg.data.classes],
+        }
+    )
+    plan = [
+        ("raw_samples", df, exps),
+        (
+            "raw_samples_per_class",
+            counts,  # an empty class: a missing folder, a label never spelled as given
+            [("ExpectColumnValuesToBeBetween", {"column": "samples", "min_value": 1})],
+        ),
+    ]
     return plan + ([pool_raw_table(kind, raw, pool, cfg)] if pool is not None else [])
 
 
@@ -114,13 +132,16 @@ def _input_expectations(spec: dict) -> list[Expectation]:
     ]
     if spec.get("value_range"):
         lo, hi = spec["value_range"]
-        exps += [("ExpectColumnValuesToBeBetween", {"column": c, "min_value": lo, "max_value": hi})
-                 for c in ("min_value", "max_value")]
+        exps += [
+            ("ExpectColumnValuesToBeBetween", {"column": c, "min_value": lo, "max_value": hi})
+            for c in ("min_value", "max_value")
+        ]
     return exps
 
 
-def split_plan(tables: dict[str, pd.DataFrame], spec: dict, cfg, leakage_reference: str = "train",
-               pool: pd.DataFrame | None = None):
+def split_plan(
+    tables: dict[str, pd.DataFrame], spec: dict, cfg, leakage_reference: str = "train", pool: pd.DataFrame | None = None
+):
     """Checks of the prepared splits: model-input schema, class counts and balance, and no sample of another
     split shared with `leakage_reference` (by content hash of the raw sample); with `pool` (`describe_pool` of the
     prepared unlabelled pool), also `pool_split_table`."""
@@ -128,32 +149,47 @@ def split_plan(tables: dict[str, pd.DataFrame], spec: dict, cfg, leakage_referen
     plan = []
     for name, df in tables.items():
         exps = _input_expectations(spec)
-        exps.insert(3, ("ExpectColumnValuesToBeInSet", {"column": "label",
-                                                        "value_set": list(range(cfg.data.num_classes))}))
+        exps.insert(
+            3, ("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(range(cfg.data.num_classes))})
+        )
         if name != leakage_reference:
             ref = sorted(set(tables[leakage_reference]["content_hash"]))
             exps.append(("ExpectColumnValuesToNotBeInSet", {"column": "content_hash", "value_set": ref}))
         plan.append((f"{name}_samples", df, exps))
-        plan.append((f"{name}_class_counts", class_counts(df["label"].to_numpy(), cfg.data.num_classes), [
-            ("ExpectColumnValuesToBeBetween", {"column": "count", "min_value": v.min_rows_per_class}),
-            ("ExpectColumnValuesToBeBetween", {"column": "share_of_largest", "min_value": 1.0 / v.max_class_imbalance,
-                                               "max_value": 1.0}),
-        ]))
+        plan.append(
+            (
+                f"{name}_class_counts",
+                class_counts(df["label"].to_numpy(), cfg.data.num_classes),
+                [
+                    ("ExpectColumnValuesToBeBetween", {"column": "count", "min_value": v.min_rows_per_class}),
+                    (
+                        "ExpectColumnValuesToBeBetween",
+                        {"column": "share_of_largest", "min_value": 1.0 / v.max_class_imbalance, "max_value": 1.0},
+                    ),
+                ],
+            )
+        )
     return plan + ([pool_split_table(pool, tables, spec, leakage_reference)] if pool is not None else [])
 
 
-def pool_split_table(pool: pd.DataFrame, tables: dict[str, pd.DataFrame], spec: dict,
-                     leakage_reference: str = "train") -> tuple[str, pd.DataFrame, list[Expectation]]:
+def pool_split_table(
+    pool: pd.DataFrame, tables: dict[str, pd.DataFrame], spec: dict, leakage_reference: str = "train"
+) -> tuple[str, pd.DataFrame, list[Expectation]]:
     """Table "unlabelled_samples": the prepared pool's model-input schema, and none of its samples equal to one of
     the evaluation splits (every split but `leakage_reference`): the pool is trained on, so such a sample would
     leak that split into training."""
     held_out = sorted({h for n, df in tables.items() if n != leakage_reference for h in df["content_hash"]})
-    return "unlabelled_samples", pool, _input_expectations(spec) + [
-        ("ExpectColumnValuesToNotBeInSet", {"column": "content_hash", "value_set": held_out})]
+    return (
+        "unlabelled_samples",
+        pool,
+        _input_expectations(spec)
+        + [("ExpectColumnValuesToNotBeInSet", {"column": "content_hash", "value_set": held_out})],
+    )
 
 
-def validate(plan: list[tuple[str, pd.DataFrame, list[Expectation]]], docs_dir: str | Path | None = None
-             ) -> ValidationReport:
+def validate(
+    plan: list[tuple[str, pd.DataFrame, list[Expectation]]], docs_dir: str | Path | None = None
+) -> ValidationReport:
     """Run each table of `plan` through a GX suite of its expectations; `docs_dir` receives GX Data Docs."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -179,8 +215,9 @@ def validate(plan: list[tuple[str, pd.DataFrame, list[Expectation]]], docs_dir: 
         vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch_def, suite=suite))
         actions = [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["local"])] if docs_dir else []
         cp = ctx.checkpoints.add(
-            gx.Checkpoint(name=table, validation_definitions=[vd], actions=actions,
-                          result_format={"result_format": "COMPLETE"})
+            gx.Checkpoint(
+                name=table, validation_definitions=[vd], actions=actions, result_format={"result_format": "COMPLETE"}
+            )
         )
         run = cp.run(batch_parameters={"dataframe": df})
         for res in next(iter(run.run_results.values())).results:

@@ -1,3 +1,6 @@
+"""What every test shares: the environment (no telemetry, a throwaway Prefect home), the test tiers, the real digits
+data and small models trained on it, and `cli`, edgekd's command line called in this process."""
+
 import os
 import sys
 import tempfile
@@ -5,7 +8,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from flows.env import TELEMETRY_OFF
+from flows.infra.environment import TELEMETRY_OFF
 
 os.environ.update(TELEMETRY_OFF)
 # Prefect's results and home of the test session live in a throwaway folder, never in ~/.prefect.
@@ -14,11 +17,23 @@ os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_LOCAL_STORAGE_PATH"] = os.path.join(_PREFECT_HOME, "results")
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 
+# Every test is in one tier (pyproject.toml describes them); `tests/run --fast` runs the unit tier.
+TIERS = ("team", "e2e", "integration", "unit")
 
-def pytest_collection_modifyitems(items):
-    """The slow end-to-end modules first (the team module first of all): with `--dist loadfile` each worker takes
-    the next file when it is free, so a long file taken last would finish alone while the other worker idles."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("team") else 1 if item.get_closest_marker("slow") else 2)
+
+def tier(item) -> str:
+    """A test's tier: its own marker, else its module's (a unit test may live beside the e2e test it supports)."""
+    names = [m.name for m in item.iter_markers() if m.name in TIERS]
+    if not names:
+        raise pytest.UsageError(f"{item.nodeid}: no tier marker; mark the test or its module with one of {TIERS}")
+    return names[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Refuse a test without a tier, then order the slow tiers first (team, then e2e): with `--dist loadfile` each
+    worker takes the next file when it is free, so a long file taken last would finish alone while the other worker
+    idles."""
+    items.sort(key=lambda item: TIERS.index(tier(item)))
 
 
 @pytest.fixture(autouse=True)
@@ -34,14 +49,27 @@ def _no_tracking_uri_left_behind():
 
 
 @pytest.fixture(scope="session")
+def cli():
+    """`edgekd --project-dir ROOT ARGS...` in this process; its exit code."""
+    from flows.cli import main
+
+    def run(root, *args: str) -> int:
+        return main(["--project-dir", str(root), *args])
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def digits_prepared():
     """The real digits data, split and preprocessed exactly as the pipeline does: (splits, spec)."""
-    from components.config import DataConfig
+    from components.config import DIGITS, DataConfig
     from components.data import get_kind
     from components.data.base import prepare_splits
 
     kind = get_kind("image")
-    splits, spec, _ = prepare_splits(kind, kind.load("sklearn:digits", {}), DataConfig())
+    splits, spec, _ = prepare_splits(
+        kind, kind.load("sklearn:digits", kind.Options()), DataConfig(name="digits", **DIGITS)
+    )
     return splits, spec
 
 
@@ -62,8 +90,17 @@ def _trained(splits, spec, role: str, width: int, epochs: int):
     from components.train import fit
 
     model = build("image", role, spec, 10, width, seed=0)
-    model, _ = fit(model, splits["train"], splits["val"], epochs=epochs, lr=5e-3, batch_size=64, patience=epochs,
-                   seed=0, device=torch.device("cpu"))
+    model, _ = fit(
+        model,
+        splits["train"],
+        splits["val"],
+        epochs=epochs,
+        lr=5e-3,
+        batch_size=64,
+        patience=epochs,
+        seed=0,
+        device=torch.device("cpu"),
+    )
     return model
 
 

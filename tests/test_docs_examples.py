@@ -1,9 +1,11 @@
 """The data page's `params.yaml` example of each kind is valid configuration, and each kind's loader reads data
 written in that example's format with those options."""
+
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 from PIL import Image
 from scipy.io import wavfile
@@ -11,14 +13,16 @@ from scipy.io import wavfile
 from components.config import load_config
 from components.data import get_kind
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def readme_examples() -> dict:
     text = (REPO / "docs" / "data.md").read_text()
-    block = text[text.index("### One example per kind"):]
+    block = text[text.index("### One example per kind") :]
     start = block.index("```yaml") + len("```yaml")
-    return yaml.safe_load(block[start:block.index("```", start)])["datasets"]
+    return yaml.safe_load(block[start : block.index("```", start)])["datasets"]
 
 
 def write(name: str, folder: Path) -> None:
@@ -39,7 +43,8 @@ def write(name: str, folder: Path) -> None:
         (folder / "tickets.csv").write_text('body,is_spam\n"Hi, see you at 5",0\n"WIN cash, call now",1\n')
     else:
         pd.DataFrame({"radius": [14.1, 20.6], "texture": [20.3, 29.3], "diagnosis": [0, 1]}).to_parquet(
-            folder / "patients.parquet")
+            folder / "patients.parquet"
+        )
 
 
 def test_each_kind_example_loads_its_format(tmp_path):

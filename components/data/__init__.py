@@ -2,23 +2,21 @@
 
 A kind reads a source into raw samples, describes and checks them, and fits the preprocessing that turns them
 into model inputs (components.preprocess applies it). The flow never branches on the kind.
+
+The names below are loaded on first use (PEP 562), so that reading the configuration, which imports
+components.data.options, does not import the readers (pandas, scikit-learn, scipy).
 """
+
 from __future__ import annotations
 
-from components.data.audio import AudioKind
-from components.data.base import DataError, DataKind, Dataset, RawData, Split, content_hashes
-from components.data.images import ImageKind
-from components.data.tabular import TabularKind
-from components.data.text import TextKind
+from importlib import import_module
 
-KINDS: dict[str, DataKind] = {"tabular": TabularKind(), "image": ImageKind(), "audio": AudioKind(), "text": TextKind()}
+_HOME = {"DataError": "base", "DataKind": "base", "Dataset": "base", "RawData": "base", "Split": "base",
+         "content_hashes": "base", "KINDS": "kinds", "get_kind": "kinds"}
+__all__ = sorted(_HOME)
 
 
-def get_kind(name: str) -> DataKind:
-    try:
-        return KINDS[name]
-    except KeyError:
-        raise ValueError(f"unknown data kind {name!r}; expected one of {sorted(KINDS)}") from None
-
-
-__all__ = ["KINDS", "DataError", "DataKind", "Dataset", "RawData", "Split", "content_hashes", "get_kind"]
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'components.data' has no attribute {name!r}")
+    return getattr(import_module(f"components.data.{_HOME[name]}"), name)

@@ -16,9 +16,7 @@ import numpy as np
 import pandas as pd
 
 from components.data.base import DataError, Expectation, RawData, has_split_folders, unlabelled
-
-# The Free Spoken Digit Dataset's naming: {digit}_{speaker}_{index}.wav
-FSDD_PATTERN = r"^(?P<label>\d+)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav$"
+from components.data.options import AudioOptions
 CLIP_LEVEL = 0.999  # |x| at or above this counts as a clipped sample
 
 
@@ -58,19 +56,11 @@ def _norm(v) -> str:
 
 
 class AudioKind:
-    """Options:
-
-    reading: `label_from` ('filename' or 'folder'), `pattern` (regex over the file name with a named group
-    `label`; other named groups become meta columns; default: FSDD's naming), `test_rule`
-    ({field, values}: files whose meta `field` is one of `values` form the test split; absent: stratified random;
-    not with train/, val/ and test/ sub-folders, which give the splits);
-    checks: `sample_rate` (expected Hz; default: the most common rate), `min_seconds` (0.05), `max_seconds` (10),
-    `max_clipped_fraction` (0.01), `min_rms` (0.001);
-    preprocessing: `seconds` (fixed length, 1.0), `n_fft` (256), `hop` (128), `n_mels` (40), `fmin` (0),
-    `fmax` (sample_rate / 2).
-    """
+    """Options: components.data.options.AudioOptions (`test_rule` is not for sources with train/, val/ and test/
+    sub-folders, which give the splits themselves)."""
 
     name = "audio"
+    Options = AudioOptions
 
     @property
     def augment(self):
@@ -78,18 +68,16 @@ class AudioKind:
 
     # --- reading ---------------------------------------------------------------------------------------------
 
-    def load(self, source: str, options: dict) -> RawData:
+    def load(self, source: str, options: AudioOptions) -> RawData:
         root = Path(source)
         if not root.is_dir():
             raise DataError(f"audio source {source}: expected a folder of .wav files")
-        mode = options.get("label_from", "filename")
+        mode = options.label_from
         splits = has_split_folders(root)
         if mode == "folder":
             files = sorted(p for p in root.glob("*/*/*" if splits else "*/*") if p.suffix.lower() == ".wav")
-        elif mode == "filename":
-            files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".wav")
         else:
-            raise DataError(f"audio option label_from={mode!r}: expected 'filename' or 'folder'")
+            files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".wav")
         if not files:
             where = "class sub-folders of " if mode == "folder" else ""
             raise DataError(f"{root}: no .wav files in {where}the folder" + (" or its train/, val/ and test/"
@@ -98,7 +86,7 @@ class AudioKind:
         waves, meta, info = self._read(root, files)
         meta |= groups
         if splits:
-            if options.get("test_rule"):
+            if options.test_rule:
                 raise DataError(f"{root}: audio option test_rule and the source's own test/ folder both say which "
                                 "files are test; drop test_rule")
             split = np.array([p.relative_to(root).parts[0] for p in files])
@@ -106,7 +94,7 @@ class AudioKind:
             split = self._test_rule(meta, options)
         return RawData(waves, np.array(labels), meta, info, split)
 
-    def load_unlabelled(self, source: str, options: dict, like: RawData | None = None) -> RawData:
+    def load_unlabelled(self, source: str, options: AudioOptions, like: RawData | None = None) -> RawData:
         """A folder of .wav files, flat or nested; file and folder names carry nothing (no pattern, no label)."""
         root = Path(source)
         if not root.is_dir():
@@ -118,7 +106,7 @@ class AudioKind:
         return unlabelled(waves, meta, info, root)
 
     @staticmethod
-    def _read(root: Path, files: list[Path]) -> tuple[list[np.ndarray], dict, dict]:
+    def _read(root: Path, files: list[Path]) -> tuple[list[np.ndarray], dict[str, np.ndarray], dict]:
         """Waveforms of `files`, their meta (file relative to `root`, sample_rate) and info (the rates found)."""
         waves, rates = [], []
         for p in files:
@@ -129,13 +117,14 @@ class AudioKind:
                 "sample_rate": np.array(rates, dtype=np.int64)}
         return waves, meta, {"sample_rates": sorted(set(rates))}
 
-    def _labels(self, root: Path, files: list[Path], mode: str, options: dict) -> tuple[list[str], dict]:
+    def _labels(self, root: Path, files: list[Path], mode: str, options: AudioOptions
+                ) -> tuple[list[str], dict[str, np.ndarray]]:
         if mode == "folder":
             return [p.parent.name for p in files], {}
         try:
-            pattern = re.compile(options.get("pattern", FSDD_PATTERN))
+            pattern = re.compile(options.pattern)
         except re.error as e:
-            raise DataError(f"audio option pattern {options.get('pattern')!r} is not a valid regex: {e}") from None
+            raise DataError(f"audio option pattern {options.pattern!r} is not a valid regex: {e}") from None
         if "label" not in pattern.groupindex:
             raise DataError(f"audio option pattern {pattern.pattern!r} needs a named group 'label'")
         names = [g for g in pattern.groupindex if g != "label"]
@@ -153,18 +142,18 @@ class AudioKind:
         return labels, {g: np.array(v, dtype=str) for g, v in cols.items()}
 
     @staticmethod
-    def _test_rule(meta: dict, options: dict) -> np.ndarray | None:
+    def _test_rule(meta: dict, options: AudioOptions) -> np.ndarray | None:
         """Each file's split under option `test_rule`: "test" where it matches, "" (split at random) elsewhere."""
-        rule = options.get("test_rule")
+        rule = options.test_rule
         if not rule:
             return None
-        field = rule.get("field")
-        if field not in meta:
-            raise DataError(f"audio option test_rule.field {field!r} is not a meta column; have {sorted(meta)}")
-        values = {_norm(v) for v in rule.get("values", [])}
-        test = np.array([_norm(v) in values for v in meta[field]], dtype=bool)
+        if rule.field not in meta:
+            raise DataError(f"audio option test_rule.field {rule.field!r} is not a meta column; have {sorted(meta)}")
+        values = {_norm(v) for v in rule.values}
+        test = np.array([_norm(v) in values for v in meta[rule.field]], dtype=bool)
         if not test.any():
-            raise DataError(f"audio option test_rule {rule}: no file matches, so there would be no test split")
+            raise DataError(f"audio option test_rule {rule.model_dump()}: no file matches, so there would be no test "
+                            "split")
         return np.where(test, "test", "")
 
     # --- on-disk form: one concatenated waveform and the offsets of each file in it --------------------------
@@ -181,17 +170,16 @@ class AudioKind:
 
     # --- checks ----------------------------------------------------------------------------------------------
 
-    def describe(self, raw: RawData, options: dict) -> pd.DataFrame:
+    def describe(self, raw: RawData, options: AudioOptions) -> pd.DataFrame:
         rates = np.asarray(raw.meta["sample_rate"], dtype=np.int64)
         n = np.array([len(s) for s in raw.samples])
         stats = np.array([self._stats(s) for s in raw.samples], dtype=np.float64).reshape(len(raw), 4)
         df = pd.DataFrame({"sample_rate": rates, "duration_s": n / rates, "peak": stats[:, 0],
                            "clipped_fraction": stats[:, 1], "rms": stats[:, 2],
                            "non_finite": stats[:, 3].astype(np.int64), "label": raw.labels})
-        rule = None if raw.info.get("unlabelled") else options.get("test_rule")  # a pool is never split
+        rule = None if raw.info.get("unlabelled") else options.test_rule  # a pool is never split
         if rule:
-            field = rule["field"]
-            col = raw.meta.get(field)
+            col = raw.meta.get(rule.field)
             df["test_rule_field"] = [None if v == "" else str(v) for v in col] if col is not None else None
         return df
 
@@ -204,8 +192,8 @@ class AudioKind:
         return float(np.abs(y).max()), float((np.abs(y) >= CLIP_LEVEL).mean()), float(np.sqrt((y ** 2).mean())), \
             int((~finite).sum())
 
-    def expectations(self, raw: RawData, options: dict) -> list[Expectation]:
-        rate = options.get("sample_rate")
+    def expectations(self, raw: RawData, options: AudioOptions) -> list[Expectation]:
+        rate = options.sample_rate
         if rate is None:  # no expected rate: all files must share the most common one
             values, counts = np.unique(raw.meta["sample_rate"], return_counts=True)
             rate = int(values[counts.argmax()])
@@ -213,32 +201,31 @@ class AudioKind:
             ("ExpectColumnValuesToBeInSet", {"column": "sample_rate", "value_set": [int(rate)]}),
             ("ExpectColumnValuesToBeInSet", {"column": "non_finite", "value_set": [0]}),
             ("ExpectColumnValuesToBeBetween", {"column": "peak", "min_value": 0.0, "max_value": 1.0}),
-            ("ExpectColumnValuesToBeBetween", {"column": "duration_s", "min_value": options.get("min_seconds", 0.05),
-                                               "max_value": options.get("max_seconds", 10.0)}),
+            ("ExpectColumnValuesToBeBetween", {"column": "duration_s", "min_value": options.min_seconds,
+                                               "max_value": options.max_seconds}),
             ("ExpectColumnValuesToBeBetween", {"column": "clipped_fraction", "min_value": 0.0,
-                                               "max_value": options.get("max_clipped_fraction", 0.01)}),
-            ("ExpectColumnValuesToBeBetween", {"column": "rms", "min_value": options.get("min_rms", 0.001)}),
+                                               "max_value": options.max_clipped_fraction}),
+            ("ExpectColumnValuesToBeBetween", {"column": "rms", "min_value": options.min_rms}),
         ]
-        rule = None if raw.info.get("unlabelled") else options.get("test_rule")
+        rule = None if raw.info.get("unlabelled") else options.test_rule
         if rule:
             exps.append(("ExpectColumnValuesToNotBeNull", {"column": "test_rule_field"}))
-            if all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in rule["values"]):
+            if all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in rule.values):
                 # an integer rule (FSDD's recording index) only makes sense over non-negative integer values
                 exps.append(("ExpectColumnValuesToMatchRegex", {"column": "test_rule_field", "regex": r"^\d+$"}))
         return exps
 
     # --- preprocessing ---------------------------------------------------------------------------------------
 
-    def fit(self, train: RawData, options: dict) -> dict:
+    def fit(self, train: RawData, options: AudioOptions) -> dict:
         from components.preprocess import fixed_length, log_mel
 
         rates = np.asarray(train.meta["sample_rate"])
         values, counts = np.unique(rates, return_counts=True)
-        sr = int(options.get("sample_rate", values[counts.argmax()]))
-        spec = {"kind": "audio", "sample_rate": sr, "seconds": float(options.get("seconds", 1.0)),
-                "n_fft": int(options.get("n_fft", 256)), "hop": int(options.get("hop", 128)),
-                "n_mels": int(options.get("n_mels", 40)), "fmin": float(options.get("fmin", 0.0)),
-                "fmax": float(options.get("fmax", sr / 2))}
+        sr = int(options.sample_rate or values[counts.argmax()])
+        o = options
+        spec = {"kind": "audio", "sample_rate": sr, "seconds": float(o.seconds), "n_fft": o.n_fft, "hop": o.hop,
+                "n_mels": o.n_mels, "fmin": float(o.fmin), "fmax": float(o.fmax or sr / 2)}
         if not 0 <= spec["fmin"] < spec["fmax"] <= sr / 2:
             raise DataError(f"audio options fmin={spec['fmin']}, fmax={spec['fmax']}: need 0 <= fmin < fmax <= "
                             f"sample_rate / 2 = {sr / 2}")

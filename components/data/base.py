@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from components.data.options import KindOptions
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
@@ -69,12 +71,13 @@ def content_hashes(samples) -> list[str]:
 
 class DataKind(Protocol):
     name: str
+    Options: type[KindOptions]  # its options (`datasets.NAME.options`), components.data.options
     augment: Callable | None  # (x batch tensor, torch.Generator) -> x batch, for training only
 
-    def load(self, source: str, options: dict) -> RawData:
+    def load(self, source: str, options: KindOptions) -> RawData:
         """Read the dataset named by `source` (a built-in name or a resolved path)."""
 
-    def load_unlabelled(self, source: str, options: dict, like: RawData | None = None) -> RawData:
+    def load_unlabelled(self, source: str, options: KindOptions, like: RawData | None = None) -> RawData:
         """Read an unlabelled pool (a resolved path) through the same code as `load`: labels all "", samples,
         meta and info as `load` gives them (info["unlabelled"] is true). `like`, the dataset's labelled data,
         brings the pool to its units and schema (image scale, tabular feature columns) and must share its shape."""
@@ -85,13 +88,13 @@ class DataKind(Protocol):
     def unpack(self, arrays: dict[str, np.ndarray]):
         """Inverse of `pack`."""
 
-    def describe(self, raw: RawData, options: dict) -> pd.DataFrame:
+    def describe(self, raw: RawData, options: KindOptions) -> pd.DataFrame:
         """One row per raw sample with the columns `expectations` checks, plus `label`."""
 
-    def expectations(self, raw: RawData, options: dict) -> list[Expectation]:
+    def expectations(self, raw: RawData, options: KindOptions) -> list[Expectation]:
         """Kind-specific checks of the raw samples (the label set and class counts are checked for every kind)."""
 
-    def fit(self, train: RawData, options: dict) -> dict:
+    def fit(self, train: RawData, options: KindOptions) -> dict:
         """Fit preprocessing on the train split only; return its JSON-able spec (see components.preprocess)."""
 
     # Optional hooks: `dedupe_keys(samples, options) -> list` (what makes two samples the same to the model, for
@@ -210,7 +213,7 @@ def splits_from_source(raw: RawData) -> list[str]:
     return [] if raw.split is None else [s for s in SPLITS if (raw.split == s).any()]
 
 
-def duplicate_hashes(kind: DataKind, samples, options: dict) -> list[str]:
+def duplicate_hashes(kind: DataKind, samples, options: KindOptions) -> list[str]:
     """One hash per sample; equal hashes are duplicates to the model (the kind's `dedupe_keys`, else content)."""
     return content_hashes(kind.dedupe_keys(samples, options) if hasattr(kind, "dedupe_keys") else samples)
 
@@ -277,7 +280,7 @@ def prepare_splits(kind: DataKind, raw: RawData, data_cfg) -> tuple[dict[str, Da
     return splits, spec, dropped
 
 
-def prepare_unlabelled(kind: DataKind, pool: RawData, spec: dict, splits: dict[str, Dataset], options: dict
+def prepare_unlabelled(kind: DataKind, pool: RawData, spec: dict, splits: dict[str, Dataset], options: KindOptions
                        ) -> tuple[np.ndarray, np.ndarray, int]:
     """Model inputs of the pool (`spec` fitted on train) without the samples whose duplicate key (the split's,
     see `duplicate_hashes`) equals a labelled sample's in any split, since a pool holding test samples would leak

@@ -8,15 +8,17 @@ import numpy as np
 import pandas as pd
 
 from components.data.base import SPLITS, DataError, Expectation, RawData, has_split_folders, unlabelled
+from components.data.options import ImageOptions
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 MEDMNIST = [f"{s}_{a}" for s in SPLITS for a in ("images", "labels")]  # MedMNIST's .npz, its splits kept
 
 
 class ImageKind:
-    """Options: `mode` ('L' grayscale or 'RGB', folders only)."""
+    """Options: components.data.options.ImageOptions."""
 
     name = "image"
+    Options = ImageOptions
 
     @property
     def augment(self):
@@ -24,7 +26,7 @@ class ImageKind:
 
         return shift_augment
 
-    def load(self, source: str, options: dict) -> RawData:
+    def load(self, source: str, options: ImageOptions) -> RawData:
         if source == "sklearn:digits":
             from sklearn.datasets import load_digits
 
@@ -32,12 +34,12 @@ class ImageKind:
             return RawData(d.images.astype(np.float32), d.target.astype(str), {}, {"scale": 16.0})
         path = Path(source)
         if path.is_dir():
-            return self._load_folder(path, options.get("mode", "L"))
+            return self._load_folder(path, options.mode)
         if path.suffix == ".npz":
             return self._load_npz(path)
         raise DataError(f"image source {source}: expected 'sklearn:digits', an .npz file or a folder of class folders")
 
-    def load_unlabelled(self, source: str, options: dict, like: RawData | None = None) -> RawData:
+    def load_unlabelled(self, source: str, options: ImageOptions, like: RawData | None = None) -> RawData:
         """An .npz with `x` (a `y` is ignored; `scale` optional) or a folder of PNG/JPEG files, flat or in
         sub-folders whose names are ignored. With `like`, the pool is rescaled to its `scale` (an .npz without
         `scale` is taken to be in it already) and must have its image shape."""
@@ -46,7 +48,7 @@ class ImageKind:
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 raise DataError(f"{path}: no PNG/JPEG files in the folder or its sub-folders")
-            x, rel = self._read_images(path, files, options.get("mode", "L"))
+            x, rel = self._read_images(path, files, options.mode)
             meta, scale = {"file": rel}, 255.0
         elif path.suffix == ".npz":
             x, _, scale, _ = self._read_npz(path, labelled=False)
@@ -130,7 +132,7 @@ class ImageKind:
     def unpack(self, arrays: dict[str, np.ndarray]):
         return arrays["x"]
 
-    def describe(self, raw: RawData, options: dict) -> pd.DataFrame:
+    def describe(self, raw: RawData, options: ImageOptions) -> pd.DataFrame:
         flat = np.asarray(raw.samples).reshape(len(raw), -1)
         finite = np.where(np.isfinite(flat), flat, np.nan)
         with np.errstate(all="ignore"):
@@ -138,7 +140,7 @@ class ImageKind:
         return pd.DataFrame({"shape": ["x".join(map(str, s.shape)) for s in raw.samples], "min_value": lo,
                              "max_value": hi, "non_finite": (~np.isfinite(flat)).sum(axis=1), "label": raw.labels})
 
-    def expectations(self, raw: RawData, options: dict) -> list[Expectation]:
+    def expectations(self, raw: RawData, options: ImageOptions) -> list[Expectation]:
         shape = "x".join(map(str, np.asarray(raw.samples).shape[1:]))
         scale = raw.info["scale"]
         return [
@@ -148,7 +150,7 @@ class ImageKind:
             ("ExpectColumnValuesToBeBetween", {"column": "max_value", "min_value": 0.0, "max_value": scale}),
         ]
 
-    def fit(self, train: RawData, options: dict) -> dict:
+    def fit(self, train: RawData, options: ImageOptions) -> dict:
         shape = list(np.asarray(train.samples).shape[1:])
         return {"kind": "image", "scale": float(train.info["scale"]), "input_dtype": "float32",
                 "input_shape": [1, *shape] if len(shape) == 2 else shape, "value_range": [0.0, 1.0]}

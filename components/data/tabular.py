@@ -1,14 +1,6 @@
 """Tabular kind: rows of numeric features with one label column, from a CSV or Parquet file, or built-in
-`sklearn:breast_cancer` (569 rows, 30 features; labels "malignant"/"benign").
-
-Options:
-  label_column     name of the label column (files; default "label"; `data add` infers it when the file has no
-                   such column)
-  feature_columns  the feature columns, in model-input order (default: every column but the label)
-  label_map        {value in the file: label}, for numeric labels such as 0/1 (keys match 1, 1.0 and "1" alike)
-  delimiter        CSV field separator (default ",")
-  range_margin     how far past the train split's min/max a prepared value may lie, as a fraction of the train
-                   range of its feature (default 0.5; see `tabular_range_expectations`)
+`sklearn:breast_cancer` (569 rows, 30 features; labels "malignant"/"benign"). Options:
+components.data.options.TabularOptions.
 
 meta["line"] is the 1-based data row number (the header is not counted), also for Parquet files.
 """
@@ -20,18 +12,19 @@ import numpy as np
 import pandas as pd
 
 from components.data.base import DataError, Expectation, RawData, infer_label_column, unlabelled
+from components.data.options import TabularOptions
 
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
-DEFAULT_RANGE_MARGIN = 0.5
 BUILTIN = "sklearn:breast_cancer"
 
 
 class TabularKind:
     name = "tabular"
+    Options = TabularOptions
     augment = None  # no label-preserving perturbation of clinical measurements is known to be safe
 
-    def load(self, source: str, options: dict) -> RawData:
+    def load(self, source: str, options: TabularOptions) -> RawData:
         if source == BUILTIN:
             return _breast_cancer()
         if source.startswith("sklearn:"):
@@ -41,31 +34,32 @@ class TabularKind:
             raise DataError(f"{path}: no such file")
         return _from_frame(_read_table(path, options), path, options)
 
-    def infer_options(self, source: str, options: dict, classes: list[str] | None) -> tuple[dict, str]:
+    def infer_options(self, source: str, options: TabularOptions, classes: list[str] | None
+                      ) -> tuple[TabularOptions, str]:
         """Without `label_column`: the column named "label", else the one column that can hold the labels
         (`infer_label_column`)."""
-        if "label_column" in options:
+        if "label_column" in options.model_fields_set:
             return options, ""
         path = Path(source)
         if not path.is_file():
             raise DataError(f"{path}: no such file")
         df = _read_table(path, options)
         if "label" in df.columns:
-            return options | {"label_column": "label"}, "label column 'label' (by its name)"
-        mapping = {_label_key(k): str(v) for k, v in (options.get("label_map") or {}).items()}
+            return _with(options, label_column="label"), "label column 'label' (by its name)"
+        mapping = {_label_key(k): str(v) for k, v in options.label_map.items()}
         columns = {c: [mapping.get(k, k) for k in map(_label_key, df[c].dropna())] for c in df.columns}
         label, note = infer_label_column(columns, classes, path)
-        return options | {"label_column": label}, note
+        return _with(options, label_column=label), note
 
-    def load_unlabelled(self, source: str, options: dict, like: RawData | None = None) -> RawData:
+    def load_unlabelled(self, source: str, options: TabularOptions, like: RawData | None = None) -> RawData:
         """A CSV/Parquet file with the dataset's feature columns (options.feature_columns, else those of `like`,
         else every column but the label column), in any order; the label column, if present, is ignored."""
         path = Path(source)
         if not path.is_file():
             raise DataError(f"{path}: no such file")
         df = _read_table(path, options)
-        label_col = options.get("label_column", "label")
-        features = options.get("feature_columns") or (like.info["features"] if like is not None else None)
+        label_col = options.label_column
+        features = options.feature_columns or (like.info["features"] if like is not None else None)
         features = _feature_columns(df, path, label_col, features)
         return unlabelled(_matrix(df, features, path), {"line": np.arange(1, len(df) + 1)},
                           {"features": features, "label_column": label_col, "source": path.name}, path)
@@ -76,7 +70,7 @@ class TabularKind:
     def unpack(self, arrays: dict[str, np.ndarray]):
         return arrays["x"]
 
-    def describe(self, raw: RawData, options: dict) -> pd.DataFrame:
+    def describe(self, raw: RawData, options: TabularOptions) -> pd.DataFrame:
         x = np.asarray(raw.samples, dtype=np.float64)
         df = pd.DataFrame(x, columns=list(raw.info["features"]))
         df["n_features"] = x.shape[1]
@@ -84,8 +78,8 @@ class TabularKind:
         df["label"] = raw.labels
         return df
 
-    def expectations(self, raw: RawData, options: dict) -> list[Expectation]:
-        expected = list(options.get("feature_columns") or raw.info["features"])
+    def expectations(self, raw: RawData, options: TabularOptions) -> list[Expectation]:
+        expected = list(options.feature_columns or raw.info["features"])
         present = [f for f in expected if f in raw.info["features"]]
         return [
             # "at least" these columns; `n_features` catches extra ones (raw_plan may add a `where` column)
@@ -97,11 +91,9 @@ class TabularKind:
             *[("ExpectColumnValuesToNotBeNull", {"column": f}) for f in present],
         ]
 
-    def fit(self, train: RawData, options: dict) -> dict:
+    def fit(self, train: RawData, options: TabularOptions) -> dict:
         x = np.asarray(train.samples, dtype=np.float64)
-        margin = float(options.get("range_margin", DEFAULT_RANGE_MARGIN))
-        if margin < 0:
-            raise DataError(f"options.range_margin must be >= 0, got {margin}")
+        margin = options.range_margin
         mean, std = x.mean(axis=0), x.std(axis=0)
         std = np.where(std > 1e-12, std, 1.0)  # a constant feature maps to 0 instead of dividing by zero
         lo, hi = x.min(axis=0), x.max(axis=0)
@@ -150,14 +142,14 @@ def _breast_cancer() -> RawData:
                    {"features": [str(f) for f in d.feature_names], "label_column": "target", "source": BUILTIN})
 
 
-def _read_table(path: Path, options: dict) -> pd.DataFrame:
+def _read_table(path: Path, options: TabularOptions) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in PARQUET_SUFFIXES:
             df = pd.read_parquet(path)
         elif suffix in CSV_SUFFIXES:
             # Everything as text: non-numeric cells are then reported by column and row, not guessed at.
-            df = pd.read_csv(path, sep=options.get("delimiter", ","), dtype=str, skipinitialspace=True)
+            df = pd.read_csv(path, sep=options.delimiter, dtype=str, skipinitialspace=True)
         else:
             raise DataError(f"{path}: unknown table format {suffix!r}; expected "
                             f"{sorted(CSV_SUFFIXES | PARQUET_SUFFIXES)}")
@@ -172,14 +164,14 @@ def _read_table(path: Path, options: dict) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _from_frame(df: pd.DataFrame, path: Path, options: dict) -> RawData:
-    label_col = options.get("label_column", "label")
+def _from_frame(df: pd.DataFrame, path: Path, options: TabularOptions) -> RawData:
+    label_col = options.label_column
     if label_col not in df.columns:
         raise DataError(f"{path}: label column {label_col!r} not found (columns: {list(df.columns)[:12]}); "
                         "set options.label_column")
-    features = _feature_columns(df, path, label_col, options.get("feature_columns"))
+    features = _feature_columns(df, path, label_col, options.feature_columns)
     x = _matrix(df, features, path)
-    labels = _labels(df[label_col], label_col, path, options.get("label_map"))
+    labels = _labels(df[label_col], label_col, path, options.label_map)
     return RawData(x, labels, {"line": np.arange(1, len(df) + 1)},
                    {"features": features, "label_column": label_col, "source": path.name})
 
@@ -239,3 +231,8 @@ def _labels(col: pd.Series, name: str, path: Path, label_map: dict | None) -> np
         raise DataError(f"{path}: label {keys[unknown[0]]!r} at row {unknown[0] + 1} is not a key of "
                         f"options.label_map {sorted(mapping)}")
     return np.array([mapping[k] for k in keys], dtype=str)
+
+
+def _with(options, **values):
+    """`options` with `values` set explicitly (so that `data add` records them)."""
+    return type(options).model_validate(options.given() | values)

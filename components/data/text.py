@@ -1,22 +1,6 @@
-"""Text kind: one message per line of a delimited file (e.g. the SMS Spam Collection, `label<TAB>text`).
-
-Reading options (`datasets.NAME.options`):
-  delimiter     field separator (default tab)
-  header        whether line 1 names the columns (default false)
-  label_column  name (with a header) or 0-based position of the label (default 0; `data add` infers it)
-  text_column   name (with a header) or 0-based position of the message (default 1; `data add` infers it)
-  quotechar     parse each line as CSV with this quote character (default: none, plain split)
-  label_map     source label -> class name, e.g. {"1": "spam", "0": "ham"} (unmapped labels stay as spelled)
-  max_chars     longest message the raw expectations accept (default 1000)
-  unlabelled_format  the unlabelled pool's format (`datasets.NAME.unlabelled`): 'lines', one message per line
-                (default), or 'delimited', the labelled file's format with its label column ignored
-Tokenization options (fitted on the train split only, stored in the preprocessing spec):
-  tokenizer     'vocab' (word list from train) or 'hash' (crc32 buckets, nothing to fit) (default 'vocab')
-  lowercase     (default true); token_pattern: the regex of a token (default words and single symbols)
-  digits_to_zero  write every digit as 0 before tokenizing, so e.g. all 11-digit phone numbers share one token
-  min_count     a train word needs at least this many occurrences to get an id (default 2)
-  max_vocab     at most this many words, most frequent first (default 4000)
-  num_buckets   hash buckets (default 4096); max_len: ids per message, truncated or padded (default 64)
+"""Text kind: one message per line of a delimited file (e.g. the SMS Spam Collection, `label<TAB>text`). Options
+(reading, the raw checks, and the tokenization fitted on the train split only and stored in the preprocessing
+spec): components.data.options.TextOptions.
 
 The message column is the only free text: when a line holds more fields than there are columns (the message
 contains the delimiter), the extra fields are joined back into the message.
@@ -31,32 +15,10 @@ import numpy as np
 import pandas as pd
 
 from components.data.base import DataError, Expectation, RawData, infer_label_column, unlabelled
+from components.data.options import TextOptions
 
-DEFAULTS = {
-    "delimiter": "\t", "header": False, "label_column": 0, "text_column": 1, "quotechar": None, "label_map": {},
-    "max_chars": 1000, "tokenizer": "vocab", "lowercase": True, "digits_to_zero": False,
-    "token_pattern": r"\w+|[^\w\s]", "min_count": 2,
-    "max_vocab": 4000, "num_buckets": 4096, "max_len": 64, "unlabelled_format": "lines",
-}
 PAD_ID, UNK_ID = 0, 1  # ids of the fitted vocabulary start at 2
 TOKEN_DROPOUT = 0.1  # share of a training message's tokens replaced by the unknown id (see `augment`)
-
-
-def _options(options: dict) -> dict:
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise DataError(f"unknown text options {sorted(unknown)}; expected some of {sorted(DEFAULTS)}")
-    o = DEFAULTS | dict(options)
-    if o["tokenizer"] not in ("vocab", "hash"):
-        raise DataError(f"options.tokenizer must be 'vocab' or 'hash', got {o['tokenizer']!r}")
-    for key in ("max_len", "min_count", "max_vocab", "num_buckets", "max_chars"):
-        if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
-            raise DataError(f"options.{key} must be a positive integer, got {o[key]!r}")
-    if o["unlabelled_format"] not in ("lines", "delimited"):
-        raise DataError(f"options.unlabelled_format must be 'lines' or 'delimited', got {o['unlabelled_format']!r}")
-    if not isinstance(o["delimiter"], str) or len(o["delimiter"]) != 1:
-        raise DataError(f"options.delimiter must be one character, got {o['delimiter']!r}")
-    return o
 
 
 def token_dropout(x, gen, p: float = TOKEN_DROPOUT):
@@ -70,6 +32,7 @@ def token_dropout(x, gen, p: float = TOKEN_DROPOUT):
 
 class TextKind:
     name = "text"
+    Options = TextOptions
 
     @property
     def augment(self):
@@ -77,21 +40,21 @@ class TextKind:
 
     # --- reading -----------------------------------------------------------------------------------------------
 
-    def load(self, source: str, options: dict) -> RawData:
-        o = _options(options)
+    def load(self, source: str, options: TextOptions) -> RawData:
+        o = options
         path = Path(source)
         if not path.is_file():
             raise DataError(f"text source {source}: no such file")
-        delim = o["delimiter"]
-        label_map = {str(k): str(v) for k, v in (o["label_map"] or {}).items()}
+        delim = o.delimiter
+        label_map = o.label_map
         texts, labels, lines, bad = [], [], [], []
         columns = label_pos = text_pos = None
         lines_read, blank = self._lines(path)
         for number, line, error in lines_read:
-            fields = self._fields(line, delim, o["quotechar"])
+            fields = self._fields(line, delim, o.quotechar)
             if columns is None:
-                columns, label_pos, text_pos = self._columns(fields if o["header"] else None, o, path)
-                if o["header"]:
+                columns, label_pos, text_pos = self._columns(fields if o.header else None, o, path)
+                if o.header:
                     continue
             label, text = self._pick(fields, columns, label_pos, text_pos, delim, path, number)
             label = label.strip()
@@ -104,17 +67,17 @@ class TextKind:
         meta, info = self._meta(path, lines, bad, blank, o)
         return RawData(texts, np.array(labels, dtype=str), meta, info)
 
-    def load_unlabelled(self, source: str, options: dict, like: RawData | None = None) -> RawData:
+    def load_unlabelled(self, source: str, options: TextOptions, like: RawData | None = None) -> RawData:
         """Option `unlabelled_format` 'lines' (default): one message per line, the whole line (no label, no
         delimiter; `header` and `quotechar` do not apply); 'delimited': the labelled file's own format (delimiter,
         header, quotechar, label and text columns), whose labels are read and dropped. Blank lines are skipped and
         lines that are not UTF-8 kept and flagged, as in `load`."""
-        o = _options(options)
+        o = options
         path = Path(source)
         if not path.is_file():
             raise DataError(f"unlabelled text pool {source}: no such file")
-        if o["unlabelled_format"] == "delimited":
-            raw = self.load(source, options)
+        if o.unlabelled_format == "delimited":
+            raw = self.load(source, o)
             return unlabelled(raw.samples, raw.meta, raw.info, path)
         texts, lines, bad = [], [], []
         lines_read, blank = self._lines(path)
@@ -127,35 +90,37 @@ class TextKind:
         meta, info = self._meta(path, lines, bad, blank, o)
         return unlabelled(texts, meta, info, path)
 
-    def infer_options(self, source: str, options: dict, classes: list[str] | None) -> tuple[dict, str]:
+    def infer_options(self, source: str, options: TextOptions, classes: list[str] | None
+                      ) -> tuple[TextOptions, str]:
         """With neither `label_column` nor `text_column` given: for a .csv file, delimiter ',' and quotechar '"'
         unless given; the label column (`infer_label_column`, over the lines with the most common number of fields
         after line 1); the message column, the longest of the others on average; and, unless `header` is given,
         whether line 1 is a header (its label field is none of the labels below it)."""
-        if "label_column" in options or "text_column" in options:
+        given = options.given()
+        if "label_column" in given or "text_column" in given:
             return options, ""
         path = Path(source)
         if not path.is_file():
             raise DataError(f"text source {source}: no such file")
         found = {k: v for k, v in (("delimiter", ","), ("quotechar", '"'))
-                 if path.suffix.lower() == ".csv" and k not in options}
-        o = _options(options | found)
-        label_map = {str(k): str(v) for k, v in (o["label_map"] or {}).items()}
-        rows = [self._fields(line, o["delimiter"], o["quotechar"]) for _, line, _ in self._lines(path)[0]]
+                 if path.suffix.lower() == ".csv" and k not in given}
+        o = TextOptions.model_validate(given | found)
+        label_map = o.label_map
+        rows = [self._fields(line, o.delimiter, o.quotechar) for _, line, _ in self._lines(path)[0]]
         width = Counter(map(len, rows)).most_common(1)[0][0] if rows else 0
         if width < 2:
-            raise DataError(f"{path}: lines of {width} field(s) separated by {o['delimiter']!r}; expected a label "
+            raise DataError(f"{path}: lines of {width} field(s) separated by {o.delimiter!r}; expected a label "
                             "and a message (set --option delimiter=...)")
         body = [r for r in rows[1:] if len(r) == width]
         labels = {i: [label_map.get(r[i].strip(), r[i].strip()) for r in body] for i in range(width)}
         label, note = infer_label_column(labels, classes, path)
         text = max((i for i in range(width) if i != label), key=lambda i: sum(len(r[i]) for r in body))
         first = rows[0][label].strip() if len(rows[0]) == width else None
-        header = options.get("header", first is not None and label_map.get(first, first) not in labels[label])
+        header = given.get("header", first is not None and label_map.get(first, first) not in labels[label])
         found |= {"label_column": label, "text_column": text, "header": header}
         said = [f"{k} {v!r}" for k, v in found.items() if k in ("delimiter", "quotechar")]
-        said += ["line 1 is a header"] * (header and "header" not in options)
-        return options | found, ", ".join([note, f"text column {text}", *said])
+        said += ["line 1 is a header"] * (header and "header" not in given)
+        return TextOptions.model_validate(given | found), ", ".join([note, f"text column {text}", *said])
 
     @staticmethod
     def _lines(path: Path) -> tuple[list[tuple[int, str, bool]], int]:
@@ -179,9 +144,10 @@ class TextKind:
         return out, blank
 
     @staticmethod
-    def _meta(path: Path, lines: list[int], bad: list[bool], blank: int, o: dict) -> tuple[dict, dict]:
+    def _meta(path: Path, lines: list[int], bad: list[bool], blank: int, o: TextOptions
+              ) -> tuple[dict[str, np.ndarray], dict]:
         info = {"source": path.name, "lines": len(lines), "blank_lines_skipped": blank,
-                "encoding_errors": int(sum(bad)), "max_chars": o["max_chars"]}
+                "encoding_errors": int(sum(bad)), "max_chars": o.max_chars}
         return {"line": np.array(lines, dtype=np.int64), "encoding_error": np.array(bad, dtype=np.int8)}, info
 
     @staticmethod
@@ -191,12 +157,10 @@ class TextKind:
         return line.split(delim)
 
     @staticmethod
-    def _columns(header: list[str] | None, o: dict, path: Path) -> tuple[int, int, int]:
+    def _columns(header: list[str] | None, o: TextOptions, path: Path) -> tuple[int, int, int]:
         """Number of columns and the positions of the label and the message."""
         def position(role: str) -> int:
-            col = o[f"{role}_column"]
-            if isinstance(col, bool) or not isinstance(col, (int, str)):
-                raise DataError(f"options.{role}_column must be a column name or a 0-based position, got {col!r}")
+            col = getattr(o, f"{role}_column")
             if isinstance(col, str) and header is None and not col.isdigit():
                 raise DataError(f"{path}: {role} column {col!r} is a name, but options.header is false "
                                 "(give a 0-based position, or set header: true)")
@@ -246,7 +210,7 @@ class TextKind:
 
     # --- checks ------------------------------------------------------------------------------------------------
 
-    def describe(self, raw: RawData, options: dict) -> pd.DataFrame:
+    def describe(self, raw: RawData, options: TextOptions) -> pd.DataFrame:
         n = len(raw)
         enc = raw.meta.get("encoding_error", np.zeros(n, dtype=np.int8))
         return pd.DataFrame({
@@ -256,40 +220,40 @@ class TextKind:
             "label": raw.labels,
         })
 
-    def expectations(self, raw: RawData, options: dict) -> list[Expectation]:
-        o = _options(options)
+    def expectations(self, raw: RawData, options: TextOptions) -> list[Expectation]:
+        o = options
         return [
             ("ExpectColumnValuesToBeInSet", {"column": "blank", "value_set": [0]}),  # empty or whitespace-only
-            ("ExpectColumnValuesToBeBetween", {"column": "chars", "min_value": 1, "max_value": o["max_chars"]}),
+            ("ExpectColumnValuesToBeBetween", {"column": "chars", "min_value": 1, "max_value": o.max_chars}),
             ("ExpectColumnValuesToBeInSet", {"column": "encoding_error", "value_set": [0]}),
         ]
 
     # --- preprocessing fitted on train -------------------------------------------------------------------------
 
-    def fit(self, train: RawData, options: dict) -> dict:
+    def fit(self, train: RawData, options: TextOptions) -> dict:
         from components.preprocess import text_tokens
 
-        o = _options(options)
-        spec = {"kind": "text", "tokenizer": o["tokenizer"], "lowercase": bool(o["lowercase"]),
-                "digits_to_zero": bool(o["digits_to_zero"]), "token_pattern": o["token_pattern"],
-                "max_len": o["max_len"], "pad_id": PAD_ID, "unk_id": UNK_ID, "input_shape": [o["max_len"]],
+        o = options
+        spec = {"kind": "text", "tokenizer": o.tokenizer, "lowercase": bool(o.lowercase),
+                "digits_to_zero": bool(o.digits_to_zero), "token_pattern": o.token_pattern,
+                "max_len": o.max_len, "pad_id": PAD_ID, "unk_id": UNK_ID, "input_shape": [o.max_len],
                 "input_dtype": "int64"}
-        if o["tokenizer"] == "hash":
-            size = o["num_buckets"] + 2
-            spec["num_buckets"] = o["num_buckets"]
+        if o.tokenizer == "hash":
+            size = o.num_buckets + 2
+            spec["num_buckets"] = o.num_buckets
         else:
             counts = Counter(t for text in train.samples
-                             for t in text_tokens(text, o["token_pattern"], o["lowercase"], o["digits_to_zero"]))
-            words = sorted((w for w, c in counts.items() if c >= o["min_count"]), key=lambda w: (-counts[w], w))
-            spec["vocab"] = words[:o["max_vocab"]]
+                             for t in text_tokens(text, o.token_pattern, o.lowercase, o.digits_to_zero))
+            words = sorted((w for w, c in counts.items() if c >= o.min_count), key=lambda w: (-counts[w], w))
+            spec["vocab"] = words[:o.max_vocab]
             size = len(spec["vocab"]) + 2
         return spec | {"vocab_size": size, "value_range": [0, size - 1]}
 
-    def dedupe_keys(self, samples, options: dict) -> list[str]:
+    def dedupe_keys(self, samples, options: TextOptions) -> list[str]:
         """Messages with the same tokens are the same input to the model ("Call 0800 123" and "call 0800 456" with
         digits_to_zero): dropping them before the split keeps near-duplicates out of two splits."""
         from components.preprocess import text_tokens
 
-        o = _options(options)
-        return ["\x1f".join(text_tokens(str(t), o["token_pattern"], o["lowercase"], o["digits_to_zero"]))
+        o = options
+        return ["\x1f".join(text_tokens(str(t), o.token_pattern, o.lowercase, o.digits_to_zero))
                 for t in samples]

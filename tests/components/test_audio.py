@@ -7,13 +7,16 @@ from scipy.io import wavfile
 
 from components.config import DataConfig, load_config
 from components.data import DataError, get_kind
-from components.data.audio import FSDD_PATTERN, spec_augment
+from components.data.audio import spec_augment
 from components.data.base import load_raw, save_raw, split_indices
+from components.data.options import FSDD_PATTERN, parse
 from components.export import export_onnx, ort_predict
 from components.models import build
 from components.preprocess import fixed_length, log_mel, mel_filterbank, transform
 from components.prune import prune_channels
 from components.quantize import quantize_dynamic_int8, quantize_static_int8
+
+pytestmark = pytest.mark.unit
 
 KIND = get_kind("audio")
 FSDD = Path(__file__).parents[3] / "shared" / "datasets" / "fsdd" / "recordings"
@@ -41,11 +44,11 @@ def write_fsdd_like(folder: Path) -> None:
 
 def test_filename_labels_meta_and_sample_conversion(tmp_path):
     write_fsdd_like(tmp_path)
-    wavfile.write(tmp_path / "1_cid_7.wav", 8000, np.array([-2 ** 31, 2 ** 30, 0], dtype=np.int32))
+    wavfile.write(tmp_path / "1_cid_7.wav", 8000, np.array([-(2**31), 2**30, 0], dtype=np.int32))
     wavfile.write(tmp_path / "0_cid_8.wav", 16000, np.array([0.25, -0.75], dtype=np.float32))
     wavfile.write(tmp_path / "0_cid_9.wav", 8000, np.array([[16384, 0], [-32768, -32768]], dtype=np.int16))
 
-    raw = KIND.load(str(tmp_path), {"label_from": "filename", "pattern": FSDD_PATTERN})
+    raw = KIND.load(str(tmp_path), parse(KIND.name, {"label_from": "filename", "pattern": FSDD_PATTERN}))
 
     files = raw.meta["file"].tolist()
     assert len(raw) == 15 and files[:3] == ["0_ann_0.wav", "0_ann_1.wav", "0_ann_2.wav"]
@@ -68,7 +71,7 @@ def test_folder_labels(tmp_path):
             wavfile.write(tmp_path / label / f"take{i}.wav", 8000, (tone(440, 0.1) * 1000).astype(np.int16))
     (tmp_path / "notes.txt").write_text("not audio")
 
-    raw = KIND.load(str(tmp_path), {"label_from": "folder"})
+    raw = KIND.load(str(tmp_path), parse(KIND.name, {"label_from": "folder"}))
 
     assert raw.labels.tolist() == ["no", "no", "yes", "yes"]
     assert raw.meta["file"].tolist() == ["no/take0.wav", "no/take1.wav", "yes/take0.wav", "yes/take1.wav"]
@@ -83,50 +86,57 @@ def test_train_val_test_folders_keep_their_splits(tmp_path, options):
             folder.mkdir(parents=True, exist_ok=True)
             wavfile.write(folder / f"{digit}_ann_{k}.wav", 8000, tone(300 + 100 * digit + 10 * k, 0.1))
 
-    raw = KIND.load(str(tmp_path), options)
+    raw = KIND.load(str(tmp_path), parse(KIND.name, options))
 
     assert raw.labels.tolist() == ["0", "1"] * 3
     assert raw.split.tolist() == ["test", "test", "train", "train", "val", "val"]
     with pytest.raises(DataError, match="test_rule and the source's own test/ folder"):
-        KIND.load(str(tmp_path), options | {"test_rule": {"field": "file", "values": ["x"]}})
+        KIND.load(str(tmp_path), parse(KIND.name, options | {"test_rule": {"field": "file", "values": ["x"]}}))
 
 
 def test_corrupt_wav_names_the_file(tmp_path):
     write_fsdd_like(tmp_path)
     (tmp_path / "1_bob_9.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEgarbage")
     with pytest.raises(DataError, match=r"1_bob_9\.wav: unreadable or corrupt WAV"):
-        KIND.load(str(tmp_path), {})
+        KIND.load(str(tmp_path), parse(KIND.name, {}))
 
 
 def test_unmatched_file_name_is_named(tmp_path):
     write_fsdd_like(tmp_path)
     wavfile.write(tmp_path / "seven-ann-1.wav", 8000, np.zeros(100, np.int16))
     with pytest.raises(DataError, match=r"seven-ann-1\.wav: file name does not match the pattern"):
-        KIND.load(str(tmp_path), {})
+        KIND.load(str(tmp_path), parse(KIND.name, {}))
 
 
-@pytest.mark.parametrize("options,match", [
-    ({"pattern": r"^(?P<digit>\d)_.*\.wav$"}, "needs a named group 'label'"),
-    ({"pattern": r"^(?P<label>\d"}, "not a valid regex"),
-    ({"label_from": "speaker"}, "expected 'filename' or 'folder'"),
-    ({"pattern": r"^(?P<label>\d)_(?P<file>.*)\.wav$"}, "groups 'file' and 'sample_rate' are reserved"),
-])
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"pattern": r"^(?P<digit>\d)_.*\.wav$"}, "needs a named group 'label'"),
+        ({"pattern": r"^(?P<label>\d"}, "not a valid regex"),
+        ({"pattern": r"^(?P<label>\d)_(?P<file>.*)\.wav$"}, "groups 'file' and 'sample_rate' are reserved"),
+    ],
+)
 def test_bad_options_are_named(tmp_path, options, match):
     write_fsdd_like(tmp_path)
     with pytest.raises(DataError, match=match):
-        KIND.load(str(tmp_path), options)
+        KIND.load(str(tmp_path), parse(KIND.name, options))
+
+
+def test_an_option_value_outside_its_choices_names_the_option():
+    with pytest.raises(ValueError, match=r"options\.label_from: Input should be 'filename' or 'folder'"):
+        parse(KIND.name, {"label_from": "speaker"})
 
 
 def test_empty_folder_and_missing_source(tmp_path):
     with pytest.raises(DataError, match="no .wav files"):
-        KIND.load(str(tmp_path), {})
+        KIND.load(str(tmp_path), parse(KIND.name, {}))
     with pytest.raises(DataError, match="expected a folder"):
-        KIND.load(str(tmp_path / "absent"), {})
+        KIND.load(str(tmp_path / "absent"), parse(KIND.name, {}))
 
 
 def test_raw_round_trip_is_pickle_free(tmp_path):
     write_fsdd_like(tmp_path / "wav")
-    raw = KIND.load(str(tmp_path / "wav"), {})
+    raw = KIND.load(str(tmp_path / "wav"), parse(KIND.name, {}))
 
     def write(path, arrays):
         assert all(a.dtype != object for a in arrays.values())
@@ -148,7 +158,9 @@ def test_unlabelled_folder_flat_or_nested_with_any_names(tmp_path):
     wavfile.write(tmp_path / "pool" / "day2" / "x.WAV", 16000, np.array([0.5, -0.25], np.float32))
     (tmp_path / "pool" / "readme.txt").write_text("not audio")
 
-    pool = KIND.load_unlabelled(str(tmp_path / "pool"), {"pattern": FSDD_PATTERN, "label_from": "filename"})
+    pool = KIND.load_unlabelled(
+        str(tmp_path / "pool"), parse(KIND.name, {"pattern": FSDD_PATTERN, "label_from": "filename"})
+    )
 
     assert pool.meta["file"].tolist() == ["day2/x.WAV", "recording one.wav"]
     assert pool.meta["sample_rate"].tolist() == [16000, 8000] and pool.info["sample_rates"] == [8000, 16000]
@@ -161,12 +173,12 @@ def test_bad_unlabelled_audio_pools_name_the_file(tmp_path):
     (tmp_path / "pool" / "sub").mkdir(parents=True)
     (tmp_path / "pool" / "sub" / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEgarbage")
     with pytest.raises(DataError, match=r"sub/broken\.wav: unreadable or corrupt WAV"):
-        KIND.load_unlabelled(str(tmp_path / "pool"), {})
+        KIND.load_unlabelled(str(tmp_path / "pool"), parse(KIND.name, {}))
     (tmp_path / "pool" / "sub" / "broken.wav").unlink()
     with pytest.raises(DataError, match=r"pool: no \.wav files in the folder or its sub-folders"):
-        KIND.load_unlabelled(str(tmp_path / "pool"), {})
+        KIND.load_unlabelled(str(tmp_path / "pool"), parse(KIND.name, {}))
     with pytest.raises(DataError, match="expected a folder of .wav files"):
-        KIND.load_unlabelled(str(tmp_path / "pool.wav"), {})
+        KIND.load_unlabelled(str(tmp_path / "pool.wav"), parse(KIND.name, {}))
 
 
 def test_unlabelled_pool_is_checked_against_the_labelled_rate_without_the_test_rule(tmp_path):
@@ -177,16 +189,20 @@ def test_unlabelled_pool_is_checked_against_the_labelled_rate_without_the_test_r
     wavfile.write(tmp_path / "pool" / "good.wav", 8000, tone(500, 0.3))
     wavfile.write(tmp_path / "pool" / "fast.wav", 16000, tone(500, 0.3))  # the labelled files are all 8 kHz
     options = {"test_rule": {"field": "index", "values": [0]}}  # pool files have no index: never split anyway
-    cfg = load_config(PARAMS, "fsdd").model_copy(update={"data": DataConfig(kind="audio", options=options,
-                                                                            classes=["0", "1"])})
-    raw = KIND.load(str(tmp_path / "labelled"), options)
-    pool = KIND.load_unlabelled(str(tmp_path / "pool"), options, like=raw)
+    cfg = load_config(PARAMS, "fsdd").model_copy(
+        update={
+            "data": DataConfig(name="voice", root=".", source="wav", kind="audio", options=options, classes=["0", "1"])
+        }
+    )
+    raw = KIND.load(str(tmp_path / "labelled"), parse(KIND.name, options))
+    pool = KIND.load_unlabelled(str(tmp_path / "pool"), parse(KIND.name, options), like=raw)
 
     report = validate(raw_plan(KIND, raw, cfg, pool=pool))
 
     assert [(f["table"], f["column"], f["examples"]) for f in report.failures] == [
-        ("raw_unlabelled", "sample_rate", ["fast.wav: 16000"])]
-    assert "test_rule_field" not in KIND.describe(pool, options)
+        ("raw_unlabelled", "sample_rate", ["fast.wav: 16000"])
+    ]
+    assert "test_rule_field" not in KIND.describe(pool, parse(KIND.name, options))
 
 
 # --- raw expectations ------------------------------------------------------------------------------------------
@@ -201,11 +217,20 @@ def test_raw_expectations_name_bad_files(tmp_path):
     wavfile.write(tmp_path / "0_cid_1.wav", 8000, tone(500, 0.3, amplitude=1e-4))  # near-silent
     wavfile.write(tmp_path / "0_cid_2.wav", 16000, tone(500, 0.3))  # wrong sample rate
     wavfile.write(tmp_path / "1_cid_3.wav", 8000, tone(500, 4.0))  # too long
-    options = {"sample_rate": 8000, "min_seconds": 0.1, "max_seconds": 3.0, "max_clipped_fraction": 0.01,
-               "min_rms": 0.001, "test_rule": {"field": "index", "values": [0, 1]}}
-    cfg = load_config(PARAMS, "fsdd").model_copy(update={"data": DataConfig(kind="audio", options=options,
-                                                                            classes=["0", "1"])})
-    raw = KIND.load(str(tmp_path), options)
+    options = {
+        "sample_rate": 8000,
+        "min_seconds": 0.1,
+        "max_seconds": 3.0,
+        "max_clipped_fraction": 0.01,
+        "min_rms": 0.001,
+        "test_rule": {"field": "index", "values": [0, 1]},
+    }
+    cfg = load_config(PARAMS, "fsdd").model_copy(
+        update={
+            "data": DataConfig(name="voice", root=".", source="wav", kind="audio", options=options, classes=["0", "1"])
+        }
+    )
+    raw = KIND.load(str(tmp_path), parse(KIND.name, options))
 
     report = validate(raw_plan(KIND, raw, cfg))
 
@@ -223,19 +248,23 @@ def test_split_rule_field_must_exist_for_every_file(tmp_path):
     for name in ("a_0.wav", "b.wav"):  # b.wav has no index: the pattern's optional group stays empty
         wavfile.write(tmp_path / name, 8000, tone(500, 0.3))
     options = {"pattern": r"^(?P<label>[ab])(_(?P<index>\d+))?\.wav$", "test_rule": {"field": "index", "values": [0]}}
-    cfg = load_config(PARAMS, "fsdd").model_copy(update={"data": DataConfig(kind="audio", options=options,
-                                                                            classes=["a", "b"])})
-    raw = KIND.load(str(tmp_path), options)
+    cfg = load_config(PARAMS, "fsdd").model_copy(
+        update={
+            "data": DataConfig(name="voice", root=".", source="wav", kind="audio", options=options, classes=["a", "b"])
+        }
+    )
+    raw = KIND.load(str(tmp_path), parse(KIND.name, options))
 
     report = validate(raw_plan(KIND, raw, cfg))
 
     assert [(f["expectation"], f["column"], f["unexpected_count"]) for f in report.failures] == [
-        ("expect_column_values_to_not_be_null", "test_rule_field", 1)]
+        ("expect_column_values_to_not_be_null", "test_rule_field", 1)
+    ]
     assert raw.split.tolist() == ["test", ""]
     with pytest.raises(DataError, match="test_rule.field 'speaker' is not a meta column"):
-        KIND.load(str(tmp_path), options | {"test_rule": {"field": "speaker", "values": [0]}})
+        KIND.load(str(tmp_path), parse(KIND.name, options | {"test_rule": {"field": "speaker", "values": [0]}}))
     with pytest.raises(DataError, match="no file matches"):
-        KIND.load(str(tmp_path), options | {"test_rule": {"field": "index", "values": [7]}})
+        KIND.load(str(tmp_path), parse(KIND.name, options | {"test_rule": {"field": "index", "values": [7]}}))
 
 
 # --- preprocessing ---------------------------------------------------------------------------------------------
@@ -243,8 +272,10 @@ def test_split_rule_field_must_exist_for_every_file(tmp_path):
 
 def test_fixed_length_centres_short_and_crops_long_waves():
     spec = {"sample_rate": 4, "seconds": 1.0}  # 4 samples; an odd sample left over goes to the end
-    out = fixed_length(spec, [np.array([1, 2], np.float32), np.arange(1, 8, dtype=np.float32), np.zeros(0),
-                              np.array([1, 2, 3], np.float32)])
+    out = fixed_length(
+        spec,
+        [np.array([1, 2], np.float32), np.arange(1, 8, dtype=np.float32), np.zeros(0), np.array([1, 2, 3], np.float32)],
+    )
     assert out.tolist() == [[0, 1, 2, 0], [2, 3, 4, 5], [0, 0, 0, 0], [1, 2, 3, 0]]
     assert out.dtype == np.float32
 
@@ -278,15 +309,20 @@ def test_mel_filterbank_is_triangular_on_the_mel_scale():
 
 def test_fit_normalises_with_train_statistics(tmp_path):
     write_fsdd_like(tmp_path)
-    raw = KIND.load(str(tmp_path), {})
+    raw = KIND.load(str(tmp_path), parse(KIND.name, {}))
     options = {"seconds": 0.5, "n_fft": 128, "hop": 64, "n_mels": 20}
 
-    spec = KIND.fit(raw, options)
+    spec = KIND.fit(raw, parse(KIND.name, options))
     x = transform(spec, raw.samples)
 
     assert spec["input_shape"] == [1, 20, 1 + 4000 // 64] and spec["input_dtype"] == "float32"
     assert {k: spec[k] for k in ("sample_rate", "n_fft", "hop", "n_mels", "seconds")} == {
-        "sample_rate": 8000, "n_fft": 128, "hop": 64, "n_mels": 20, "seconds": 0.5}
+        "sample_rate": 8000,
+        "n_fft": 128,
+        "hop": 64,
+        "n_mels": 20,
+        "seconds": 0.5,
+    }
     assert x.dtype == np.float32 and x.shape == (12, 1, 20, 63)
     assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-3
     other = transform(spec, [tone(300, 0.3)])  # new data is normalised with train's numbers, not its own
@@ -313,7 +349,7 @@ def test_spec_augment_shifts_and_masks_only():
 @pytest.mark.skipif(not FSDD.is_dir(), reason=f"FSDD is not available at {FSDD} (../shared/datasets is absent)")
 def test_fsdd_split_rule_on_real_data():
     options = load_config(PARAMS, "fsdd").data.options
-    raw = KIND.load(str(FSDD), options)
+    raw = KIND.load(str(FSDD), parse(KIND.name, options))
 
     idx, dropped = split_indices(raw, [str(i) for i in range(10)], 0.15, 0.2, 42)
 
@@ -331,10 +367,13 @@ def test_fsdd_split_rule_on_real_data():
 # --- the audio models through pruning, export and ONNX Runtime -------------------------------------------------
 
 
-@pytest.mark.parametrize("role,width,channels_before,channels_after", [
-    ("teacher", 64, [64, 64, 64, 128, 128], [48, 48, 48, 96, 96]),
-    ("student", 16, [16, 32, 32], [12, 24, 24]),
-])
+@pytest.mark.parametrize(
+    "role,width,channels_before,channels_after",
+    [
+        ("teacher", 64, [64, 64, 64, 128, 128], [48, 48, 48, 96, 96]),
+        ("student", 16, [16, 32, 32], [12, 24, 24]),
+    ],
+)
 def test_models_prune_export_and_quantize(tmp_path, role, width, channels_before, channels_after):
     spec = dict(SPEC, input_shape=[1, 40, 63])
     x = np.random.default_rng(0).standard_normal((16, 1, 40, 63)).astype(np.float32)
@@ -342,17 +381,17 @@ def test_models_prune_export_and_quantize(tmp_path, role, width, channels_before
 
     pruned, report = prune_channels(model, torch.from_numpy(x[:2]), 0.25)
     info = export_onnx(pruned, x, tmp_path / "fp32.onnx")
-    static = quantize_static_int8(info["path"], tmp_path / "static.onnx", x)
-    dynamic = quantize_dynamic_int8(info["path"], tmp_path / "dynamic.onnx")
+    static = quantize_static_int8(info.path, tmp_path / "static.onnx", x)
+    dynamic = quantize_dynamic_int8(info.path, tmp_path / "dynamic.onnx")
 
-    assert report["channels_before"] == channels_before and report["channels_after"] == channels_after
-    assert report["macs_after"] < report["macs_before"]
+    assert report.channels_before == channels_before and report.channels_after == channels_after
+    assert report.macs_after < report.macs_before
     expected = pruned(torch.from_numpy(x)).detach().numpy()
-    np.testing.assert_allclose(ort_predict(info["path"], x[:5]), expected[:5], atol=1e-4)  # dynamic batch axis
+    np.testing.assert_allclose(ort_predict(info.path, x[:5]), expected[:5], atol=1e-4)  # dynamic batch axis
     for q in (static, dynamic):
-        out = ort_predict(q["path"], x)
+        out = ort_predict(q.path, x)
         assert out.shape == (16, 10) and np.isfinite(out).all()
-        assert q["size_bytes"] < info["size_bytes"]
+        assert q.size_bytes < info.size_bytes
 
 
 def test_predict_reads_wav_files_like_training_and_refuses_other_rates(tmp_path):

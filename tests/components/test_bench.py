@@ -1,10 +1,13 @@
 """The KD bench's arithmetic against hand-computed values: the stratified labelled subset, mean ± std over seeds,
 gap recovery, and the method chosen on validation."""
+
 import numpy as np
 import pytest
 
-from components.bench import chosen, labelled_subset, recovery, summarize
+from components.bench import Accuracy, BenchRow, chosen, labelled_subset, recovery, summarize
 from components.data import Dataset
+
+pytestmark = pytest.mark.unit
 
 
 def test_labelled_subset_is_stratified_seeded_and_leaves_the_rest_as_the_pool():
@@ -32,26 +35,31 @@ def test_recovery_is_the_share_of_the_teacher_plain_gap_closed():
     assert recovery(kd=0.95, plain=0.96, teacher=0.96) is None  # no gap to close
 
 
-ROWS = [  # width 4: plain and two methods over two seeds
-    {"width": 4, "method": "plain", "seed": 0, "val_accuracy": 0.90, "test_accuracy": 0.88},
-    {"width": 4, "method": "plain", "seed": 1, "val_accuracy": 0.92, "test_accuracy": 0.90},
-    {"width": 4, "method": "hinton", "seed": 0, "val_accuracy": 0.95, "test_accuracy": 0.90},
-    {"width": 4, "method": "hinton", "seed": 1, "val_accuracy": 0.93, "test_accuracy": 0.92},
-    {"width": 4, "method": "dkd", "seed": 0, "val_accuracy": 0.91, "test_accuracy": 0.97},
-    {"width": 4, "method": "dkd", "seed": 1, "val_accuracy": 0.93, "test_accuracy": 0.95},
+ROWS = [
+    BenchRow(width=4, method=m, seed=s, val_accuracy=v, test_accuracy=t, variant=m)
+    for m, s, v, t in (
+        # width 4: plain and two methods over two seeds
+        ("plain", 0, 0.90, 0.88),
+        ("plain", 1, 0.92, 0.90),
+        ("hinton", 0, 0.95, 0.90),
+        ("hinton", 1, 0.93, 0.92),
+        ("dkd", 0, 0.91, 0.97),
+        ("dkd", 1, 0.93, 0.95),
+    )
 ]
+TEACHER = Accuracy(val_accuracy=0.99, test_accuracy=0.99)
 
 
 def test_summarize_gives_mean_std_and_recovery_per_width_and_method():
-    table = summarize(ROWS, {"val_accuracy": 0.99, "test_accuracy": 0.99})
-    by = {r["method"]: r for r in table}
-    assert [r["method"] for r in table] == ["plain", "dkd", "hinton"]  # plain first
-    assert by["plain"]["test"] == {"mean": pytest.approx(0.89), "std": pytest.approx(0.01), "n": 2}
-    assert by["hinton"]["val"]["mean"] == pytest.approx(0.94)
-    assert by["hinton"]["recovery"] == pytest.approx((0.91 - 0.89) / (0.99 - 0.89))
-    assert by["plain"]["recovery"] is None
+    table = summarize(ROWS, TEACHER)
+    by = {r.method: r for r in table}
+    assert [r.method for r in table] == ["plain", "dkd", "hinton"]  # plain first
+    assert by["plain"].test.model_dump() == {"mean": pytest.approx(0.89), "std": pytest.approx(0.01), "n": 2}
+    assert by["hinton"].val.mean == pytest.approx(0.94)
+    assert by["hinton"].recovery == pytest.approx((0.91 - 0.89) / (0.99 - 0.89))
+    assert by["plain"].recovery is None
 
 
 def test_the_chosen_method_is_the_best_on_val_not_on_test():
-    best = chosen(summarize(ROWS, {"val_accuracy": 0.99, "test_accuracy": 0.99}))
-    assert best[4]["method"] == "hinton"  # val 0.94 beats dkd's 0.92, though dkd is better on test
+    best = chosen(summarize(ROWS, TEACHER))
+    assert best[4].method == "hinton"  # val 0.94 beats dkd's 0.92, though dkd is better on test

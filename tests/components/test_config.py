@@ -1,6 +1,21 @@
+"""The typed configuration: unknown keys and bad values are errors naming the key of params.yaml to change,
+dataset options are typed by their kind, and the shipped params.yaml holds only what differs from the defaults."""
+
 import pytest
 
-from components.config import ConfigError, PipelineConfig, effective_config, load_config
+from components.config import (
+    DIGITS,
+    STAGE_SECTIONS,
+    ConfigError,
+    DataConfig,
+    PipelineConfig,
+    effective_config,
+    load_config,
+    read_params,
+)
+from components.data.options import OPTIONS
+
+pytestmark = pytest.mark.unit
 
 
 def _write(tmp_path, text):
@@ -9,17 +24,77 @@ def _write(tmp_path, text):
     return p
 
 
-def test_defaults_match_the_shipped_params_file():
-    """The stage sections of params.yaml spell out the code's defaults (a dataset's `overrides` aside)."""
-    from components.config import read_params
-    from components.kd import resolve
+def _defaults_in(values: dict, defaults: dict, where: str) -> list[str]:
+    """The keys of `values` (nested) whose value is the default's."""
+    out = []
+    for key, value in values.items():
+        if key not in defaults:
+            continue
+        if isinstance(value, dict) and isinstance(defaults[key], dict) and value != defaults[key]:
+            out += _defaults_in(value, defaults[key], f"{where}.{key}")
+        elif value == defaults[key]:
+            out.append(f"{where}.{key}")
+    return out
+
+
+def test_the_shipped_params_file_holds_no_default_of_the_config_models():
+    """Defaults live in components/config.py only: params.yaml says what differs from them (the datasets and their
+    overrides), so a default changed in the code is never silently pinned by a copy in the file."""
+    from components.kd import METHODS
 
     params = read_params("params.yaml")
-    for section in params["datasets"].values():
-        section.pop("overrides", None)
-    shipped, default = effective_config(params), PipelineConfig()
-    assert shipped.model_dump(exclude={"distill"}) == default.model_dump(exclude={"distill"})
-    assert resolve(shipped.distill) == resolve(default.distill)  # the file spells out the method's defaults
+    stage_defaults = PipelineConfig.model_fields
+    found = []
+    for section in STAGE_SECTIONS:
+        defaults = stage_defaults[section].default.model_dump()
+        defaults |= {m: c.Options().model_dump() for m, c in METHODS.items()} if section == "distill" else {}
+        found += _defaults_in(params.get(section) or {}, defaults, section)
+    data_defaults = {
+        k: f.get_default(call_default_factory=True)
+        for k, f in DataConfig.model_fields.items()
+        if not f.is_required() and k != "options"
+    }
+    data_defaults["validation"] = data_defaults["validation"].model_dump()
+    for name, section in params["datasets"].items():
+        found += _defaults_in(section, data_defaults, f"datasets.{name}")
+        found += _defaults_in(
+            section.get("options") or {}, OPTIONS[section["kind"]]().model_dump(), f"datasets.{name}.options"
+        )
+        for stage, values in (section.get("overrides") or {}).items():
+            found += _defaults_in(values, stage_defaults[stage].default.model_dump(), f"datasets.{name}.{stage}")
+    assert found == []
+
+
+def test_a_misspelled_dataset_option_is_an_error_naming_its_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"datasets\.digits\.options\.mdoe: unknown key"):
+        effective_config({"datasets": {"digits": DIGITS | {"options": {"mdoe": "RGB"}}}})
+    with pytest.raises(ConfigError, match=r"datasets\.voice\.options\.n_mels: Input should be greater than or equal"):
+        effective_config(
+            {
+                "datasets": {
+                    "voice": {
+                        "kind": "audio",
+                        "root": "d",
+                        "source": "w",
+                        "classes": ["a", "b"],
+                        "options": {"n_mels": 0},
+                    }
+                }
+            }
+        )
+    cfg = effective_config(
+        {
+            "datasets": {
+                "t": {"kind": "text", "root": "d", "source": "s.tsv", "classes": ["a", "b"], "options": {"max_len": 8}}
+            }
+        }
+    )
+    assert (type(cfg.data.options).__name__, cfg.data.options.max_len, cfg.data.options.min_count) == (
+        "TextOptions",
+        8,
+        2,
+    )
+    assert PipelineConfig.model_validate(cfg.model_dump(mode="json")) == cfg  # the kind types them back
 
 
 def test_unknown_key_is_an_error_that_names_it(tmp_path):
@@ -42,29 +117,42 @@ def test_missing_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
+def test_a_dataset_needs_its_kind_root_source_and_classes():
+    with pytest.raises(ConfigError, match=r"datasets\.d\.kind: Field required\n.*datasets\.d\.root: Field required"):
+        effective_config({"datasets": {"d": {"seed": 1}}})
+    assert effective_config({}).data == DataConfig(name="digits", **DIGITS)  # no datasets: the built-in digits
+
+
 def test_splits_must_leave_training_data():
     with pytest.raises(ConfigError, match="at least 20% for training"):
-        effective_config({"datasets": {"d": {"val_fraction": 0.45, "test_fraction": 0.45}}})
+        effective_config({"datasets": {"d": DIGITS | {"val_fraction": 0.45, "test_fraction": 0.45}}})
 
 
 def test_dataset_selection_and_overrides():
-    params = {"dataset": "a", "gate": {"min_accuracy": 0.9},
-              "datasets": {"a": {"kind": "image"}, "b": {"classes": ["x", "y"], "overrides": {"gate": {"min_accuracy": 0.5}}}}}
+    params = {
+        "dataset": "a",
+        "gate": {"min_accuracy": 0.9},
+        "datasets": {"a": DIGITS, "b": DIGITS | {"classes": ["x", "y"], "overrides": {"gate": {"min_accuracy": 0.5}}}},
+    }
     a, b = effective_config(params), effective_config(params, "b")
     assert (a.data.name, a.gate.min_accuracy) == ("a", 0.9)
     assert (b.data.name, b.data.num_classes, b.gate.min_accuracy, b.gate.max_size_kb) == ("b", 2, 0.5, 200.0)
     with pytest.raises(ConfigError, match=r"unknown dataset 'c'; params.yaml defines \['a', 'b'\]"):
         effective_config(params, "c")
     with pytest.raises(ConfigError, match=r"overrides: unknown sections \['data'\]"):
-        effective_config({"datasets": {"a": {"overrides": {"data": {}}}}})
+        effective_config({"datasets": {"a": DIGITS | {"overrides": {"data": {}}}}})
 
 
 def test_run_overrides_win_over_dataset_overrides_and_are_validated():
-    params = {"datasets": {"b": {"overrides": {"gate": {"min_accuracy": 0.5}}}}}
-    cfg = effective_config(params, "b", {"gate.min_accuracy": 0.8, "distill.hinton.temperature": 3,
-                                         "distill.method": "dkd"})
-    assert (cfg.gate.min_accuracy, cfg.distill.methods, cfg.distill.options("hinton")) == (0.8, ["dkd"],
-                                                                                           {"temperature": 3})
+    params = {"datasets": {"b": DIGITS | {"overrides": {"gate": {"min_accuracy": 0.5}}}}}
+    cfg = effective_config(
+        params, "b", {"gate.min_accuracy": 0.8, "distill.hinton.temperature": 3, "distill.method": "dkd"}
+    )
+    assert (cfg.gate.min_accuracy, cfg.distill.methods, cfg.distill.options("hinton")) == (
+        0.8,
+        ["dkd"],
+        {"temperature": 3},
+    )
     with pytest.raises(ConfigError, match=r"student\.epoch"):
         effective_config(params, "b", {"student.epoch": 2})
     with pytest.raises(ConfigError, match=r"prune\.ratio.*less than 1"):

@@ -8,6 +8,8 @@ import torch
 from components.export import atomic_path, export_onnx, file_sha256, ort_accuracy, ort_predict
 from components.quantize import calibration_sample, quantize_dynamic_int8, quantize_static_int8
 
+pytestmark = pytest.mark.unit
+
 # Stated tolerance: INT8 may lose at most 2 accuracy points against FP32 on the digits test split.
 INT8_TOLERANCE = 0.02
 
@@ -21,7 +23,7 @@ def fp32(small_student, digits_splits, tmp_path_factory):
 
 def test_export_is_checked_and_matches_pytorch(fp32, digits_splits):
     model, path, info = fp32
-    assert info["size_bytes"] == os.path.getsize(path) and info["sha256"] == file_sha256(path)
+    assert info.size_bytes == os.path.getsize(path) and info.sha256 == file_sha256(path)
     x = digits_splits["test"].x[:33]  # a batch size other than the export example's: the batch axis is dynamic
     np.testing.assert_allclose(ort_predict(path, x), model(torch.from_numpy(x)).detach().numpy(), atol=1e-4)
 
@@ -34,13 +36,15 @@ def test_static_and_dynamic_int8_stay_within_tolerance_of_fp32(fp32, digits_spli
     static = quantize_static_int8(path, tmp_path / "s.onnx", calibration_sample(train.x, 128, 0))
     dynamic = quantize_dynamic_int8(path, tmp_path / "d.onnx")
     for info in (static, dynamic):
-        assert abs(ort_accuracy(info["path"], test.x, test.y) - acc32) <= INT8_TOLERANCE
-    assert static["calibration_samples"] == 128
+        assert abs(ort_accuracy(info.path, test.x, test.y) - acc32) <= INT8_TOLERANCE
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.onnx", "s.onnx"]  # no temp files left
 
 
-@pytest.mark.parametrize("failure", [RuntimeError("killed mid-write"),
-                                     OSError(errno.ENOSPC, "No space left on device")], ids=["killed", "disk-full"])
+@pytest.mark.parametrize(
+    "failure",
+    [RuntimeError("killed mid-write"), OSError(errno.ENOSPC, "No space left on device")],
+    ids=["killed", "disk-full"],
+)
 def test_atomic_path_leaves_previous_file_on_failure(tmp_path, failure):
     target = tmp_path / "model.onnx"
     target.write_text("previous")
@@ -77,7 +81,7 @@ def test_fp16_halves_the_weights_and_keeps_the_predictions(fp32, digits_splits, 
     _, path, _ = fp32
     info = convert_fp16(path, tmp_path / "h.onnx")
     # float weights halve; the Reshape's int64 shape constant (16 bytes) does not
-    assert count(path)["weight_bytes"] // 2 < count(info["path"])["weight_bytes"] <= count(path)["weight_bytes"] // 2 + 16
-    assert onnx.load(info["path"]).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert count(path).weight_bytes // 2 < count(info.path).weight_bytes <= count(path).weight_bytes // 2 + 16
+    assert onnx.load(info.path).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     x = digits_splits["test"].x
-    assert (ort_predict(info["path"], x).argmax(1) == ort_predict(path, x).argmax(1)).mean() > 0.99
+    assert (ort_predict(info.path, x).argmax(1) == ort_predict(path, x).argmax(1)).mean() > 0.99

@@ -1,107 +1,142 @@
-from components.config import GateConfig
-from components.gate import Decision, decide, select_best
+import pytest
 
-POLICY = GateConfig(min_accuracy=0.9, max_accuracy_drop=0.05, max_p95_ms=1.0, max_size_kb=100,
-                    regression_tolerance=0.01)
+from components.config import GateConfig
+from components.gate import Decision, GateView, decide, select_best
+
+POLICY = GateConfig(
+    min_accuracy=0.9, max_accuracy_drop=0.05, max_p95_ms=1.0, max_size_kb=100, regression_tolerance=0.01
+)
+
+pytestmark = pytest.mark.unit
+V = GateView.from_json  # metrics and figures by name, as the gate report writes them
 TEACHER = {"accuracy": 0.95}
 GOOD = {"accuracy": 0.93, "p95_ms": 0.5, "size_bytes": 50 * 1024}
 
 
 def test_good_candidate_passes_with_no_reasons():
-    assert decide(GOOD, TEACHER, None, POLICY) == Decision(True, [])
+    assert decide(V(GOOD), V(TEACHER), None, POLICY) == Decision(True, [])
 
 
 def test_min_accuracy():
-    d = decide(GOOD | {"accuracy": 0.89}, {"accuracy": 0.9}, None, POLICY)
+    d = decide(V(GOOD | {"accuracy": 0.89}), V({"accuracy": 0.9}), None, POLICY)
     assert not d.passed and len(d.reasons) == 1 and "min_accuracy" in d.reasons[0]
 
 
 def test_max_accuracy_drop():
-    d = decide(GOOD, {"accuracy": 0.99}, None, POLICY)
+    d = decide(V(GOOD), V({"accuracy": 0.99}), None, POLICY)
     assert not d.passed and len(d.reasons) == 1 and "drop from teacher 0.0600" in d.reasons[0]
 
 
 def test_max_p95():
-    d = decide(GOOD | {"p95_ms": 1.5}, TEACHER, None, POLICY)
+    d = decide(V(GOOD | {"p95_ms": 1.5}), V(TEACHER), None, POLICY)
     assert not d.passed and len(d.reasons) == 1 and "p95 latency 1.5000 ms" in d.reasons[0]
 
 
 def test_max_size():
-    d = decide(GOOD | {"size_bytes": 101 * 1024}, TEACHER, None, POLICY)
+    d = decide(V(GOOD | {"size_bytes": 101 * 1024}), V(TEACHER), None, POLICY)
     assert not d.passed and len(d.reasons) == 1 and "size 101.0 KiB" in d.reasons[0]
 
 
 def test_regression_against_production_beyond_tolerance():
-    d = decide(GOOD, TEACHER, {"accuracy": 0.945}, POLICY)
+    d = decide(V(GOOD), V(TEACHER), V({"accuracy": 0.945}), POLICY)
     assert not d.passed and len(d.reasons) == 1 and "regresses below production" in d.reasons[0]
 
 
 def test_regression_within_tolerance_passes():
-    assert decide(GOOD, TEACHER, {"accuracy": 0.935}, POLICY).passed
+    assert decide(V(GOOD), V(TEACHER), V({"accuracy": 0.935}), POLICY).passed
 
 
 def test_every_failed_rule_is_reported():
     bad = {"accuracy": 0.5, "p95_ms": 9.0, "size_bytes": 10**7}
-    assert len(decide(bad, TEACHER, {"accuracy": 0.95}, POLICY).reasons) == 5
+    assert len(decide(V(bad), V(TEACHER), V({"accuracy": 0.95}), POLICY).reasons) == 5
 
 
 def test_select_best_prefers_accuracy_then_lower_p95():
-    cands = {"a": {"accuracy": 0.95, "p95_ms": 0.3}, "b": {"accuracy": 0.95, "p95_ms": 0.2},
-             "c": {"accuracy": 0.99, "p95_ms": 0.9}, "d": {"accuracy": 0.97, "p95_ms": 0.1}}
+    cands = {
+        "a": {"accuracy": 0.95, "p95_ms": 0.3},
+        "b": {"accuracy": 0.95, "p95_ms": 0.2},
+        "c": {"accuracy": 0.99, "p95_ms": 0.9},
+        "d": {"accuracy": 0.97, "p95_ms": 0.1},
+    }
     decisions = {"a": Decision(True), "b": Decision(True), "c": Decision(False, ["x"]), "d": Decision(False, ["y"])}
+    cands = {k: V(v) for k, v in cands.items()}
     assert select_best(cands, decisions) == "b"
     assert select_best(cands, {k: Decision(False, ["x"]) for k in cands}) is None
 
 
-BINARY = GateConfig(metric="f1_positive", min_metric=0.88, max_metric_drop=0.05, min_sensitivity=0.95,
-                    min_accuracy=0.5, max_accuracy_drop=1.0, max_p95_ms=1.0, max_size_kb=100)
+BINARY = GateConfig(
+    metric="f1_positive",
+    min_metric=0.88,
+    max_metric_drop=0.05,
+    min_sensitivity=0.95,
+    min_accuracy=0.5,
+    max_accuracy_drop=1.0,
+    max_p95_ms=1.0,
+    max_size_kb=100,
+)
 B_TEACHER = {"accuracy": 0.98, "f1_positive": 0.93}
 B_GOOD = {"accuracy": 0.97, "f1_positive": 0.90, "sensitivity": 0.96, "p95_ms": 0.1, "size_bytes": 1024}
 
 
 def test_gate_metric_threshold_drop_and_sensitivity():
-    assert decide(B_GOOD, B_TEACHER, None, BINARY).passed
-    d = decide(B_GOOD | {"f1_positive": 0.87}, B_TEACHER, None, BINARY)
-    assert d.reasons == ["f1_positive 0.8700 < min_metric 0.8800", "f1_positive drop from teacher 0.0600 > "
-                                                                    "max_metric_drop 0.0500"]
-    d = decide(B_GOOD | {"sensitivity": 0.9}, B_TEACHER, None, BINARY)
+    assert decide(V(B_GOOD), V(B_TEACHER), None, BINARY).passed
+    d = decide(V(B_GOOD | {"f1_positive": 0.87}), V(B_TEACHER), None, BINARY)
+    assert d.reasons == [
+        "f1_positive 0.8700 < min_metric 0.8800",
+        "f1_positive drop from teacher 0.0600 > max_metric_drop 0.0500",
+    ]
+    d = decide(V(B_GOOD | {"sensitivity": 0.9}), V(B_TEACHER), None, BINARY)
     assert d.reasons == ["sensitivity 0.9000 < min_sensitivity 0.9500"]
 
 
 def test_regression_uses_the_gate_metric():
-    d = decide(B_GOOD, B_TEACHER, {"f1_positive": 0.92, "accuracy": 0.5}, BINARY)
+    d = decide(V(B_GOOD), V(B_TEACHER), V({"f1_positive": 0.92, "accuracy": 0.5}), BINARY)
     assert d.reasons == ["f1_positive 0.9000 regresses below production 0.9200 - tolerance 0.0100"]
 
 
 def test_unmeasured_gate_metric_fails_with_a_reason():
-    d = decide(GOOD, TEACHER, None, BINARY)
+    d = decide(V(GOOD), V(TEACHER), None, BINARY)
     assert not d.passed and "was not measured" in d.reasons[0]
 
 
 def test_select_best_by_gate_metric():
-    cands = {"a": {"accuracy": 0.99, "f1_positive": 0.80, "p95_ms": 0.1},
-             "b": {"accuracy": 0.95, "f1_positive": 0.90, "p95_ms": 0.2}}
+    cands = {
+        "a": {"accuracy": 0.99, "f1_positive": 0.80, "p95_ms": 0.1},
+        "b": {"accuracy": 0.95, "f1_positive": 0.90, "p95_ms": 0.2},
+    }
     ok = {"a": Decision(True), "b": Decision(True)}
+    cands = {k: V(v) for k, v in cands.items()}
     assert select_best(cands, ok, "f1_positive") == "b" and select_best(cands, ok) == "a"
 
 
 def test_an_int8_model_not_faster_than_its_fp32_source_is_refused():
     fp32 = GOOD | {"p95_ms": 0.0119}
     slower = GOOD | {"p95_ms": 0.0273, "size_bytes": 30 * 1024}  # digits' static INT8 was 2.3x slower
-    d = decide(slower, TEACHER, None, POLICY, source=fp32, transform="int8")
+    d = decide(V(slower), V(TEACHER), None, POLICY, source=V(fp32), transform="int8")
     assert d.reasons == ["INT8 slower than FP32 on this device: p95 0.0273 ms >= its FP32 source's 0.0119 ms"]
-    assert not decide(fp32, TEACHER, None, POLICY, source=fp32, transform="int8").passed  # equal is not faster
-    assert decide(GOOD | {"p95_ms": 0.0100}, TEACHER, None, POLICY, source=fp32, transform="int8").passed
-    assert decide(slower, TEACHER, None, POLICY, source=fp32, transform="fp16").reasons[0].startswith("FP16 slower")
-    assert decide(slower, TEACHER, None, POLICY, source=fp32, transform="export").passed  # no rule for an export
+    assert not decide(V(fp32), V(TEACHER), None, POLICY, source=V(fp32), transform="int8").passed  # equal is not faster
+    assert decide(V(GOOD | {"p95_ms": 0.0100}), V(TEACHER), None, POLICY, source=V(fp32), transform="int8").passed
+    assert (
+        decide(V(slower), V(TEACHER), None, POLICY, source=V(fp32), transform="fp16")
+        .reasons[0]
+        .startswith("FP16 slower")
+    )
+    assert decide(
+        V(slower), V(TEACHER), None, POLICY, source=V(fp32), transform="export"
+    ).passed  # no rule for an export
 
 
 def test_a_pruned_model_must_be_faster_or_smaller_than_its_source():
     src = GOOD | {"p95_ms": 0.5, "size_bytes": 50 * 1024}
-    assert decide(GOOD | {"p95_ms": 0.6, "size_bytes": 40 * 1024}, TEACHER, None, POLICY, source=src,
-                  transform="prune").passed
-    assert decide(GOOD | {"p95_ms": 0.4, "size_bytes": 50 * 1024}, TEACHER, None, POLICY, source=src,
-                  transform="prune").passed
-    d = decide(GOOD | {"p95_ms": 0.5, "size_bytes": 50 * 1024}, TEACHER, None, POLICY, source=src, transform="prune")
-    assert d.reasons == ["pruning paid nothing: p95 0.5000 ms and size 50.0 KiB are not below its source's "
-                         "0.5000 ms and 50.0 KiB"]
+    assert decide(
+        V(GOOD | {"p95_ms": 0.6, "size_bytes": 40 * 1024}), V(TEACHER), None, POLICY, source=V(src), transform="prune"
+    ).passed
+    assert decide(
+        V(GOOD | {"p95_ms": 0.4, "size_bytes": 50 * 1024}), V(TEACHER), None, POLICY, source=V(src), transform="prune"
+    ).passed
+    d = decide(
+        V(GOOD | {"p95_ms": 0.5, "size_bytes": 50 * 1024}), V(TEACHER), None, POLICY, source=V(src), transform="prune"
+    )
+    assert d.reasons == [
+        "pruning paid nothing: p95 0.5000 ms and size 50.0 KiB are not below its source's 0.5000 ms and 50.0 KiB"
+    ]

@@ -1,4 +1,5 @@
 """Every KD method of the catalogue against values computed by hand (plain Python math, not torch)."""
+
 import math
 
 import numpy as np
@@ -9,6 +10,9 @@ from torch import nn
 from components import kd
 from components.config import DistillConfig
 from components.data import Dataset
+from components.kd import features, pool
+
+pytestmark = pytest.mark.unit
 
 
 def softmax(z, t=1.0):
@@ -85,8 +89,9 @@ def test_dist_matches_hand_computed_value():
     intra = 1 - sum(pearson(a, b) for a, b in zip(cols(ps), cols(pt))) / 3  # per class, across the batch
     ce = -(math.log(ps[0][0]) + math.log(ps[1][2])) / 2
     expected = ce + 2.0 * inter + 0.5 * intra
-    got = kd.make("dist", {"beta": 2.0, "gamma": 0.5, "temperature": 1.0}).loss(torch.tensor(s), torch.tensor(t),
-                                                                                 torch.tensor(y))
+    got = kd.make("dist", {"beta": 2.0, "gamma": 0.5, "temperature": 1.0}).loss(
+        torch.tensor(s), torch.tensor(t), torch.tensor(y)
+    )
     assert got.item() == pytest.approx(expected, rel=1e-4)
     # At temperature T both relations are taken between softmax(z / T) and scaled by T^2.
     ps4, pt4 = [softmax(r, 4) for r in s], [softmax(r, 4) for r in t]
@@ -109,12 +114,12 @@ def test_function_matching_is_kl_only_and_mixes_views_within_the_batch():
     method = kd.make("function_matching", {"temperature": 2.0})
     assert method.loss(s, t, y).item() == pytest.approx(4 * kl(softmax([0, 1], 2), softmax([1, 0], 2)), rel=1e-6)
     x = torch.eye(6).reshape(6, 1, 6)  # six distinct one-hot rows
-    mixed = kd.mixup(x, torch.Generator().manual_seed(0), alpha=1.0)
+    mixed = pool.mixup(x, torch.Generator().manual_seed(0), alpha=1.0)
     rows = mixed.reshape(6, 6)
     assert torch.allclose(rows.sum(1), torch.ones(6))  # convex combinations
     assert ((rows > 0).sum(1) <= 2).all()  # of at most two samples
     assert not torch.equal(rows, torch.eye(6))
-    assert torch.equal(kd.mixup(x, torch.Generator(), alpha=0.0), x)
+    assert torch.equal(pool.mixup(x, torch.Generator(), alpha=0.0), x)
 
 
 def test_pseudo_label_labels_the_pool_with_the_teachers_argmax_above_min_confidence():
@@ -143,15 +148,17 @@ def test_pseudo_label_trains_with_its_base_loss_and_schedule():
 def test_adaptive_expands_to_a_grid_with_the_plain_student_once():
     variants = kd.make("adaptive", {"temperatures": [1, 4], "alphas": [0.0, 0.5], "schedules": ["constant"]}).variants()
     assert [v.label for v in variants] == [
-        "plain", "hinton(alpha=0.5,schedule=constant,temperature=1.0)",
-        "hinton(alpha=0.5,schedule=constant,temperature=4.0)"]
+        "plain",
+        "hinton(alpha=0.5,schedule=constant,temperature=1.0)",
+        "hinton(alpha=0.5,schedule=constant,temperature=4.0)",
+    ]
     assert variants[0].build() is None
 
 
 def test_hint_matches_levels_by_relative_depth_and_sums_projected_mse():
-    assert kd.matched_levels(2, 3, 2) == [(0, 1), (1, 2)]
-    assert kd.matched_levels(3, 5, 1) == [(2, 4)]
-    assert kd.matched_levels(1, 4, 3) == [(0, 3)]  # never more levels than the shallower net has
+    assert features.matched_levels(2, 3, 2) == [(0, 1), (1, 2)]
+    assert features.matched_levels(3, 5, 1) == [(2, 4)]
+    assert features.matched_levels(1, 4, 3) == [(0, 3)]  # never more levels than the shallower net has
     method = kd.make("hint", {"weight": 0.5})
     proj = nn.ModuleList([nn.Linear(2, 2)])
     with torch.no_grad():
@@ -160,7 +167,7 @@ def test_hint_matches_levels_by_relative_depth_and_sums_projected_mse():
     pairs = [(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 4.0]]))]
     assert method.feature_loss(pairs, proj).item() == pytest.approx(0.5 * ((1 - 0) ** 2 + (2 - 4) ** 2) / 2)
     # Maps of different sizes are average-pooled to the smaller one: a 4x4 map of ones against a 2x2 map of twos.
-    s, t = kd._align(torch.ones(1, 1, 4, 4), torch.full((1, 1, 2, 2), 2.0))
+    s, t = features._align(torch.ones(1, 1, 4, 4), torch.full((1, 1, 2, 2), 2.0))
     assert s.shape == t.shape == (1, 1, 2, 2) and torch.equal(s, torch.ones(1, 1, 2, 2))
 
 
@@ -174,12 +181,17 @@ def test_options_are_typed_and_bad_keys_are_named():
     with pytest.raises(kd.KDConfigError, match=r"unknown keys \['dkdd'\]"):
         kd.resolve(DistillConfig(method="dkd", dkdd={"beta": 1}))
     assert [v.label for v in kd.resolve(DistillConfig(method=["hinton", "dist"], hinton={"alpha": 0.9}))] == [
-        "hinton(alpha=0.9,schedule=constant,temperature=2.0)", "dist(beta=1.0,gamma=1.0,temperature=4.0)"]
+        "hinton(alpha=0.9,schedule=constant,temperature=2.0)",
+        "dist(beta=1.0,gamma=1.0,temperature=4.0)",
+    ]
 
 
 def test_every_method_is_described_for_the_readme():
     catalogue = kd.describe()
-    assert set(catalogue) == set(kd.METHODS) == {"hinton", "dkd", "dist", "hint", "function_matching",
-                                                 "pseudo_label", "adaptive"}
+    assert (
+        set(catalogue)
+        == set(kd.METHODS)
+        == {"hinton", "dkd", "dist", "hint", "function_matching", "pseudo_label", "adaptive"}
+    )
     for name, entry in catalogue.items():
         assert entry["doc"] and all(desc for _, desc in entry["options"].values()), name

@@ -2,6 +2,8 @@ import pytest
 
 from components.recipes import Recipe, recipes
 
+pytestmark = pytest.mark.unit
+
 
 def test_the_kd_and_plain_students_get_the_same_recipes():
     table = recipes()
@@ -9,8 +11,11 @@ def test_the_kd_and_plain_students_get_the_same_recipes():
     assert names[0] == "teacher_fp32"
     for student in ("plain", "kd"):
         assert [n for n in names if n.startswith(student + "_")] == [
-            f"{student}_fp32", f"{student}_pruned_fp32", f"{student}_pruned_int8_static",
-            f"{student}_pruned_int8_dynamic"]
+            f"{student}_fp32",
+            f"{student}_pruned_fp32",
+            f"{student}_pruned_int8_static",
+            f"{student}_pruned_int8_dynamic",
+        ]
     assert {r.transform for r in table} == {"export", "prune", "int8"}
     assert [r.options["mode"] for r in table if r.transform == "int8"] == ["static", "dynamic"] * 2
     sources = {r.name: r.source for r in table}

@@ -3,14 +3,31 @@ import pytest
 
 from components import search as S
 from components.config import DistillConfig, GateConfig, SearchConfig
+from components.gate import GateView
+
+pytestmark = pytest.mark.unit
 
 POLICY = GateConfig(min_accuracy=0.9, max_accuracy_drop=0.05, max_p95_ms=1.0, max_size_kb=100)
-TEACHER = {"accuracy": 0.95}
-PLAIN = {"accuracy": 0.92}
+TEACHER = GateView(metrics={"accuracy": 0.95})
+PLAIN = GateView(metrics={"accuracy": 0.92})
 
 
 def view(acc, p95, kib):
-    return {"accuracy": acc, "p95_ms": p95, "size_bytes": kib * 1024}
+    return GateView(metrics={"accuracy": acc}, p95_ms=p95, size_bytes=kib * 1024)
+
+
+def point(name, acc, p95, size):
+    return S.SearchPoint(
+        candidate=name,
+        val_accuracy=acc,
+        test_accuracy=acc,
+        val_score=acc,
+        test_score=acc,
+        p95_ms=p95,
+        size_bytes=size,
+        energy_nj=None,
+        energy_source=None,
+    )
 
 
 def test_budget_is_a_wall_time_or_a_number_of_trials():
@@ -44,49 +61,98 @@ def test_space_defaults_around_the_student_width_and_leaves_out_feature_methods_
 
 def test_suggest_reads_a_trial_and_scales_the_temperature():
     sp = S.space(SearchConfig(widths=[4, 8]), "image", 4, DistillConfig(method="dkd"), True)
-    trial = optuna.trial.FixedTrial({"method": "dkd", "dkd.temperature_factor": 2.0, "width": 8, "depth": 1,
-                                     "prune_ratio": 0.25, "precision": "int8_static_per_tensor"})
+    trial = optuna.trial.FixedTrial(
+        {
+            "method": "dkd",
+            "dkd.temperature_factor": 2.0,
+            "width": 8,
+            "depth": 1,
+            "prune_ratio": 0.25,
+            "precision": "int8_static_per_tensor",
+        }
+    )
     recipe = S.suggest(trial, sp)
-    assert recipe == {"width": 8, "depth": 1, "method": "dkd",
-                      "options": {"alpha": 1.0, "beta": 2.0, "temperature": 8.0, "warmup_epochs": 20},
-                      "prune_ratio": 0.25, "precision": "int8_static_per_tensor"}
-    assert S.label(recipe) == "w8 d1 dkd(T=8) prune0.25 int8_static_per_tensor"
+    assert recipe.model_dump() == {
+        "width": 8,
+        "depth": 1,
+        "method": "dkd",
+        "options": {"alpha": 1.0, "beta": 2.0, "temperature": 8.0, "warmup_epochs": 20},
+        "prune_ratio": 0.25,
+        "precision": "int8_static_per_tensor",
+    }
+    assert recipe.label() == "w8 d1 dkd(T=8) prune0.25 int8_static_per_tensor"
 
 
 def test_a_trial_is_refused_for_a_slower_int8_a_useless_pruning_and_falling_short_of_the_default():
     student, pruned = view(0.95, 0.010, 20), view(0.95, 0.010, 20)  # pruning changed neither
     slower = view(0.95, 0.020, 8)
-    chain = {"student": student, "pruned": pruned, "final": slower, "precision": "int8_static"}
+    chain = S.Chain(student=student, pruned=pruned, final=slower, precision="int8_static")
     why = S.reasons(chain, TEACHER, PLAIN, POLICY, default=view(0.96, 0.01, 20), default_tolerance=0.005)
-    assert why == ["INT8 slower than FP32 on this device: p95 0.0200 ms >= its FP32 source's 0.0100 ms",
-                   "pruning paid nothing: p95 0.0100 ms and size 20.0 KiB are not below its source's 0.0100 ms and "
-                   "20.0 KiB",
-                   "accuracy 0.9500 < the default recipe's 0.9600 - default_tolerance 0.0050"]
-    fine = {"student": student, "pruned": None, "final": student, "precision": "fp32"}
+    assert why == [
+        "INT8 slower than FP32 on this device: p95 0.0200 ms >= its FP32 source's 0.0100 ms",
+        "pruning paid nothing: p95 0.0100 ms and size 20.0 KiB are not below its source's 0.0100 ms and 20.0 KiB",
+        "accuracy 0.9500 < the default recipe's 0.9600 - default_tolerance 0.0050",
+    ]
+    fine = S.Chain(student=student, pruned=None, final=student, precision="fp32")
     assert S.reasons(fine, TEACHER, PLAIN, POLICY, default=view(0.953, 0.01, 20), default_tolerance=0.005) == []
 
 
 def test_front_keeps_the_non_dominated_points_and_pick_chooses_on_it():
-    pts = [{"name": "a", "val_accuracy": 0.99, "p95_ms": 0.02, "size_bytes": 9000},
-           {"name": "b", "val_accuracy": 0.98, "p95_ms": 0.01, "size_bytes": 9000},
-           {"name": "c", "val_accuracy": 0.97, "p95_ms": 0.01, "size_bytes": 9500},  # dominated by b
-           {"name": "d", "val_accuracy": 0.97, "p95_ms": 0.03, "size_bytes": 4000},
-           {"name": "e", "val_accuracy": 0.98, "p95_ms": 0.01, "size_bytes": 9000}]  # b's values again
-    front = S.front(pts, ["accuracy", "p95", "size"], "val_accuracy")
-    assert [p["name"] for p in front] == ["a", "b", "d"]
-    assert S.pick(front, "latency", "val_accuracy")["name"] == "b"
-    assert S.pick(front, "accuracy", "val_accuracy")["name"] == "a"
-    assert S.pick(front, "size", "val_accuracy")["name"] == "d"
-    assert S.pick([], "latency", "val_accuracy") is None
-    assert S.ratios(pts[1], pts[0], "val_accuracy") == {"val_accuracy_diff": -0.01, "p95_ms": 0.5, "size_bytes": 1.0}
+    pts = [
+        point("a", 0.99, 0.02, 9000),
+        point("b", 0.98, 0.01, 9000),
+        point("c", 0.97, 0.01, 9500),  # dominated by b
+        point("d", 0.97, 0.03, 4000),
+        point("e", 0.98, 0.01, 9000),
+    ]  # b's values again
+    front = S.front(pts, ["accuracy", "p95", "size"])
+    assert [p.name for p in front] == ["a", "b", "d"]
+    assert S.pick(front, "latency").name == "b"
+    assert S.pick(front, "accuracy").name == "a"
+    assert S.pick(front, "size").name == "d"
+    assert S.pick([], "latency") is None
+    assert S.Ratios.of(pts[1], pts[0]).as_json("val_accuracy") == {
+        "val_accuracy_diff": -0.01,
+        "p95_ms": 0.5,
+        "size_bytes": 1.0,
+    }
+
+
+def test_a_point_round_trips_through_the_json_a_study_keeps():
+    recipe = S.SearchRecipe(width=8, depth=None, method="plain", options={}, prune_ratio=0.0, precision="fp32")
+    p = S.SearchPoint(
+        recipe=recipe,
+        val_accuracy=0.9,
+        test_accuracy=0.8,
+        val_score=0.7,
+        test_score=0.6,
+        p95_ms=0.1,
+        size_bytes=10,
+        energy_nj=1.5,
+        energy_source="estimate",
+        trial=3,
+    )
+    d = p.as_json("f1_positive")
+    assert (d["val_f1_positive"], d["test_f1_positive"], d["trial"]) == (0.7, 0.6, 3) and "gate_reasons" not in d
+    assert S.SearchPoint.from_json(d, "f1_positive") == p
+    assert S.SearchPoint.from_json(point("ref", 0.9, 0.1, 10).as_json("accuracy"), "accuracy").candidate == "ref"
 
 
 def test_a_kd_trial_must_beat_the_same_student_trained_alone():
     kd_student = view(0.9889, 0.01, 12)
-    chain = {"student": kd_student, "pruned": None, "final": kd_student, "precision": "fp32",
-             "plain": {"accuracy": 0.9963}}  # digits, width 16, one conv: plain beat hinton over 3 seeds
-    assert S.reasons(chain, TEACHER | {"accuracy": 0.99}, PLAIN, POLICY, None, 0.0) == [
+    chain = S.Chain(
+        student=kd_student,
+        pruned=None,
+        final=kd_student,
+        precision="fp32",
+        plain=GateView(metrics={"accuracy": 0.9963}),
+    )  # plain beat hinton at this width and depth
+    teacher = GateView(metrics={"accuracy": 0.99})
+    assert S.reasons(chain, teacher, PLAIN, POLICY, None, 0.0) == [
         "accuracy 0.9889 < 0.9963 of the same student trained without a teacher - plain_tolerance 0.0000: KD does "
-        "not pay at this width and depth"]
-    chain["plain"] = {"accuracy": 0.98}
-    assert S.reasons(chain, TEACHER | {"accuracy": 0.99}, PLAIN, POLICY, None, 0.0) == []
+        "not pay at this width and depth"
+    ]
+    chain = S.Chain(
+        student=kd_student, pruned=None, final=kd_student, precision="fp32", plain=GateView(metrics={"accuracy": 0.98})
+    )
+    assert S.reasons(chain, teacher, PLAIN, POLICY, None, 0.0) == []

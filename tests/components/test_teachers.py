@@ -1,5 +1,6 @@
 """Teachers brought as files: ONNX through ONNX Runtime and TorchScript give the logits of the network they hold;
 anything else is refused with the reason."""
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +8,8 @@ import torch
 from components.export import export_onnx
 from components.models import Ensemble, build
 from components.teachers import TeacherFileError, check_teacher, load_teacher_file, logits, torch_teacher
+
+pytestmark = pytest.mark.unit
 
 SPEC = {"kind": "image", "input_shape": [1, 8, 8]}
 

@@ -6,6 +6,8 @@ from components.data import Dataset
 from components.models import build
 from components.train import NonFiniteLossError, fit, select_device, shift_augment
 
+pytestmark = pytest.mark.unit
+
 SPEC = {"kind": "image", "input_shape": [1, 8, 8], "input_dtype": "float32", "scale": 16.0}
 
 
@@ -18,8 +20,17 @@ def test_nan_loss_fails_fast_naming_epoch_and_batch():
     data = _tiny()
     data.x[40] = np.nan  # lands in some batch of the first epoch
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, batch \d"):
-        fit(build("image", "student", SPEC, 10, 4, 0), data, _tiny(16, 1), epochs=3, lr=1e-3, batch_size=16,
-            patience=3, seed=0, device=torch.device("cpu"))
+        fit(
+            build("image", "student", SPEC, 10, 4, 0),
+            data,
+            _tiny(16, 1),
+            epochs=3,
+            lr=1e-3,
+            batch_size=16,
+            patience=3,
+            seed=0,
+            device=torch.device("cpu"),
+        )
 
 
 def test_early_stopping_and_seeded_reproducibility():
@@ -34,10 +45,19 @@ def test_early_stopping_and_seeded_reproducibility():
 
 
 def test_teacher_learns_digits(digits_splits):
-    _, hist = fit(build("image", "teacher", SPEC, 10, 8, 0), digits_splits["train"], digits_splits["val"],
-                  epochs=3, lr=3e-3, batch_size=64, patience=3, seed=0, device=torch.device("cpu"))
-    assert hist[-1]["val_accuracy"] > 0.8
-    assert set(hist[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
+    _, hist = fit(
+        build("image", "teacher", SPEC, 10, 8, 0),
+        digits_splits["train"],
+        digits_splits["val"],
+        epochs=3,
+        lr=3e-3,
+        batch_size=64,
+        patience=3,
+        seed=0,
+        device=torch.device("cpu"),
+    )
+    assert hist[-1].val_accuracy > 0.8
+    assert set(hist[0].model_dump()) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
 
 
 def test_select_device():

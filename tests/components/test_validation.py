@@ -1,13 +1,23 @@
 import numpy as np
 import pytest
 
-from components.config import PipelineConfig
+from components.config import DIGITS, DataConfig, PipelineConfig
 from components.data import Dataset, RawData, get_kind
-from components.validation import (DataValidationError, class_counts, describe_features, describe_pool, raw_plan,
-                                   split_plan, validate)
+from components.data.options import parse
+from components.validation import (
+    DataValidationError,
+    class_counts,
+    describe_features,
+    describe_pool,
+    raw_plan,
+    split_plan,
+    validate,
+)
+
+pytestmark = pytest.mark.unit
 
 KIND = get_kind("image")
-CFG = PipelineConfig()
+CFG = PipelineConfig(data=DataConfig(name="digits", **DIGITS))
 
 
 def _tables(splits):
@@ -23,12 +33,13 @@ def _failed(report):
 
 
 def _raw():
-    return KIND.load("sklearn:digits", {})
+    return KIND.load("sklearn:digits", parse(KIND.name, {}))
 
 
 def test_clean_digits_pass_every_expectation(digits_splits, digits_spec, tmp_path):
-    report = validate(raw_plan(KIND, _raw(), CFG) + split_plan(_tables(digits_splits), digits_spec, CFG),
-                      docs_dir=tmp_path / "docs")
+    report = validate(
+        raw_plan(KIND, _raw(), CFG) + split_plan(_tables(digits_splits), digits_spec, CFG), docs_dir=tmp_path / "docs"
+    )
     assert report.success, report.summary()
     assert len(report.results) == 5 + 1 + 3 * 6 + 2 + 3 * 2  # raw, raw per class, per-split, leakage, class counts
     assert (tmp_path / "docs" / "index.html").is_file()
@@ -65,8 +76,8 @@ def test_raw_value_out_of_range_and_file_names_in_examples():
     raw = _raw().subset(np.arange(50))
     raw.samples[2, 0, 0] = 300.0
     raw.meta["file"] = np.array([f"img_{i}.png" for i in range(50)])
-    df = KIND.describe(raw, {}).assign(where=raw.meta["file"])
-    report = validate([("raw_samples", df, KIND.expectations(raw, {}))])
+    df = KIND.describe(raw, parse(KIND.name, {})).assign(where=raw.meta["file"])
+    report = validate([("raw_samples", df, KIND.expectations(raw, parse(KIND.name, {})))])
     assert _failed(report) == {("raw_samples", "expect_column_values_to_be_between", "max_value")}
     assert report.failures[0]["examples"] == ["img_2.png: 300.0"]
 
@@ -75,7 +86,8 @@ def test_prepared_value_out_of_range(digits_splits, digits_spec):
     s = _copy(digits_splits)
     s["val"].x[2, 0, 0, 0] = 16.0  # an unscaled pixel
     assert _failed(validate(split_plan(_tables(s), digits_spec, CFG))) == {
-        ("val_samples", "expect_column_values_to_be_between", "max_value")}
+        ("val_samples", "expect_column_values_to_be_between", "max_value")
+    }
 
 
 def test_wrong_shape_and_dtype(digits_splits, digits_spec):
@@ -99,8 +111,11 @@ def test_too_few_rows_of_a_class(digits_splits, digits_spec):
 def test_sample_shared_between_train_and_test(digits_splits, digits_spec):
     s = _copy(digits_splits)
     t, tr = s["test"], s["train"]
-    s["test"] = Dataset(np.concatenate([t.x, tr.x[:2]]), np.concatenate([t.y, tr.y[:2]]),
-                        {"hash": np.concatenate([t.meta["hash"], tr.meta["hash"][:2]])})
+    s["test"] = Dataset(
+        np.concatenate([t.x, tr.x[:2]]),
+        np.concatenate([t.y, tr.y[:2]]),
+        {"hash": np.concatenate([t.meta["hash"], tr.meta["hash"][:2]])},
+    )
     report = validate(split_plan(_tables(s), digits_spec, CFG))
     assert _failed(report) == {("test_samples", "expect_column_values_to_not_be_in_set", "content_hash")}
     assert report.failures[0]["unexpected_count"] == 2
@@ -117,8 +132,12 @@ def test_class_counts_include_missing_and_unknown_classes():
 
 
 def _pool(samples):
-    return RawData(samples.astype(np.float32), np.full(len(samples), "", dtype=str),
-                   {"file": np.array([f"p{i}.png" for i in range(len(samples))])}, {"scale": 16.0, "unlabelled": True})
+    return RawData(
+        samples.astype(np.float32),
+        np.full(len(samples), "", dtype=str),
+        {"file": np.array([f"p{i}.png" for i in range(len(samples))])},
+        {"scale": 16.0, "unlabelled": True},
+    )
 
 
 def test_raw_pool_table_is_checked_with_the_labelled_data_s_expectations():
@@ -134,8 +153,9 @@ def test_raw_pool_table_is_checked_with_the_labelled_data_s_expectations():
     assert validate(plans[0]).success
     assert _failed(validate(plans[1])) == {("raw_unlabelled", "expect_column_values_to_be_in_set", "shape")}
     report = validate(plans[2])
-    assert _failed(report) == {("raw_unlabelled", "expect_column_values_to_be_between", c)
-                               for c in ("min_value", "max_value")}
+    assert _failed(report) == {
+        ("raw_unlabelled", "expect_column_values_to_be_between", c) for c in ("min_value", "max_value")
+    }
     assert report.failures[0]["examples"][0] == "p0.png: 255.0"
 
 
@@ -157,9 +177,14 @@ def test_prepared_pool_schema_is_the_splits_schema(digits_splits, digits_spec):
     x[1, 0, 0, 0] = np.nan
     x[2, 0, 0, 0] = 2.0  # past the [0, 1] value range
 
-    report = validate(split_plan(_tables(digits_splits), digits_spec, CFG,
-                                 pool=describe_pool(x.astype(np.float64), ["a", "b", "c", "d"])))
+    report = validate(
+        split_plan(
+            _tables(digits_splits), digits_spec, CFG, pool=describe_pool(x.astype(np.float64), ["a", "b", "c", "d"])
+        )
+    )
 
-    assert _failed(report) == {("unlabelled_samples", "expect_column_values_to_be_in_set", "non_finite"),
-                               ("unlabelled_samples", "expect_column_values_to_be_in_set", "dtype"),
-                               ("unlabelled_samples", "expect_column_values_to_be_between", "max_value")}
+    assert _failed(report) == {
+        ("unlabelled_samples", "expect_column_values_to_be_in_set", "non_finite"),
+        ("unlabelled_samples", "expect_column_values_to_be_in_set", "dtype"),
+        ("unlabelled_samples", "expect_column_values_to_be_between", "max_value"),
+    }

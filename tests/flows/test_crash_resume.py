@@ -1,43 +1,50 @@
 """A pipeline process killed (SIGKILL) during distillation, then run again: nothing it started is left running,
 finished stages come from the cache, the run completes, exactly one version is registered, and the killed MLflow
 runs are not left RUNNING."""
+
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.flows.projects import REPO, pipeline_project, shipped_params
-from tests.flows.test_no_orphans import kill_and_check
+pytestmark = pytest.mark.e2e
 
-pytestmark = pytest.mark.slow
-
-FAST = {"teacher": {"epochs": 4, "patience": 30}, "student": {"width": 8, "epochs": 12, "patience": 12},
-        "prune": {"finetune_epochs": 1}, "quantize": {"calibration_samples": 32},
-        "benchmark": {"warmup_runs": 2, "timed_runs": 20},
-        "gate": {"min_accuracy": 0.5, "max_accuracy_drop": 0.5, "max_p95_ms": 50.0, "max_size_kb": 200.0}}
+FAST = {
+    "teacher": {"epochs": 4, "patience": 30},
+    "student": {"width": 8, "epochs": 12, "patience": 12},
+    "prune": {"finetune_epochs": 1},
+    "quantize": {"calibration_samples": 32},
+    "benchmark": {"warmup_runs": 2, "timed_runs": 20},
+    "gate": {"min_accuracy": 0.5, "max_accuracy_drop": 0.5, "max_p95_ms": 50.0, "max_size_kb": 200.0},
+}
 
 
 @pytest.fixture
-def project(tmp_path):
+def project(tmp_path, pipeline_project, shipped_params):
     params = shipped_params()
     for section, values in FAST.items():
-        params[section] = params[section] | values
+        params[section] = params.get(section, {}) | values
     with pipeline_project(tmp_path, params) as root:
         yield root
 
 
-def edgekd_run(root, log):
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "--project-dir", str(root), "run"], cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def edgekd_run(root, log, repo):
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "--project-dir", str(root), "run"],
+        cwd=repo,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
-def test_killed_during_distillation_resumes_from_cache_and_registers_once(project):
+def test_killed_during_distillation_resumes_from_cache_and_registers_once(project, repo, kill_and_check):
     from mlflow import MlflowClient
 
     log = project / "killed.log"
     with open(log, "w") as out:
-        proc = edgekd_run(project, out)
+        proc = edgekd_run(project, out, repo)
         deadline = time.monotonic() + 300
         while "[student dkd" not in log.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
@@ -51,7 +58,7 @@ def test_killed_during_distillation_resumes_from_cache_and_registers_once(projec
     assert killed["teacher"].info.status == killed["teacher_member"].info.status == "FINISHED"
 
     with open(project / "rerun.log", "w") as out:
-        rerun = edgekd_run(project, out)
+        rerun = edgekd_run(project, out, repo)
         assert rerun.wait(timeout=600) == 0, (project / "rerun.log").read_text()[-3000:]
 
     runs = c.search_runs([exp])

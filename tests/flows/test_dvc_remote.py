@@ -2,6 +2,7 @@
 but no credentials and pushes what is tracked, `data add` pushes what it adds, a git clone gets the data back with
 `pull_missing` byte for byte, a pull from a remote without the data names the file and the remote, and a bad URL
 changes nothing. No pipeline run: pull_missing is what `validate` calls first."""
+
 import argparse
 import shutil
 import subprocess
@@ -11,24 +12,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows import dvc_remote
-from flows.data_add import add_dataset
-from flows.stages import DvcError
-from tests.flows import projects
+from flows.data import dvc
+from flows.data import remote as dvc_remote
+from flows.data.add import add_dataset
+from flows.data.dvc import DvcError
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration  # a local S3 server, git and DVC in subprocesses
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="module")
-def s3_server():
+def s3_endpoint(s3_server):
     """moto's S3 server for the whole module (it takes seconds to start); its endpoint URL."""
-    with projects.s3_server() as endpoint:
+    with s3_server() as endpoint:
         yield endpoint
 
 
 @pytest.fixture
-def s3(s3_server, monkeypatch, request, tmp_path):
+def s3(s3_endpoint, monkeypatch, request, tmp_path):
     """Dummy credentials in the environment (what DVC and boto read) and a new bucket for this test:
     (endpoint, bucket, boto3 client)."""
     import boto3
@@ -42,21 +43,22 @@ def s3(s3_server, monkeypatch, request, tmp_path):
         monkeypatch.setenv(var, str(tmp_path / var))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     bucket = "team-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
-    client = boto3.client("s3", endpoint_url=s3_server)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
     client.create_bucket(Bucket=bucket)
-    return s3_server, bucket, client
+    return s3_endpoint, bucket, client
 
 
 def _git(root: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=root, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=root, check=True, capture_output=True
+    )
 
 
 def _project(root: Path) -> Path:
     """A git + DVC project as `edgekd data add` finds one (as in test_data_add)."""
     root.mkdir()
     _git(root, "init", "-q")
-    shutil.copy(REPO / "params.yaml", root)
+    shutil.copy(Path(__file__).resolve().parents[2] / "params.yaml", root)
     (root / "data" / "external").mkdir(parents=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
     return root
@@ -66,7 +68,7 @@ def _objects(client, bucket: str) -> list[str]:
     return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
-def _add_mine(root: Path) -> dict:
+def _add_mine(root: Path):
     np.savez(root / "data" / "external" / "mine.npz", x=np.random.rand(30, 6, 6) * 255, y=np.arange(30) % 3)
     return add_dataset(root, "mine", "image", "mine.npz", "data/external", None, {})
 
@@ -79,7 +81,7 @@ def test_set_remote_writes_the_endpoint_not_the_credentials_and_pushes_what_is_t
 
     out = dvc_remote.set_remote(root, f"s3://{bucket}/dvc", endpoint_url=endpoint)
 
-    assert out == {"name": "team", "url": f"s3://{bucket}/dvc", "endpoint_url": endpoint, "pushed": "1 file pushed"}
+    assert out == dvc_remote.RemoteSet("team", f"s3://{bucket}/dvc", endpoint, "1 file pushed")
     config = (root / ".dvc" / "config").read_text()
     assert "remote = team" in config and f"url = s3://{bucket}/dvc" in config and f"endpointurl = {endpoint}" in config
     assert "testing" not in config and not (root / ".dvc" / "config.local").exists()
@@ -94,7 +96,7 @@ def test_added_data_is_pushed_and_a_clone_pulls_it_back_byte_for_byte(tmp_path, 
 
     section = _add_mine(root)
 
-    assert section["pushed"] and section["push"] == f"pushed to DVC remote 'team' (s3://{bucket}/dvc): 1 file pushed"
+    assert section.pushed and section.push == f"pushed to DVC remote 'team' (s3://{bucket}/dvc): 1 file pushed"
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "mine")
     subprocess.run(["git", "clone", "-q", str(root), str(tmp_path / "clone")], check=True)
@@ -110,7 +112,7 @@ def test_added_data_is_pushed_and_a_clone_pulls_it_back_byte_for_byte(tmp_path, 
     def no_dvc(*args, **kwargs):
         raise AssertionError(f"a DVC call with nothing missing: {args}")
 
-    monkeypatch.setattr(dvc_remote.subprocess, "run", no_dvc)
+    monkeypatch.setattr(dvc.subprocess, "run", no_dvc)
     assert dvc_remote.pull_missing(clone, "mine") == []  # the fast path of every run: no DVC at all
     assert dvc_remote.pull_missing(clone, "digits") == []  # a built-in dataset of the same data root
 
@@ -144,17 +146,20 @@ def test_a_failed_push_still_adds_the_dataset_and_says_so(tmp_path, s3):
 
     section = _add_mine(root)
 
-    assert not section["pushed"]
-    assert section["push"].startswith("not pushed: `dvc push` to remote 'team' (s3://no-such-bucket/dvc) failed")
-    assert "bucket exists" in section["push"] and "run `dvc push` when the remote is reachable" in section["push"]
+    assert not section.pushed
+    assert section.push.startswith("not pushed: `dvc push` to remote 'team' (s3://no-such-bucket/dvc) failed")
+    assert "bucket exists" in section.push and "run `dvc push` when the remote is reachable" in section.push
     assert "mine" in (root / "params.yaml").read_text() and (root / "data" / "external" / "mine.npz.dvc").is_file()
 
 
 def test_set_remote_to_a_missing_bucket_says_what_to_check(tmp_path, s3):
     endpoint, _, _ = s3
     root = _project(tmp_path / "p")
-    with pytest.raises(dvc_remote.RemoteError, match=r"(?s)'team' \(s3://no-such-bucket/dvc at http.*cannot be "
-                                                     r"written: .*bucket.*credentials"):
+    with pytest.raises(
+        dvc_remote.RemoteError,
+        match=r"(?s)'team' \(s3://no-such-bucket/dvc at http.*cannot be "
+        r"written: .*bucket.*credentials",
+    ):
         dvc_remote.set_remote(root, "s3://no-such-bucket/dvc", endpoint_url=endpoint)
 
 
@@ -163,7 +168,9 @@ def test_the_cli_command_sets_the_remote_and_reports_errors(tmp_path, s3, capsys
     root = _project(tmp_path / "p")
     p = argparse.ArgumentParser()
     p.add_argument("--project-dir")
-    dvc_remote.add_parser(p.add_subparsers().add_parser("data").add_subparsers())
+    from flows.cli import data
+
+    data.add_parsers(p.add_subparsers())
 
     args = p.parse_args(["--project-dir", str(root), "data", "remote", f"s3://{bucket}/d", "--endpoint-url", endpoint])
     assert args.fn(args) == 0
@@ -203,8 +210,11 @@ def test_without_a_remote_a_missing_file_comes_from_the_local_cache_or_is_named(
 
     csv.unlink()
     shutil.rmtree(root / ".dvc" / "cache")
-    with pytest.raises(DvcError, match=r"(?s)missing here: data/external/a.csv .*not in the local DVC cache, and no "
-                                       r"default DVC remote is set"):
+    with pytest.raises(
+        DvcError,
+        match=r"(?s)missing here: data/external/a.csv .*not in the local DVC cache, and no "
+        r"default DVC remote is set",
+    ):
         dvc_remote.pull_missing(root, "digits")
 
 

@@ -1,32 +1,39 @@
-"""flows/env.py: the `team` section of params.yaml points every command at the team's servers, each tool's own
-environment variable wins over it, and without either nothing changes."""
+"""flows/infra/environment.py: the `team` section of params.yaml points every command at the team's servers, each
+tool's own environment variable wins over it, and without either nothing changes."""
+
 import pytest
 import yaml
 
 from components.config import ConfigError, load_config
-from flows import env
-from tests.flows.projects import shipped_params
+from flows.infra import environment as env
 
-TEAM = {"mlflow_tracking_uri": "http://mlflow.team:5000", "prefect_api_url": "http://prefect.team:4200/api",
-        "database_url": "postgresql://edgekd@db.team:5432/edgekd"}
+pytestmark = pytest.mark.unit
+
+TEAM = {
+    "mlflow_tracking_uri": "http://mlflow.team:5000",
+    "prefect_api_url": "http://prefect.team:4200/api",
+    "database_url": "postgresql://edgekd@db.team:5432/edgekd",
+}
 VARS = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "EDGEKD_DATABASE_URL")
 
 
 @pytest.fixture
-def project(tmp_path):
+def project(tmp_path, shipped_params):
     import os
 
     saved = dict(os.environ)  # env.configure sets process-wide variables: none may reach the next test
     for var in VARS:
         os.environ.pop(var, None)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(shipped_params()))
     yield tmp_path
     os.environ.clear()
     os.environ.update(saved)
 
 
 def _params(root, team=None):
-    params = shipped_params() | ({"team": team} if team is not None else {})
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params.pop("team", None)
+    (root / "params.yaml").write_text(yaml.safe_dump(params | ({"team": team} if team is not None else {})))
 
 
 def test_the_team_section_sets_each_tools_variable(project):
@@ -56,9 +63,15 @@ def test_without_a_team_section_the_project_keeps_its_own_stores(project):
     assert "PREFECT_API_URL" not in os.environ and "EDGEKD_DATABASE_URL" not in os.environ
 
 
-@pytest.mark.parametrize("key,value", [("mlflow_tracking_uri", "mlflow.team:5000"),
-                                       ("prefect_api_url", "http://prefect.team:4200"),
-                                       ("database_url", "mysql://db.team/edgekd"), ("server", "http://x")])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("mlflow_tracking_uri", "mlflow.team:5000"),
+        ("prefect_api_url", "http://prefect.team:4200"),
+        ("database_url", "mysql://db.team/edgekd"),
+        ("server", "http://x"),
+    ],
+)
 def test_a_bad_team_setting_is_named_and_the_project_keeps_its_own_stores(project, key, value):
     import os
 
@@ -69,11 +82,9 @@ def test_a_bad_team_setting_is_named_and_the_project_keeps_its_own_stores(projec
     assert os.environ["MLFLOW_TRACKING_URI"].startswith("sqlite:")
 
 
-def test_ui_with_a_tracking_server_names_its_url_instead_of_serving_a_store(project, capsys, monkeypatch):
-    from flows.cli import main
-
+def test_ui_with_a_tracking_server_names_its_url_instead_of_serving_a_store(project, capsys, monkeypatch, cli):
     _params(project, TEAM)
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert main(["--project-dir", str(project), "ui"]) == 0  # returns at once: no `mlflow ui` exec'd in its place
+    assert cli(project, "ui") == 0  # returns at once: no `mlflow ui` exec'd in its place
     assert capsys.readouterr().out.strip() == f"MLflow UI of the tracking server: {TEAM['mlflow_tracking_uri']}"

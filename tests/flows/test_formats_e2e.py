@@ -2,6 +2,7 @@
 `edgekd predict` on 20 raw test inputs in a fresh process, which must agree with the pipeline's own ORT
 evaluation of the registered model; and a new user's own data, added by `edgekd data add` without options,
 registers a model on its first `edgekd run`."""
+
 import json
 import shutil
 import subprocess
@@ -12,13 +13,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.flows.projects import SHARED, pipeline_project, small_params
+pytestmark = pytest.mark.e2e
 
-pytestmark = pytest.mark.slow
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"  # the cases from it run where it is
 
-FAST = {"teacher": {"epochs": 3, "patience": 3}, "student": {"epochs": 3}, "prune": {"finetune_epochs": 1},
-        "quantize": {"calibration_samples": 32}, "benchmark": {"warmup_runs": 2, "timed_runs": 20},
-        "gate": {"min_accuracy": 0.0, "max_accuracy_drop": 1.0, "max_p95_ms": 100.0, "max_size_kb": 10000.0}}
+FAST = {
+    "teacher": {"epochs": 3, "patience": 3},
+    "student": {"epochs": 3},
+    "prune": {"finetune_epochs": 1},
+    "quantize": {"calibration_samples": 32},
+    "benchmark": {"warmup_runs": 2, "timed_runs": 20},
+    "gate": {"min_accuracy": 0.0, "max_accuracy_drop": 1.0, "max_p95_ms": 100.0, "max_size_kb": 10000.0},
+}
 
 
 def _write_digits_png(folder: Path) -> None:
@@ -57,33 +63,59 @@ def _write_sms_label_last(ext: Path) -> None:
 AUDIO_OPTIONS = {"label_from": "folder", "sample_rate": 8000, "seconds": 1.0, "n_fft": 256, "hop": 128, "n_mels": 40}
 
 CASES = {
-    "digits_png": dict(write=lambda ext: _write_digits_png(ext / "digits_png"),
-                       section={"kind": "image", "source": "digits_png", "classes": [str(i) for i in range(10)]}),
-    "cancer_csv": dict(write=lambda ext: _cancer_frame().to_csv(ext / "cancer.csv", sep=";", index=False),
-                       section={"kind": "tabular", "source": "cancer.csv", "classes": ["benign", "malignant"],
-                                "options": {"label_column": "diagnosis", "delimiter": ";",
-                                            "label_map": {0: "malignant", 1: "benign"}}}),
-    "cancer_parquet": dict(write=lambda ext: _cancer_frame().to_parquet(ext / "cancer.parquet"),
-                           section={"kind": "tabular", "source": "cancer.parquet", "classes": ["benign", "malignant"],
-                                    "options": {"label_column": "diagnosis", "label_map": {0: "malignant", 1: "benign"}}}),
+    "digits_png": dict(
+        write=lambda ext: _write_digits_png(ext / "digits_png"),
+        section={"kind": "image", "source": "digits_png", "classes": [str(i) for i in range(10)]},
+    ),
+    "cancer_csv": dict(
+        write=lambda ext: _cancer_frame().to_csv(ext / "cancer.csv", sep=";", index=False),
+        section={
+            "kind": "tabular",
+            "source": "cancer.csv",
+            "classes": ["benign", "malignant"],
+            "options": {"label_column": "diagnosis", "delimiter": ";", "label_map": {0: "malignant", 1: "benign"}},
+        },
+    ),
+    "cancer_parquet": dict(
+        write=lambda ext: _cancer_frame().to_parquet(ext / "cancer.parquet"),
+        section={
+            "kind": "tabular",
+            "source": "cancer.parquet",
+            "classes": ["benign", "malignant"],
+            "options": {"label_column": "diagnosis", "label_map": {0: "malignant", 1: "benign"}},
+        },
+    ),
 }
 if SHARED.is_dir():
-    CASES["fsdd_folders"] = dict(write=_write_fsdd_folders,
-                                 section={"kind": "audio", "source": "fsdd_folders", "options": AUDIO_OPTIONS,
-                                          "validation": {"min_rows_per_class": 5, "max_class_imbalance": 3.0},
-                                          "classes": [str(i) for i in range(10)]})
-    CASES["sms_last"] = dict(write=_write_sms_label_last,
-                             section={"kind": "text", "source": "sms_last.tsv", "classes": ["ham", "spam"],
-                                      "validation": {"min_rows_per_class": 20, "max_class_imbalance": 8.0},
-                                      "options": {"label_column": 1, "text_column": 0,
-                                                  "label_map": {0: "ham", 1: "spam"}}})
+    CASES["fsdd_folders"] = dict(
+        write=_write_fsdd_folders,
+        section={
+            "kind": "audio",
+            "source": "fsdd_folders",
+            "options": AUDIO_OPTIONS,
+            "validation": {"min_rows_per_class": 5, "max_class_imbalance": 3.0},
+            "classes": [str(i) for i in range(10)],
+        },
+    )
+    CASES["sms_last"] = dict(
+        write=_write_sms_label_last,
+        section={
+            "kind": "text",
+            "source": "sms_last.tsv",
+            "classes": ["ham", "spam"],
+            "validation": {"min_rows_per_class": 20, "max_class_imbalance": 8.0},
+            "options": {"label_column": 1, "text_column": 0, "label_map": {0: "ham", 1: "spam"}},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, pipeline_project, small_params):
     params = small_params()
-    params["datasets"] = {name: {"root": "data/external", "options": {}, "overrides": FAST} | case["section"]
-                          for name, case in CASES.items()}
+    params["datasets"] = {
+        name: {"root": "data/external", "options": {}, "overrides": FAST} | case["section"]
+        for name, case in CASES.items()
+    }
     params["dataset"] = next(iter(CASES))
     with pipeline_project(tmp_path_factory.mktemp("formats"), params) as root:
         for case in CASES.values():
@@ -96,7 +128,7 @@ def _raw_inputs(root: Path, name: str, cfg, test, out: Path) -> list[str]:
     would receive them: files for images and audio, the text itself, CSV rows for tabular data."""
     from components.data import get_kind
     from components.data.base import duplicate_hashes
-    from flows.dvc_stages import load_raw_data
+    from flows.data.layout import load_raw_data
 
     raw = load_raw_data(root, cfg)
     by_hash = dict(zip(duplicate_hashes(get_kind(cfg.data.kind), raw.samples, cfg.data.options), range(len(raw))))
@@ -129,23 +161,29 @@ def test_format_runs_end_to_end_and_predicts_raw_inputs(project, name, tmp_path)
 
     from components.config import load_config
     from components.export import ort_predict
-    from flows.dvc_stages import load_splits
-    from flows.pipeline import pipeline
-    from flows.tracking import model_onnx_path
+    from flows.data.layout import load_splits
+    from flows.pipelines.run import pipeline
+    from flows.tracking.registry import model_onnx_path
 
     outcome = pipeline(project_dir=str(project), dataset=name)
-    assert outcome["selected"] is not None
+    assert outcome.selected is not None
     c = MlflowClient()
     mv = c.get_model_version_by_alias(name, "staging")
-    assert str(mv.version) == outcome["version"]
+    assert str(mv.version) == outcome.version
     cfg = load_config(project / "params.yaml", name)
     test = load_splits(project, cfg.data.name)["test"]
     expected = ort_predict(model_onnx_path(c, name, str(mv.version)), test.x[:20]).argmax(1)
     inputs = _raw_inputs(project, name, cfg, test, tmp_path)
-    code = ("import sys; from flows.cli import main; rc = main(sys.argv[1:]); "
-            "assert 'torch' not in sys.modules, 'predict imported torch'; sys.exit(rc)")
-    proc = subprocess.run([sys.executable, "-c", code, "--project-dir", str(project), "predict", name, *inputs],
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; from flows.cli import main; rc = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules, 'predict imported torch'; sys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--project-dir", str(project), "predict", name, *inputs],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     labels = [line.split("\t")[0] for line in proc.stdout.strip().splitlines()]
     assert labels == [cfg.data.classes[i] for i in expected]
@@ -172,8 +210,10 @@ def _write_xrays(path: Path) -> None:
 def _write_reviews(path: Path) -> None:
     """400 distinct sentences, label last (`sentence<TAB>0|1`): the adjectives say the label."""
     rng = np.random.default_rng(0)
-    words = {"1": ["great", "lovely", "superb", "wonderful", "brilliant", "delightful"],
-             "0": ["awful", "boring", "terrible", "dreadful", "dull", "painful"]}
+    words = {
+        "1": ["great", "lovely", "superb", "wonderful", "brilliant", "delightful"],
+        "0": ["awful", "boring", "terrible", "dreadful", "dull", "painful"],
+    }
     subjects = ["the film", "this movie", "the story", "the acting", "the show", "my evening", "the ending", "the cast"]
     extras = ["today", "again", "overall", "honestly", "really", "at times", "for me", "as always"]
     lines = set()
@@ -184,20 +224,20 @@ def _write_reviews(path: Path) -> None:
     path.write_text("\n".join(sorted(lines)) + "\n")
 
 
-NEW = {"xrays": (_write_xrays, "image", "xrays.npz", "splits kept as the source has them: train, val, test"),
-       "reviews": (_write_reviews, "text", "reviews.tsv", "label column 1 inferred (2 distinct values), text column 0")}
+NEW = {
+    "xrays": (_write_xrays, "image", "xrays.npz", "splits kept as the source has them: train, val, test"),
+    "reviews": (_write_reviews, "text", "reviews.tsv", "label column 1 inferred (2 distinct values), text column 0"),
+}
 
 
 @pytest.mark.parametrize("name", list(NEW))
-def test_own_data_added_without_options_registers_on_its_first_run(project, name, tmp_path, capsys):
-    from flows.cli import main
-
+def test_own_data_added_without_options_registers_on_its_first_run(project, name, tmp_path, capsys, cli):
     write, kind, source, said = NEW[name]
     write(project / "data" / "external" / source)
 
-    assert main(["--project-dir", str(project), "data", "add", name, "--kind", kind, "--source", source]) == 0
+    assert cli(project, "data", "add", name, "--kind", kind, "--source", source) == 0
     assert said in capsys.readouterr().out
-    assert main(["--project-dir", str(project), "run", "--dataset", name, "--json", str(tmp_path / "out.json")]) == 0
+    assert cli(project, "run", "--dataset", name, "--json", str(tmp_path / "out.json")) == 0
 
     run = json.loads((tmp_path / "out.json").read_text())
     metric, registered = run["gate_metric"], run["registered"]["candidate"]
@@ -209,5 +249,7 @@ def test_own_data_added_without_options_registers_on_its_first_run(project, name
         assert prepared["splits_from_source"] == ["train", "val", "test"] and prepared["duplicates_dropped"] == 0
         assert prepared["counts"] == {"train": 240, "val": 80, "test": 80}
         card = MlflowClient().get_model_version(name, run["registered"]["version"]).description
-        assert "- Splits: train 240, val 80, test 80; duplicates dropped: 0; train, val, test as the source split " \
-               "them" in card
+        assert (
+            "- Splits: train 240, val 80, test 80; duplicates dropped: 0; train, val, test as the source split "
+            "them" in card
+        )

@@ -2,6 +2,7 @@
 the equal-budget plain student; a teacher brought as an ONNX file (written here) teaches in `edgekd run`; and
 pseudo-labelling learns from an unlabelled pool added with `edgekd data add --unlabelled`, and `edgekd data remove`
 takes that dataset out again while its registered model keeps predicting."""
+
 import json
 import subprocess
 import sys
@@ -13,39 +14,37 @@ import yaml
 from PIL import Image
 
 from components import kd
-from tests.flows.projects import pipeline_project, small_params
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 TINY = {"distill": {"method": "hinton", "adaptive": {"temperatures": [2.0], "alphas": [0.0, 0.5]}}}
 
 
-def cli(root: Path, *args: str) -> int:
-    from flows.cli import main
+@pytest.fixture(scope="module")
+def params(small_params):
+    """params(**sections): the small params with a tiny KD sweep, `sections` merged on top."""
 
-    return main(["--project-dir", str(root), *args])
+    def of(**sections) -> dict:
+        return small_params(**(TINY | sections))
 
-
-def params(**sections) -> dict:
-    p = small_params()
-    for name, values in (TINY | sections).items():
-        p[name] = p[name] | values
-    return p
+    return of
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, pipeline_project, params):
     root = tmp_path_factory.mktemp("kd")
     with pipeline_project(root, params()):
         yield root
 
 
-def test_bench_runs_every_method_against_plain_and_logs_the_table(project, capsys):
+def test_bench_runs_every_method_against_plain_and_logs_the_table(project, capsys, cli):
     from mlflow import MlflowClient
 
     out = project / "bench.json"
-    assert cli(project, "bench", "kd", "--widths", "2", "--seeds", "1", "--labelled-fraction", "0.5",
-               "--json", str(out)) == 0
+    assert (
+        cli(project, "bench", "kd", "--widths", "2", "--seeds", "1", "--labelled-fraction", "0.5", "--json", str(out))
+        == 0
+    )
     text = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["dataset"] == "digits" and result["labelled_fraction"] == 0.5 and result["skipped"] == {}
@@ -65,13 +64,29 @@ def test_bench_runs_every_method_against_plain_and_logs_the_table(project, capsy
     run = c.search_runs([c.get_experiment_by_name("digits").experiment_id], "tags.stage = 'bench_kd'")[0]
     assert run.info.status == "FINISHED"
     assert run.data.metrics["w2.plain.test_mean"] == pytest.approx(plain["test_accuracy"])
-    assert {"accuracy_vs_width.png", "bench_kd.json", "bench_kd.txt"} <= {a.path for a in c.list_artifacts(run.info.run_id)}
+    assert {"accuracy_vs_width.png", "bench_kd.json", "bench_kd.txt"} <= {
+        a.path for a in c.list_artifacts(run.info.run_id)
+    }
 
 
-def test_bench_says_which_methods_the_data_cannot_serve(project, capsys):
+def test_bench_says_which_methods_the_data_cannot_serve(project, capsys, cli):
     out = project / "full.json"
-    assert cli(project, "bench", "kd", "--widths", "2", "--seeds", "1", "--methods", "pseudo_label,hinton",
-               "--json", str(out)) == 0
+    assert (
+        cli(
+            project,
+            "bench",
+            "kd",
+            "--widths",
+            "2",
+            "--seeds",
+            "1",
+            "--methods",
+            "pseudo_label,hinton",
+            "--json",
+            str(out),
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert "needs an unlabelled pool" in result["skipped"]["pseudo_label"]
     assert {r["method"] for r in result["rows"]} == {"plain", "hinton"}
@@ -91,29 +106,55 @@ def _onnx_teacher(path: Path) -> None:
 
     d = load_digits()
     data = Dataset((d.images / 16.0).astype(np.float32)[:, None], d.target.astype(np.int64))
-    net, _ = fit(build("image", "teacher", {"input_shape": [1, 8, 8]}, 10, 8, seed=3), data, data, epochs=3,
-                 lr=3e-3, batch_size=64, patience=3, seed=3, device=torch.device("cpu"))
+    net, _ = fit(
+        build("image", "teacher", {"input_shape": [1, 8, 8]}, 10, 8, seed=3),
+        data,
+        data,
+        epochs=3,
+        lr=3e-3,
+        batch_size=64,
+        patience=3,
+        seed=3,
+        device=torch.device("cpu"),
+    )
     export_onnx(net, data.x, path)
 
 
-def test_an_onnx_teacher_brought_by_the_user_teaches_and_is_measured_like_a_candidate(tmp_path, capsys):
+def test_the_bench_gives_the_same_numbers_serially_and_on_dask_workers(project, cli, tmp_path):
+    """Each student trains single-threaded from its seed, whether one after another in this process or side by
+    side on Dask worker processes: the rows are the same, number for number."""
+    import shutil
+
+    args = ("bench", "kd", "--widths", "2", "--seeds", "2", "--methods", "hinton,dist")
+    out = {}
+    for workers in ("1", "2"):
+        shutil.rmtree(project / ".edgekd" / "artifacts" / "student", ignore_errors=True)  # trained anew each time
+        assert cli(project, *args, "--workers", workers, "--json", str(tmp_path / f"{workers}.json")) == 0
+        out[workers] = json.loads((tmp_path / f"{workers}.json").read_text())
+    assert len(out["1"]["rows"]) == 6 and out["2"]["rows"] == out["1"]["rows"]
+    assert out["2"]["table"] == out["1"]["table"]
+
+
+def test_an_onnx_teacher_brought_by_the_user_teaches_and_is_measured_like_a_candidate(
+    tmp_path, capsys, cli, pipeline_project, params
+):
     from mlflow import MlflowClient
 
     from components.export import file_sha256, ort_accuracy
-    from flows.dvc_stages import load_splits
+    from flows.data.layout import load_splits
 
     (tmp_path / "teachers").mkdir()
     _onnx_teacher(tmp_path / "teachers" / "mine.onnx")
     # No augmentation: the inputs KD sees are fixed, so the teacher's logits of them are computed once and cached.
-    with pipeline_project(tmp_path, params(teacher=small_params()["teacher"] | {"source": "teachers/mine.onnx"},
-                                           train=small_params()["train"] | {"augment": False})):
+    with pipeline_project(tmp_path, params(teacher={"source": "teachers/mine.onnx"}, train={"augment": False})):
         assert cli(tmp_path, "run", "--json", str(tmp_path / "run.json")) == 0
         summary = json.loads((tmp_path / "run.json").read_text())
         splits = load_splits(tmp_path, "digits")
         teacher = summary["candidates"]["teacher_fp32"]
         for split in ("val", "test"):  # its accuracy through ORT, like every candidate's
             assert teacher[split]["accuracy"] == pytest.approx(
-                ort_accuracy(tmp_path / "teachers" / "mine.onnx", splits[split].x, splits[split].y))
+                ort_accuracy(tmp_path / "teachers" / "mine.onnx", splits[split].x, splits[split].y)
+            )
         assert teacher["size_bytes"] == (tmp_path / "teachers" / "mine.onnx").stat().st_size
         c = MlflowClient()
         runs = {r.data.tags["stage"]: r for r in c.search_runs([c.get_experiment_by_name("digits").experiment_id])}
@@ -128,7 +169,9 @@ def test_an_onnx_teacher_brought_by_the_user_teaches_and_is_measured_like_a_cand
         assert file_sha256(tmp_path / "teachers" / "mine.onnx")  # the file is left as it was
 
 
-def test_pseudo_label_learns_from_an_unlabelled_pool_added_with_the_dataset(tmp_path, capsys):
+def test_pseudo_label_learns_from_an_unlabelled_pool_added_with_the_dataset(
+    tmp_path, capsys, cli, pipeline_project, params
+):
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -139,11 +182,35 @@ def test_pseudo_label_learns_from_an_unlabelled_pool_added_with_the_dataset(tmp_
         ext = tmp_path / "data" / "external"
         np.savez(ext / "labelled.npz", x=d.images[labelled], y=d.target[labelled], scale=np.float32(16))
         np.savez(ext / "pool.npz", x=d.images[pool], scale=np.float32(16))
-        assert cli(tmp_path, "data", "add", "mine", "--kind", "image", "--source", "labelled.npz",
-                   "--unlabelled", "pool.npz") == 0
+        assert (
+            cli(
+                tmp_path,
+                "data",
+                "add",
+                "mine",
+                "--kind",
+                "image",
+                "--source",
+                "labelled.npz",
+                "--unlabelled",
+                "pool.npz",
+            )
+            == 0
+        )
         assert "297 unlabelled samples" in capsys.readouterr().out
-        assert cli(tmp_path, "run", "--dataset", "mine", "--set", "distill.method=pseudo_label",
-                   "--json", str(tmp_path / "run.json")) == 0
+        assert (
+            cli(
+                tmp_path,
+                "run",
+                "--dataset",
+                "mine",
+                "--set",
+                "distill.method=pseudo_label",
+                "--json",
+                str(tmp_path / "run.json"),
+            )
+            == 0
+        )
         summary = json.loads((tmp_path / "run.json").read_text())
         assert summary["kd_variant"].startswith("pseudo_label(")
         prepared = json.loads((tmp_path / "data" / "prepared" / "mine" / "summary.json").read_text())
@@ -175,6 +242,7 @@ def test_pseudo_label_learns_from_an_unlabelled_pool_added_with_the_dataset(tmp_
 
 
 def _dvc_status(root: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], cwd=root, capture_output=True, text=True, check=True
+    )
     return json.loads(proc.stdout)

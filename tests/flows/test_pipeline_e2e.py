@@ -1,4 +1,5 @@
 """The real flow, end to end, on a small config: real Prefect (test harness), DVC, GX, MLflow (SQLite), ORT."""
+
 import html
 import json
 import os
@@ -14,43 +15,48 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.flows.projects import SMALL, data_state, free_port, pipeline_project, small_params
+pytestmark = pytest.mark.e2e
 
-pytestmark = pytest.mark.slow
-
-CANDIDATES = ("teacher_fp32", "plain_fp32", "plain_pruned_fp32", "plain_pruned_int8_static", "plain_pruned_int8_dynamic",
-              "kd_fp32", "kd_pruned_fp32", "kd_pruned_int8_static", "kd_pruned_int8_dynamic")
-
-
-def write_params(root: Path, **sections) -> None:
-    """A complete params.yaml (as shipped) with the small test settings and `sections` on top."""
-    params = small_params()
-    for name, values in sections.items():
-        if name == "data":
-            params["datasets"]["digits"] |= values
-        else:
-            params[name] = params[name] | values
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+CANDIDATES = (
+    "teacher_fp32",
+    "plain_fp32",
+    "plain_pruned_fp32",
+    "plain_pruned_int8_static",
+    "plain_pruned_int8_dynamic",
+    "kd_fp32",
+    "kd_pruned_fp32",
+    "kd_pruned_int8_static",
+    "kd_pruned_int8_dynamic",
+)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A fresh project with the shipped params.yaml, shrunk by SMALL."""
+def write_params(small_params):
+    def write(root: Path, **sections) -> None:
+        """A complete params.yaml (as shipped) with the small test settings and `sections` on top."""
+        params = small_params()
+        for name, values in sections.items():
+            if name == "data":
+                params["datasets"]["digits"] |= values
+            else:
+                params[name] = params.get(name, {}) | values
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+    return write
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, pipeline_project, small_params):
+    """A fresh project with the shipped params.yaml, shrunk for tests."""
     root = tmp_path_factory.mktemp("project")
     with pipeline_project(root, small_params(), EDGEKD_USER="e2e-tester"):
         yield root
 
 
 def run(root: Path):
-    from flows.pipeline import pipeline
+    from flows.pipelines.run import pipeline
 
     return pipeline(project_dir=str(root))
-
-
-def cli(root: Path, *args: str) -> int:
-    from flows.cli import main
-
-    return main(["--project-dir", str(root), *args])
 
 
 def client():
@@ -72,23 +78,32 @@ def first(project):
 
 
 @pytest.fixture(scope="module")
-def second(project, first):
+def second(project, first, cli):
     """Version 1 promoted to production, then a run with another training seed: new artifacts, a new version."""
-    from flows.pipeline import pipeline
+    from flows.pipelines.run import pipeline
 
-    assert cli(project, "promote", first["version"]) == 0
+    assert cli(project, "promote", first.version) == 0
     return pipeline(project_dir=str(project), overrides={"train.seed": 1})
 
 
 def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     c = client()
-    parent = c.get_run(first["parent_run_id"])
+    parent = c.get_run(first.parent_run_id)
     assert parent.info.status == "FINISHED"
     lineage = {"dataset_hash", "git_commit", "params_hash", "prefect_flow_run_id"}
     assert lineage <= set(parent.data.tags) and parent.data.tags["prefect_flow_run_id"] != "none"
-    children = runs_of(first["parent_run_id"])
-    stages = {"validation", "teacher", "teacher_member", "student_plain", "student_kd", "prune", "quantize",
-              "benchmark", "gate"}
+    children = runs_of(first.parent_run_id)
+    stages = {
+        "validation",
+        "teacher",
+        "teacher_member",
+        "student_plain",
+        "student_kd",
+        "prune",
+        "quantize",
+        "benchmark",
+        "gate",
+    }
     cands = {f"candidate:{n}" for n in CANDIDATES}
     assert stages | cands == set(children)
     assert all(r.info.status == "FINISHED" for r in children.values())
@@ -96,17 +111,30 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     hist = c.get_metric_history(children["teacher_member"].info.run_id, "val_accuracy")
     assert [m.step for m in hist] == list(range(1, len(hist) + 1)) and len(hist) >= 2
     for name in cands:
-        assert {"val.accuracy", "test.accuracy", "test.macro_f1", "test.precision.3", "val.recall.3", "p50_ms",
-                "p95_ms", "p99_ms", "throughput_sps", "size_bytes", "peak_mem_mb"} <= set(children[name].data.metrics)
+        assert {
+            "val.accuracy",
+            "test.accuracy",
+            "test.macro_f1",
+            "test.precision.3",
+            "val.recall.3",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "throughput_sps",
+            "size_bytes",
+            "peak_mem_mb",
+        } <= set(children[name].data.metrics)
         arts = {a.path for a in c.list_artifacts(children[name].info.run_id)}
-        assert {f"confusion_{name[len('candidate:'):]}.png", "confusion_matrix.json"} <= arts
+        assert {f"confusion_{name[len('candidate:') :]}.png", "confusion_matrix.json"} <= arts
     assert {"kd_gain.val", "kd_gain.test"} <= set(parent.data.metrics)
-    arts = {a.path for a in c.list_artifacts(first["parent_run_id"])}
+    arts = {a.path for a in c.list_artifacts(first.parent_run_id)}
     assert {"accuracy_vs_p95.png", "benchmark.csv", "gate_report.json", "effective_config.json"} <= arts
     # the prepared splits as dataset inputs: DVC's md5 of each split's file, as the locked version's manifest has it
     h = parent.data.tags["dataset_hash"]
-    manifest = {f["relpath"]: f["md5"] for f in json.loads((project / ".dvc" / "cache" / "files" / "md5" / h[:2] /
-                                                             h[2:]).read_text())}
+    manifest = {
+        f["relpath"]: f["md5"]
+        for f in json.loads((project / ".dvc" / "cache" / "files" / "md5" / h[:2] / h[2:]).read_text())
+    }
     counts = json.loads((project / "data" / "prepared" / "digits" / "summary.json").read_text())["counts"]
     inputs = {i.dataset.name: i for i in parent.inputs.dataset_inputs}
     assert set(inputs) == {"digits-train", "digits-val", "digits-test"}
@@ -118,19 +146,34 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
         assert json.loads(i.dataset.profile)["targets_size"] == counts[split]
     # the registered version: staging alias, lineage tags, and an ONNX file that scores as logged
     mv = c.get_model_version_by_alias("digits", "staging")
-    assert str(mv.version) == first["version"]
-    assert lineage | {"sha256", "metric.accuracy", "metric.macro_f1", "metric.p95_ms", "metric.size_bytes",
-                      "val.accuracy", "teacher.accuracy", "teacher_val.accuracy", "plain_val.accuracy"} <= set(mv.tags)
+    assert str(mv.version) == first.version
+    assert lineage | {
+        "sha256",
+        "metric.accuracy",
+        "metric.macro_f1",
+        "metric.p95_ms",
+        "metric.size_bytes",
+        "val.accuracy",
+        "teacher.accuracy",
+        "teacher_val.accuracy",
+        "plain_val.accuracy",
+    } <= set(mv.tags)
     # chosen on val: it scores at least the plain student there
     assert float(mv.tags["val.accuracy"]) >= float(mv.tags["plain_val.accuracy"])
     from components.export import ort_accuracy
-    from flows.dvc_stages import load_splits
-    from flows.tracking import model_onnx_path
+    from flows.data.layout import load_splits
+    from flows.tracking.registry import model_onnx_path
 
     onnx_file = model_onnx_path(c, "digits", mv.version)
     files = {str(p.relative_to(onnx_file.parent)) for p in onnx_file.parent.rglob("*")}
-    assert {"model.onnx", "MLmodel", "input_example.json", "extra_files/benchmark.csv",
-            "extra_files/gate_report.json", "extra_files/preprocess.json"} <= files
+    assert {
+        "model.onnx",
+        "MLmodel",
+        "input_example.json",
+        "extra_files/benchmark.csv",
+        "extra_files/gate_report.json",
+        "extra_files/preprocess.json",
+    } <= files
     test = load_splits(project, "digits")["test"]
     assert abs(ort_accuracy(onnx_file, test.x, test.y) - float(mv.tags["metric.accuracy"])) <= 0.005
     assert "signature" in (onnx_file.parent / "MLmodel").read_text()
@@ -141,21 +184,22 @@ def flow_run_artifacts(outcome: dict) -> dict:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    flow_run_id = client().get_run(outcome["parent_run_id"]).data.tags["prefect_flow_run_id"]
+    flow_run_id = client().get_run(outcome.parent_run_id).data.tags["prefect_flow_run_id"]
     with get_client(sync_client=True) as c:
-        found = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
-            any_=[flow_run_id])))
+        found = c.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     return {a.key: a for a in found}
 
 
 def test_a_quantized_candidate_is_refused_exactly_when_it_is_not_faster_than_its_fp32_source(first):
-    c = first["candidates"]
+    c = first.candidates
     for student in ("plain", "kd"):
-        source = c[f"{student}_pruned_fp32"]["p95_ms"]
+        source = c[f"{student}_pruned_fp32"].latency.p95_ms
         for mode in ("static", "dynamic"):
             name = f"{student}_pruned_int8_{mode}"
-            slower = [r for r in first["decisions"][name] if r.startswith("INT8 slower than FP32 on this device")]
-            assert bool(slower) == (c[name]["p95_ms"] >= source), (name, c[name]["p95_ms"], source)
+            slower = [r for r in first.decisions[name] if r.startswith("INT8 slower than FP32 on this device")]
+            assert bool(slower) == (c[name].latency.p95_ms >= source), (name, c[name].latency.p95_ms, source)
 
 
 def test_gate_report_and_candidate_table_are_artifacts_of_the_flow_run(first):
@@ -163,17 +207,19 @@ def test_gate_report_and_candidate_table_are_artifacts_of_the_flow_run(first):
     assert set(arts) == {"gate-digits", "candidates-digits"}
     gate, table = arts["gate-digits"], arts["candidates-digits"]
     assert (gate.type, table.type) == ("markdown", "table")
-    assert gate.data.startswith(f"# Gate: digits\n\nRegistered digits version {first['version']} ({first['selected']}, "
-                                "chosen on val accuracy) with alias 'staging'.\n")
-    for name, reasons in first["decisions"].items():
+    assert gate.data.startswith(
+        f"# Gate: digits\n\nRegistered digits version {first.version} ({first.selected}, "
+        "chosen on val accuracy) with alias 'staging'.\n"
+    )
+    for name, reasons in first.decisions.items():
         assert f"\n- {name}: {'fail: ' + '; '.join(reasons) if reasons else 'pass'}\n" in gate.data
-    assert f"pipeline run `{first['parent_run_id']}`" in gate.data
+    assert f"pipeline run `{first.parent_run_id}`" in gate.data
     rows = {r["candidate"]: r for r in json.loads(table.data)}
     assert set(rows) == set(CANDIDATES)
-    for name, m in first["candidates"].items():
-        assert rows[name]["val_score"] == pytest.approx(m["val"]["accuracy"], abs=5e-5)
-        assert rows[name]["test_score"] == pytest.approx(m["test"]["accuracy"], abs=5e-5)
-        assert rows[name]["gate"] == ("fail" if first["decisions"][name] else "pass")
+    for name, m in first.candidates.items():
+        assert rows[name]["val_score"] == pytest.approx(m.val.accuracy, abs=5e-5)
+        assert rows[name]["test_score"] == pytest.approx(m.test.accuracy, abs=5e-5)
+        assert rows[name]["gate"] == ("fail" if first.decisions[name] else "pass")
 
 
 def page_text(dom: str) -> str:
@@ -182,7 +228,7 @@ def page_text(dom: str) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
 
 
-def test_the_uis_show_the_dataset_inputs_and_the_artifacts(project, first, tmp_path):
+def test_the_uis_show_the_dataset_inputs_and_the_artifacts(project, first, tmp_path, free_port):
     """The MLflow UI on the project's store and the Prefect UI on the database the flow run used, looked at in
     headless Chromium (screenshots in tmp_path): the parent run's row lists its three dataset inputs, the flow run
     lists both artifacts, and the gate artifact's page renders the report."""
@@ -191,22 +237,50 @@ def test_the_uis_show_the_dataset_inputs_and_the_artifacts(project, first, tmp_p
         pytest.skip("chromium is not installed (Debian's package; .ci/run installs it)")
     from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
 
-    from flows.server import healthy, stop_tree
+    from flows.infra.processes import healthy, stop_tree
 
-    run = client().get_run(first["parent_run_id"])
+    run = client().get_run(first.parent_run_id)
     gate_id = flow_run_artifacts(first)["gate-digits"].id
     mlflow_port, prefect_port = free_port(), free_port()
     mlflow_url, prefect_url = f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{prefect_port}"
     environ = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     commands = {
-        "mlflow": ([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", os.environ["MLFLOW_TRACKING_URI"],
-                    "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
-                   {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
+        "mlflow": (
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                os.environ["MLFLOW_TRACKING_URI"],
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+            ],
+            {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        ),
         # --port does not reach the UI's idea of where the API is: PREFECT_UI_API_URL does
-        "prefect": ([sys.executable, "-m", "prefect", "server", "start", "--no-services", "--host", "127.0.0.1",
-                     "--port", str(prefect_port)],
-                    {"PREFECT_SERVER_DATABASE_CONNECTION_URL": PREFECT_SERVER_DATABASE_CONNECTION_URL.value(),
-                     "PREFECT_UI_API_URL": f"{prefect_url}/api"}),
+        "prefect": (
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--no-services",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(prefect_port),
+            ],
+            {
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL": PREFECT_SERVER_DATABASE_CONNECTION_URL.value(),
+                "PREFECT_UI_API_URL": f"{prefect_url}/api",
+            },
+        ),
     }
     servers = {}
     try:
@@ -216,26 +290,46 @@ def test_the_uis_show_the_dataset_inputs_and_the_artifacts(project, first, tmp_p
         deadline = time.monotonic() + 240
         while not (healthy(mlflow_url) and healthy(f"{prefect_url}/api")):
             dead = [n for n, p in servers.items() if p.poll() is not None]
-            assert not dead and time.monotonic() < deadline, \
-                "\n".join((tmp_path / f"{n}.log").read_text()[-3000:] for n in servers)
+            assert not dead and time.monotonic() < deadline, "\n".join(
+                (tmp_path / f"{n}.log").read_text()[-3000:] for n in servers
+            )
             time.sleep(1)
         digests = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
         datasets = [f"digits-{s} ({digests[f'digits-{s}']}) {s}" for s in ("train", "val", "test")]  # with context
         search = urllib.parse.quote(f"attributes.run_id = '{run.info.run_id}'")
         pages = {
-            "mlflow-run-datasets": (f"{mlflow_url}/#/experiments/{run.info.experiment_id}/runs?searchFilter={search}",
-                                    datasets),
-            "prefect-flow-run-artifacts": (f"{prefect_url}/v2/runs/flow-run/{run.data.tags['prefect_flow_run_id']}"
-                                           "?tab=Artifacts", ["gate-digits", "candidates-digits"]),
-            "prefect-gate-artifact": (f"{prefect_url}/v2/artifacts/artifact/{gate_id}",
-                                      ["Gate: digits", f"Registered digits version {first['version']}"]
-                                      + [f"{n}: {'fail' if r else 'pass'}" for n, r in first["decisions"].items()]),
+            "mlflow-run-datasets": (
+                f"{mlflow_url}/#/experiments/{run.info.experiment_id}/runs?searchFilter={search}",
+                datasets,
+            ),
+            "prefect-flow-run-artifacts": (
+                f"{prefect_url}/v2/runs/flow-run/{run.data.tags['prefect_flow_run_id']}?tab=Artifacts",
+                ["gate-digits", "candidates-digits"],
+            ),
+            "prefect-gate-artifact": (
+                f"{prefect_url}/v2/artifacts/artifact/{gate_id}",
+                ["Gate: digits", f"Registered digits version {first.version}"]
+                + [f"{n}: {'fail' if r else 'pass'}" for n, r in first.decisions.items()],
+            ),
         }
         for name, (url, expected) in pages.items():
             shot = tmp_path / f"{name}.png"
-            proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000",
-                                   "--virtual-time-budget=10000", f"--screenshot={shot}", "--dump-dom", url],
-                                  capture_output=True, text=True, timeout=120)
+            proc = subprocess.run(
+                [
+                    chromium,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--window-size=1600,1000",
+                    "--virtual-time-budget=10000",
+                    f"--screenshot={shot}",
+                    "--dump-dom",
+                    url,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             text = page_text(proc.stdout)
             assert shot.is_file(), proc.stderr[-2000:]
             assert [e for e in expected if e not in text] == [], f"{url} (screenshot {shot}) shows: {text[:3000]}"
@@ -246,17 +340,17 @@ def test_the_uis_show_the_dataset_inputs_and_the_artifacts(project, first, tmp_p
 
 def test_rerun_skips_dvc_and_reuses_cached_training(project, first):
     again = run(project)
-    children = runs_of(again["parent_run_id"])
+    children = runs_of(again.parent_run_id)
     assert children["validation"].data.tags["dvc_stages_ran"] == "none (up to date)"
     for stage in ("teacher_member", "student_plain", "student_kd", "prune", "quantize"):
         assert children[stage].data.tags["cached"] == "True", stage
     # the same artifact again: no new version, the one holding it is named
-    assert again["version"] == first["version"] and again["json"]["registered"]["new_version"] is False
-    assert len(client().search_model_versions("name='digits'")) == int(first["version"])
-    assert "already holds this artifact" in again["summary"]
+    assert again.version == first.version and again.json["registered"]["new_version"] is False
+    assert len(client().search_model_versions("name='digits'")) == int(first.version)
+    assert "already holds this artifact" in again.summary
 
 
-def test_cli_rerun_with_nothing_changed_answers_from_the_record(project, first, capsys):
+def test_cli_rerun_with_nothing_changed_answers_from_the_record(project, first, capsys, cli):
     c = client()
     experiment = c.get_experiment_by_name("digits").experiment_id
     assert cli(project, "run") == 0  # a full run (cached stages), which leaves the record
@@ -267,12 +361,12 @@ def test_cli_rerun_with_nothing_changed_answers_from_the_record(project, first, 
     took = time.monotonic() - t0
     out = capsys.readouterr().out
     assert "nothing changed since run" in out and out.count("Candidates:") == 1
-    assert json.loads((project / "again.json").read_text())["registered"]["version"] == first["version"]
+    assert json.loads((project / "again.json").read_text())["registered"]["version"] == first.version
     assert len(c.search_runs([experiment])) == runs and len(c.search_model_versions("name='digits'")) == versions
     print(f"\nno-change re-run answered in {took:.1f} s")
 
 
-def test_strict_policy_set_from_the_cli_registers_nothing_and_names_each_reason(project, first, capsys):
+def test_strict_policy_set_from_the_cli_registers_nothing_and_names_each_reason(project, first, capsys, cli, small):
     before = client().search_model_versions("name='digits'")
     assert cli(project, "run", "--set", "gate.max_size_kb=0.001") == 2
     out = capsys.readouterr().out
@@ -280,32 +374,43 @@ def test_strict_policy_set_from_the_cli_registers_nothing_and_names_each_reason(
     for name in CANDIDATES:
         assert f"{name} failed: size" in out
     assert len(client().search_model_versions("name='digits'")) == len(before)
-    latest = client().search_runs([client().get_experiment_by_name("digits").experiment_id],
-                                  "tags.stage LIKE 'candidate:%'", order_by=["start_time DESC"], max_results=5)
+    latest = client().search_runs(
+        [client().get_experiment_by_name("digits").experiment_id],
+        "tags.stage LIKE 'candidate:%'",
+        order_by=["start_time DESC"],
+        max_results=5,
+    )
     assert all(r.data.tags["gate_passed"] == "False" and "max_size_kb" in r.data.tags["gate_reasons"] for r in latest)
     # the override is part of the logged effective config, and the run's name says what and when
     parent = client().get_run(latest[0].data.tags["mlflow.parentRunId"])
     config = json.loads(Path(client().download_artifacts(parent.info.run_id, "effective_config.json")).read_text())
-    assert config["gate"]["max_size_kb"] == 0.001 and config["gate"]["min_accuracy"] == SMALL["gate"]["min_accuracy"]
+    assert config["gate"]["max_size_kb"] == 0.001 and config["gate"]["min_accuracy"] == small["gate"]["min_accuracy"]
     assert json.loads(parent.data.tags["overrides"]) == {"gate.max_size_kb": 0.001}
     assert re.fullmatch(r"digits · pipeline · \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", parent.info.run_name)
     assert latest[0].info.run_name.startswith("digits · candidate:")
 
 
-def test_promote_then_rollback_moves_aliases_with_audit_tags(project, first, second, capsys):
+def test_promote_then_rollback_moves_aliases_with_audit_tags(project, first, second, capsys, cli):
     c = client()
-    v1, v2 = first["version"], second["version"]
-    assert int(v2) == int(v1) + 1 and second["json"]["registered"]["new_version"] is True
+    v1, v2 = first.version, second.version
+    assert int(v2) == int(v1) + 1 and second.json["registered"]["new_version"] is True
     assert str(c.get_model_version_by_alias("digits", "production").version) == v1
     assert cli(project, "promote", v2) == 0
     assert str(c.get_model_version_by_alias("digits", "production").version) == v2
     assert cli(project, "rollback") == 0
     assert str(c.get_model_version_by_alias("digits", "production").version) == v1
-    audits = {v: {k: yaml.safe_load(t) for k, t in c.get_model_version("digits", v).tags.items()
-                  if k.startswith("audit.")} for v in (v1, v2)}
+    audits = {
+        v: {k: yaml.safe_load(t) for k, t in c.get_model_version("digits", v).tags.items() if k.startswith("audit.")}
+        for v in (v1, v2)
+    }
     rollback = [a for a in audits[v2].values() if a["action"] == "rollback"]
-    assert rollback and rollback[0] | {"when": None} == {"action": "rollback", "who": "e2e-tester", "when": None,
-                                                         "from": v2, "to": v1}
+    assert rollback and rollback[0] | {"when": None} == {
+        "action": "rollback",
+        "who": "e2e-tester",
+        "when": None,
+        "from": v2,
+        "to": v1,
+    }
     assert any(a["action"] == "promote" and a["from"] == v1 and a["to"] == v2 for a in audits[v1].values())
     assert cli(project, "rollback") == 4  # v1 was the first production version: nothing earlier
     assert "nothing to roll back to" in capsys.readouterr().err
@@ -317,30 +422,41 @@ def _sections(card: str) -> dict[str, str]:
 
 
 def test_model_card_holds_every_item_and_the_production_version_of_its_time(project, first, second):
-    from flows.tracking import model_onnx_path
+    from flows.tracking.registry import model_onnx_path
 
     c = client()
-    production, outcome = first["version"], second  # version 1 held production when version 2 was registered
-    mv = c.get_model_version("digits", outcome["version"])
+    production, outcome = first.version, second  # version 1 held production when version 2 was registered
+    mv = c.get_model_version("digits", outcome.version)
     card = (model_onnx_path(c, "digits", mv.version).parent / "extra_files" / "model_card.md").read_text()
     assert mv.description == card
-    assert card.startswith(f"# Model card: digits / {outcome['selected']}\n")
+    assert card.startswith(f"# Model card: digits / {outcome.selected}\n")
     s = _sections(card)
-    assert list(s) == ["Intended use", "Data", "Metrics (validation and test splits, measured through ONNX Runtime)",
-                       "Benchmark", "Gate", "Lineage"]
+    assert list(s) == [
+        "Intended use",
+        "Data",
+        "Metrics (validation and test splits, measured through ONNX Runtime)",
+        "Benchmark",
+        "Gate",
+        "Lineage",
+    ]
     assert "Classifies image inputs into 0, 1," in s["Intended use"]
     assert f"`{mv.tags['dataset_hash']}`" in s["Data"] and "Validation (Great Expectations): passed" in s["Data"]
     metrics = s["Metrics (validation and test splits, measured through ONNX Runtime)"]
-    rows = {r.split("|")[1].strip(): r.split("|") for r in metrics.splitlines() if r.startswith("| ") and "---" not in r}
+    rows = {
+        r.split("|")[1].strip(): r.split("|") for r in metrics.splitlines() if r.startswith("| ") and "---" not in r
+    }
     assert set(CANDIDATES) <= set(rows)
-    assert "**registered**" in rows[outcome["selected"]][2] and "teacher" in rows["teacher_fp32"][2]
+    assert "**registered**" in rows[outcome.selected][2] and "teacher" in rows["teacher_fp32"][2]
     # val and test side by side
     assert [c.strip() for c in rows["model"][3:5]] == ["val accuracy", "test accuracy"]
-    assert rows[outcome["selected"]][3].strip() == f"{float(mv.tags['val.accuracy']):.4f}"
-    assert rows[outcome["selected"]][4].strip() == f"{float(mv.tags['metric.accuracy']):.4f}"
+    assert rows[outcome.selected][3].strip() == f"{float(mv.tags['val.accuracy']):.4f}"
+    assert rows[outcome.selected][4].strip() == f"{float(mv.tags['metric.accuracy']):.4f}"
     assert "KD gain (" in metrics and "val " in metrics and "points, test " in metrics
-    assert re.search(r"Device profile: ONNX Runtime [\d.]+ CPU execution provider, 1 intra-op thread\(s\), batch 1, "
-                     r"50 timed runs after 5 warm-up", s["Benchmark"])
+    assert re.search(
+        r"Device profile: ONNX Runtime [\d.]+ CPU execution provider, 1 intra-op thread\(s\), batch 1, "
+        r"50 timed runs after 5 warm-up",
+        s["Benchmark"],
+    )
     assert s["Benchmark"].count("_pruned_") == 6
     assert f"Production at the time: version {production} (val accuracy " in s["Gate"]
     assert all(f"- {n}: " in s["Gate"] for n in CANDIDATES)
@@ -348,7 +464,9 @@ def test_model_card_holds_every_item_and_the_production_version_of_its_time(proj
 
 
 @pytest.mark.parametrize("corruption", ["nan_pixel", "unknown_label"])
-def test_corrupted_sample_fails_validation_and_leaves_registry_unchanged(project, first, corruption, capsys):
+def test_corrupted_sample_fails_validation_and_leaves_registry_unchanged(
+    project, first, corruption, capsys, cli, write_params
+):
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -384,8 +502,8 @@ def test_predict_raw_inputs_in_a_fresh_process_matches_pipeline_ort(project, fir
     from PIL import Image
 
     from components.export import ort_predict
-    from flows.dvc_stages import load_splits
-    from flows.tracking import model_onnx_path
+    from flows.data.layout import load_splits
+    from flows.tracking.registry import model_onnx_path
 
     test = load_splits(project, "digits")["test"]
     files = []
@@ -395,17 +513,23 @@ def test_predict_raw_inputs_in_a_fresh_process_matches_pipeline_ort(project, fir
         files.append(str(f))
     mv = client().get_model_version_by_alias("digits", "staging")
     expected = ort_predict(model_onnx_path(client(), "digits", str(mv.version)), test.x[:20]).argmax(1)
-    code = ("import sys; from flows.cli import main; rc = main(sys.argv[1:]); "
-            "assert 'torch' not in sys.modules, 'predict imported torch'; sys.exit(rc)")
-    proc = subprocess.run([sys.executable, "-c", code, "--project-dir", str(project), "predict", "digits", *files],
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; from flows.cli import main; rc = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules, 'predict imported torch'; sys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--project-dir", str(project), "predict", "digits", *files],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     labels = [line.split("\t")[0] for line in proc.stdout.strip().splitlines()]
     assert labels == [str(c) for c in expected]
 
 
-def test_predict_refuses_a_tampered_artifact(project, first, capsys):
-    from flows.tracking import model_onnx_path
+def test_predict_refuses_a_tampered_artifact(project, first, capsys, cli):
+    from flows.tracking.registry import model_onnx_path
 
     c = client()
     mv = c.get_model_version_by_alias("digits", "staging")
@@ -451,21 +575,39 @@ def _bad_table(ext: Path) -> None:
 
 
 BAD_DATA = {  # case: (write the user's files, the dataset section, the message that must name the problem)
-    "corrupt file": (lambda ext: (_digit_folders(ext), (ext / "folders" / "3" / "scan.png").write_bytes(b"\x89PNG..")),
-                     {"source": "folders"}, r"folders/3/scan\.png: unreadable or corrupt image"),
-    "mixed image sizes": (lambda ext: (_digit_folders(ext), _png(ext / "folders" / "7" / "big.png", size=12)),
-                          {"source": "folders"}, r"folders/7/big\.png: image size \(12, 12\) differs from \(8, 8\)"),
-    "empty class": (lambda ext: _digit_folders(ext, empty="4"), {"source": "folders"},
-                    r"\[raw_samples_per_class\].*examples \[\"class '4': 0\"\]"),
-    "missing label column": (_bad_table, {"kind": "tabular", "source": "patients.csv", "classes": ["benign",
-                             "malignant"], "options": {"label_column": "diagnosis"}},
-                             r"patients\.csv: label column 'diagnosis' not found"),
+    "corrupt file": (
+        lambda ext: (_digit_folders(ext), (ext / "folders" / "3" / "scan.png").write_bytes(b"\x89PNG..")),
+        {"source": "folders"},
+        r"folders/3/scan\.png: unreadable or corrupt image",
+    ),
+    "mixed image sizes": (
+        lambda ext: (_digit_folders(ext), _png(ext / "folders" / "7" / "big.png", size=12)),
+        {"source": "folders"},
+        r"folders/7/big\.png: image size \(12, 12\) differs from \(8, 8\)",
+    ),
+    "empty class": (
+        lambda ext: _digit_folders(ext, empty="4"),
+        {"source": "folders"},
+        r"\[raw_samples_per_class\].*examples \[\"class '4': 0\"\]",
+    ),
+    "missing label column": (
+        _bad_table,
+        {
+            "kind": "tabular",
+            "source": "patients.csv",
+            "classes": ["benign", "malignant"],
+            "options": {"label_column": "diagnosis"},
+        },
+        r"patients\.csv: label column 'diagnosis' not found",
+    ),
     "path outside the root": (lambda ext: None, {"source": "../../../etc"}, r"outside the data root"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_DATA))
-def test_bad_data_is_named_and_changes_neither_data_nor_registry(project, first, case, capsys):
+def test_bad_data_is_named_and_changes_neither_data_nor_registry(
+    project, first, case, capsys, cli, write_params, data_state
+):
     write, section, message = BAD_DATA[case]
     ext = project / "data" / "external"
     write(ext)
@@ -488,7 +630,7 @@ def test_bad_data_is_named_and_changes_neither_data_nor_registry(project, first,
     assert c.get_registered_model("digits").aliases == aliases
 
 
-def test_a_held_dvc_lock_gets_bounded_retries_and_a_clear_message(project, first, capsys):
+def test_a_held_dvc_lock_gets_bounded_retries_and_a_clear_message(project, first, capsys, cli):
     from dvc.lock import make_lock
 
     lock = make_lock(str(project / ".dvc" / "tmp" / "lock"), tmp_dir=str(project / ".dvc" / "tmp"))

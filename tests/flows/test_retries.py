@@ -1,12 +1,15 @@
 """The pipeline's retry policy on real Prefect tasks: I/O failures are retried with back-off, other failures
 (a NaN loss, bad data, a missing file) fail at once."""
+
 import errno
 
 import pytest
 from prefect import flow, task
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.stages import IO_RETRIES
+from flows.tasks.caching import IO_RETRIES
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -15,12 +18,15 @@ def harness():
         yield
 
 
-@pytest.mark.parametrize("error,attempts", [
-    (OSError(errno.ENOSPC, "No space left on device"), 2),
-    (TimeoutError("the DVC repository is locked by another process"), 2),
-    (FloatingPointError("loss is nan at epoch 3, batch 7"), 1),
-    (FileNotFoundError(errno.ENOENT, "no such file"), 1),
-])
+@pytest.mark.parametrize(
+    "error,attempts",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), 2),
+        (TimeoutError("the DVC repository is locked by another process"), 2),
+        (FloatingPointError("loss is nan at epoch 3, batch 7"), 1),
+        (FileNotFoundError(errno.ENOENT, "no such file"), 1),
+    ],
+)
 def test_io_failures_are_retried_others_fail_at_once(error, attempts):
     calls = []
 

@@ -4,63 +4,22 @@ in a subprocess, each stopped by a signal, then checked for exit status 0 and no
 
 Both tests share one project (its data, DVC stages and cached stages), each with its own Prefect home (server
 database, logs): the worker test pays for the cold run, so the scheduled runs of the serve test are quick."""
+
 import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
 
-from flows.server import healthy
-from tests.flows.projects import free_port, served_project, small_params
+from flows.infra.processes import healthy
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 FLOW = "edgekd-pipeline"
 TERMINAL_BAD = {"FAILED", "CRASHED", "CANCELLED"}
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("scheduled")
-    return root, served_project(root, small_params())
-
-
-@contextmanager
-def edgekd(root: Path, environ: dict, log: Path, *args: str):
-    """`edgekd --project-dir ROOT ARGS...` in a subprocess, output in `log`; killed with all it started if the
-    test leaves the block with it still running (the test itself stops it with a signal)."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "--project-dir", str(root), *args], cwd=root,
-                                env=environ, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            left = psutil.Process(proc.pid).children(recursive=True)
-            proc.kill()
-            proc.wait()
-            for p in left:
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
-
-
-def wait_for(what: str, check, proc: subprocess.Popen, log: Path, timeout: float, every: float = 2.0):
-    """Poll `check()` until it returns something truthy; fail with the log if `proc` exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if value := check():
-            return value
-        if proc.poll() is not None:
-            pytest.fail(f"edgekd exited with {proc.returncode} while waiting for {what}:\n{log.read_text()[-6000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} after {timeout:.0f} s:\n{log.read_text()[-6000:]}")
-        time.sleep(every)
 
 
 def flow_runs(url: str, deployment: str):
@@ -106,8 +65,8 @@ def stop(proc: subprocess.Popen, sig: int, url: str, timeout: float = 120) -> fl
     return took
 
 
-def test_deploy_runs_the_flow_from_a_work_pool_through_a_process_worker(project):
-    root, environ = project
+def test_deploy_runs_the_flow_from_a_work_pool_through_a_process_worker(served, free_port, edgekd, wait_for):
+    root, environ = served
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     environ = environ | {"PREFECT_HOME": str(root / ".prefect" / "deploy"), "PREFECT_WORKER_QUERY_SECONDS": "2"}
@@ -117,14 +76,18 @@ def test_deploy_runs_the_flow_from_a_work_pool_through_a_process_worker(project)
         wait_for("worker", lambda: "run it with" in log.read_text(), proc, log, timeout=240)
         ready = time.monotonic() - t0
         dep = read_deployment(url, f"{FLOW}/edgekd-pool")
-        assert dep.work_pool_name == "edgekd" and dep.entrypoint == "flows/deploy.py:pipeline"
+        assert dep.work_pool_name == "edgekd" and dep.entrypoint == "flows/pipelines/deploy.py:pipeline"
         # prefect.yaml holds no absolute path: its build step recorded the project's, for the pull step.
         assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(root)}}]
 
         # Act: the documented trigger, the `prefect` CLI against the server `deploy` started.
-        trigger = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", f"{FLOW}/edgekd-pool",
-                                  "-p", "dataset=digits"], env=environ | {"PREFECT_API_URL": url}, cwd=root,
-                                 capture_output=True, text=True)
+        trigger = subprocess.run(
+            [sys.executable, "-m", "prefect", "deployment", "run", f"{FLOW}/edgekd-pool", "-p", "dataset=digits"],
+            env=environ | {"PREFECT_API_URL": url},
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
         assert trigger.returncode == 0, trigger.stdout + trigger.stderr
         t1 = time.monotonic()
         [run] = wait_for("completed flow run", lambda: completed(url, "edgekd-pool", log), proc, log, timeout=420)
@@ -135,24 +98,44 @@ def test_deploy_runs_the_flow_from_a_work_pool_through_a_process_worker(project)
     print(f"\ndeploy: worker ready {ready:.0f} s, run completed {ran:.0f} s after trigger, stopped in {stopped:.0f} s")
 
 
-def test_serve_on_an_interval_completes_scheduled_runs_and_stops_cleanly(project):
-    root, environ = project
+def test_serve_on_an_interval_completes_scheduled_runs_and_stops_cleanly(served, free_port, edgekd, wait_for):
+    root, environ = served
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     environ = environ | {"PREFECT_HOME": str(root / ".prefect" / "serve")}
     log = root / "serve.log"
     t0 = time.monotonic()
-    with edgekd(root, environ, log, "serve", "--interval", "25", "--set", "gate.max_p95_ms=45",
-                "--name", "edgekd-test", "--port", str(port)) as proc:
+    with edgekd(
+        root,
+        environ,
+        log,
+        "serve",
+        "--interval",
+        "25",
+        "--set",
+        "gate.max_p95_ms=45",
+        "--name",
+        "edgekd-test",
+        "--port",
+        str(port),
+    ) as proc:
         wait_for("serving", lambda: "serving deployment" in log.read_text(), proc, log, timeout=240)
-        runs = wait_for("two completed scheduled runs", lambda: at_least(2, completed(url, "edgekd-test", log)),
-                        proc, log, timeout=300, every=3)
+        runs = wait_for(
+            "two completed scheduled runs",
+            lambda: at_least(2, completed(url, "edgekd-test", log)),
+            proc,
+            log,
+            timeout=300,
+            every=3,
+        )
         two = time.monotonic() - t0
 
         assert all(r.auto_scheduled for r in runs)  # created by the server's scheduler, not triggered
         starts = sorted(r.expected_start_time for r in runs)
         assert (starts[1] - starts[0]).total_seconds() == 25
-        assert all(r.parameters == {"project_dir": str(root), "dataset": None,
-                                    "overrides": {"gate.max_p95_ms": 45}} for r in runs)
+        assert all(
+            r.parameters == {"project_dir": str(root), "dataset": None, "overrides": {"gate.max_p95_ms": 45}}
+            for r in runs
+        )
         stopped = stop(proc, signal.SIGTERM, url)
     print(f"\nserve: two scheduled runs completed {two:.0f} s after start, stopped in {stopped:.0f} s")

@@ -1,6 +1,7 @@
 """`edgekd search` on a real Dask cluster (`dask scheduler` + two `dask worker` processes) and a real Prefect
 server, as a team would scale out: a worker killed mid-search, then the whole search killed mid-study and run
 again. The study (Optuna, SQLite) must end with every trial done once, none lost, none duplicated."""
+
 import os
 import signal
 import subprocess
@@ -9,17 +10,31 @@ import time
 
 import pytest
 
-from tests.flows.projects import free_port, served_project, shipped_params
+pytestmark = pytest.mark.e2e
 
-pytestmark = pytest.mark.slow
-
-TINY = {"teacher": {"epochs": 2, "patience": 2}, "student": {"width": 4, "epochs": 12, "patience": 12},
-        "distill": {"method": "hinton"}, "prune": {"finetune_epochs": 1}, "quantize": {"calibration_samples": 32},
-        "benchmark": {"warmup_runs": 2, "timed_runs": 20},
-        "gate": {"min_accuracy": 0.3, "max_accuracy_drop": 0.9, "max_p95_ms": 50.0, "max_size_kb": 200.0,
-                 "plain_tolerance": 1.0},
-        "search": {"widths": [2, 4], "methods": ["plain", "hinton"], "prune_ratios": [0.0, 0.5],
-                   "precisions": ["fp32", "int8_dynamic"], "default_tolerance": 1.0, "remeasure_rounds": 1}}
+TINY = {
+    "teacher": {"epochs": 2, "patience": 2},
+    "student": {"width": 4, "epochs": 12, "patience": 12},
+    "distill": {"method": "hinton"},
+    "prune": {"finetune_epochs": 1},
+    "quantize": {"calibration_samples": 32},
+    "benchmark": {"warmup_runs": 2, "timed_runs": 20},
+    "gate": {
+        "min_accuracy": 0.3,
+        "max_accuracy_drop": 0.9,
+        "max_p95_ms": 50.0,
+        "max_size_kb": 200.0,
+        "plain_tolerance": 1.0,
+    },
+    "search": {
+        "widths": [2, 4],
+        "methods": ["plain", "hinton"],
+        "prune_ratios": [0.0, 0.5],
+        "precisions": ["fp32", "int8_dynamic"],
+        "default_tolerance": 1.0,
+        "remeasure_rounds": 1,
+    },
+}
 
 
 def _start(args, env, cwd, log):
@@ -40,9 +55,9 @@ def _stop(proc):
 
 
 @pytest.fixture
-def cluster(tmp_path):
+def cluster(tmp_path, shipped_params, served_project, free_port):
     """A project, a Prefect server, a Dask scheduler and two named single-thread workers, all on this machine."""
-    from flows.server import healthy
+    from flows.infra.processes import healthy
 
     params = shipped_params()
     for section, values in TINY.items():
@@ -53,14 +68,41 @@ def cluster(tmp_path):
     procs = {}
     try:
         with open(tmp_path / "services.log", "w") as log:
-            procs["server"] = _start([sys.executable, "-m", "prefect", "server", "start", "--port", str(api)], env,
-                                     tmp_path, log)
-            procs["scheduler"] = _start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--port",
-                                         str(sched), "--dashboard-address", ":0"], env, tmp_path, log)
+            procs["server"] = _start(
+                [sys.executable, "-m", "prefect", "server", "start", "--port", str(api)], env, tmp_path, log
+            )
+            procs["scheduler"] = _start(
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_scheduler",
+                    "--port",
+                    str(sched),
+                    "--dashboard-address",
+                    ":0",
+                ],
+                env,
+                tmp_path,
+                log,
+            )
             for name in ("w1", "w2"):
-                procs[name] = _start([sys.executable, "-m", "distributed.cli.dask_worker",
-                                      f"tcp://127.0.0.1:{sched}", "--name", name, "--nthreads", "1",
-                                      "--dashboard-address", ":0"], env, tmp_path, log)
+                procs[name] = _start(
+                    [
+                        sys.executable,
+                        "-m",
+                        "distributed.cli.dask_worker",
+                        f"tcp://127.0.0.1:{sched}",
+                        "--name",
+                        name,
+                        "--nthreads",
+                        "1",
+                        "--dashboard-address",
+                        ":0",
+                    ],
+                    env,
+                    tmp_path,
+                    log,
+                )
         deadline = time.monotonic() + 180
         while not healthy(url):
             assert time.monotonic() < deadline, (tmp_path / "services.log").read_text()[-3000:]
@@ -72,8 +114,23 @@ def cluster(tmp_path):
 
 
 def _search(root, env, address, budget, log):
-    return _start([sys.executable, "-m", "flows.cli", "search", "--budget", str(budget), "--dask-address", address,
-                   "--json", str(root / f"search-{budget}.json")], env, root, log)
+    return _start(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "search",
+            "--budget",
+            str(budget),
+            "--dask-address",
+            address,
+            "--json",
+            str(root / f"search-{budget}.json"),
+        ],
+        env,
+        root,
+        log,
+    )
 
 
 def _study(root):
@@ -107,8 +164,11 @@ def test_search_survives_a_lost_worker_and_a_killed_search(cluster):
         _stop(procs[names[busy[0]]])
         # Then the whole search is killed mid-study, once both first trials are done and a third one runs.
         deadline = time.monotonic() + 300
-        while not ("trial 0 done;" in (text := log.read_text()) and "trial 1 done;" in text
-                   and text.count("started:") > text.count(" done;")):
+        while not (
+            "trial 0 done;" in (text := log.read_text())
+            and "trial 1 done;" in text
+            and text.count("started:") > text.count(" done;")
+        ):
             assert search.poll() is None and time.monotonic() < deadline, text[-4000:]
             time.sleep(0.1)
         _stop(search)
@@ -139,22 +199,27 @@ def test_search_survives_a_lost_worker_and_a_killed_search(cluster):
     assert len(c.search_model_versions("name='digits'")) <= 1
     parent = next(r for r in c.search_runs([exp], order_by=["start_time DESC"]) if r.data.tags.get("stage") == "search")
     assert {"pareto_front.png", "search.json"} <= {a.path for a in c.list_artifacts(parent.info.run_id)}
-    arts = httpx.post(f"{env['PREFECT_API_URL']}/artifacts/filter", json={"artifacts": {"flow_run_id": {
-        "any_": [parent.data.tags["prefect_flow_run_id"]]}}}).json()
+    arts = httpx.post(
+        f"{env['PREFECT_API_URL']}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [parent.data.tags["prefect_flow_run_id"]]}}},
+    ).json()
     assert {(a["key"], a["type"]) for a in arts} == {("search-digits", "markdown"), ("search-front-digits", "table")}
-    trial_runs = [r.data.tags["stage"] for r in c.search_runs([exp]) if r.data.tags.get("stage", "").startswith("trial:")]
+    trial_runs = [
+        r.data.tags["stage"] for r in c.search_runs([exp]) if r.data.tags.get("stage", "").startswith("trial:")
+    ]
     assert sorted(trial_runs) == sorted(f"trial:{t.number}" for t in done if "same_as" not in t.user_attrs)
 
 
+@pytest.mark.unit
 def test_an_orphan_killed_while_its_recipe_was_suggested_is_failed_but_not_queued_again():
     import socket
 
     import optuna
 
-    from flows.search import requeue_orphans
+    from flows.phases.study import requeue_orphans
 
     study = optuna.create_study()
-    dead = f"{socket.gethostname()}:{2 ** 22 + 7}"  # above Linux's pid_max default: no such process
+    dead = f"{socket.gethostname()}:{2**22 + 7}"  # above Linux's pid_max default: no such process
     whole, partial = study.ask(), study.ask()
     for t in (whole, partial):
         t.set_user_attr("owner", dead)

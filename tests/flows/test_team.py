@@ -5,6 +5,7 @@ that share nothing but those servers and git.
 One module, run once (marker `team`): the servers start once for its tests, which run in order. The dataset is a
 user's CSV added with `edgekd data add` in the origin project and pushed to the S3 remote; the clones have only its
 .dvc file, so every run first pulls it."""
+
 import json
 import os
 import shutil
@@ -22,9 +23,7 @@ import pytest
 import yaml
 from sklearn.datasets import load_breast_cancer
 
-from tests.flows.projects import REPO, free_port, s3_server, small_params
-
-pytestmark = [pytest.mark.team, pytest.mark.slow]
+pytestmark = pytest.mark.team
 
 NAME = "tumours"
 BUCKET = "edgekd-team"
@@ -37,8 +36,9 @@ def _pg_missing() -> bool:
 
 
 if _pg_missing():
-    pytest.skip("PostgreSQL binaries not found: apt-get install postgresql (.ci/run installs it)",
-                allow_module_level=True)
+    pytest.skip(
+        "PostgreSQL binaries not found: apt-get install postgresql (.ci/run installs it)", allow_module_level=True
+    )
 
 
 def clean_env(**extra: str) -> dict:
@@ -48,36 +48,52 @@ def clean_env(**extra: str) -> dict:
 
 
 def edgekd(root: Path, *args: str, env: dict, timeout: float = 900, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", "--project-dir", str(root), *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=timeout, **popen)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", "--project-dir", str(root), *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
 
 
 def spawn(root: Path, *args: str, env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "--project-dir", str(root), *args], cwd=root,
-                            env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "--project-dir", str(root), *args],
+        cwd=root,
+        env=env,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 @pytest.fixture(scope="module")
-def team():
+def team(repo, free_port):
     """`edgekd team up` in a folder PostgreSQL's own user can reach (it refuses to run as root), `team down` after."""
     folder = Path(tempfile.mkdtemp(dir="/tmp", prefix="edgekd-team-"))
     folder.chmod(0o755)
     ports = {"--pg-port": free_port(), "--mlflow-port": free_port(), "--prefect-port": free_port()}
     up = [a for k, v in ports.items() for a in (k, str(v))]
-    env = clean_env(PYTHONPATH=str(REPO))
+    env = clean_env(PYTHONPATH=str(repo))
     try:
-        res = edgekd(REPO, "team", "up", "--dir", str(folder), *up, env=env, timeout=400)
+        res = edgekd(repo, "team", "up", "--dir", str(folder), *up, env=env, timeout=400)
         assert res.returncode == 0, res.stdout + res.stderr
-        settings = dict(line.removeprefix("export ").split("=", 1) for line in
-                        (folder / "team.env").read_text().splitlines() if line.startswith("export "))
+        settings = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in (folder / "team.env").read_text().splitlines()
+            if line.startswith("export ")
+        )
         yield {"dir": folder, "up": up, "env": env, **settings}
     finally:
-        edgekd(REPO, "team", "down", "--dir", str(folder), env=env, timeout=300)
+        edgekd(repo, "team", "down", "--dir", str(folder), env=env, timeout=300)
         shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def s3():
+def s3(s3_server):
     with s3_server() as endpoint:
         import boto3
 
@@ -86,14 +102,14 @@ def s3():
 
 
 @pytest.fixture(scope="module")
-def origin(tmp_path_factory, team, s3):
+def origin(tmp_path_factory, team, s3, repo, small_params):
     """A git project whose params.yaml points at the team's MLflow and Prefect servers, with the S3 remote set by
     `edgekd data remote` and a CSV dataset added (and so pushed) by `edgekd data add`, all committed."""
     root = tmp_path_factory.mktemp("origin")
     for d in ("components", "flows"):
-        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(repo / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
     for f in ("dvc.yaml", "prefect.yaml", ".gitignore"):
-        shutil.copy(REPO / f, root)
+        shutil.copy(repo / f, root)
     params = small_params()
     params["team"] = {"mlflow_tracking_uri": team["MLFLOW_TRACKING_URI"], "prefect_api_url": team["PREFECT_API_URL"]}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -111,8 +127,19 @@ def origin(tmp_path_factory, team, s3):
     env = member_env(root, team, s3, "carol")
     res = edgekd(root, "data", "remote", f"s3://{BUCKET}/dvc", "--endpoint-url", s3, env=env, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    res = edgekd(root, "data", "add", NAME, "--kind", "tabular", "--source", f"{NAME}.csv",
-                 *[a for s in LENIENT for a in ("--set", s)], env=env, timeout=300)
+    res = edgekd(
+        root,
+        "data",
+        "add",
+        NAME,
+        "--kind",
+        "tabular",
+        "--source",
+        f"{NAME}.csv",
+        *[a for s in LENIENT for a in ("--set", s)],
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     git("add", "-A")
     git("commit", "-qm", "tumours on the team remote")
@@ -122,9 +149,15 @@ def origin(tmp_path_factory, team, s3):
 def member_env(root: Path, team: dict, s3: str, user: str) -> dict:
     """A team member's environment in `root`: the database URL (it holds the password) and S3 credentials from the
     environment; the MLflow and Prefect servers from params.yaml's `team` section; Prefect's home in the clone."""
-    return clean_env(PYTHONPATH=str(root), PREFECT_HOME=str(root / ".prefect"), EDGEKD_USER=user,
-                     EDGEKD_DATABASE_URL=team["EDGEKD_DATABASE_URL"], AWS_ACCESS_KEY_ID="testing",
-                     AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    return clean_env(
+        PYTHONPATH=str(root),
+        PREFECT_HOME=str(root / ".prefect"),
+        EDGEKD_USER=user,
+        EDGEKD_DATABASE_URL=team["EDGEKD_DATABASE_URL"],
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
 
 
 def clone(origin: Path, dest: Path) -> Path:
@@ -158,11 +191,10 @@ def read_json(path: Path) -> dict:
 def _listener(port: int) -> int:
     import psutil
 
-    return next(c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == "LISTEN"
-                and c.pid)
+    return next(c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == "LISTEN" and c.pid)
 
 
-def test_a_run_whose_mlflow_server_is_killed_while_it_registers_stops_within_its_retries(clones, origin, team):
+def test_a_run_whose_mlflow_server_is_killed_while_it_registers_stops_within_its_retries(clones, origin, team, repo):
     """Killed at the most delicate moment: the run has pulled the data, trained, and uploaded its model through the
     server, and is about to register it. It must stop within its bounded retries with a clear error, and leave no
     complete version."""
@@ -184,10 +216,11 @@ def test_a_run_whose_mlflow_server_is_killed_while_it_registers_stops_within_its
     assert code == 6 and "stopped answering (each request was retried 2 times)" in out, out[-4000:]
     assert time.monotonic() - killed_at < 60  # bounded: one request's retries, not MLflow's minutes
     assert "pulled from the DVC remote" in out
-    assert (a / "data" / "external" / f"{NAME}.csv").read_bytes() == \
-        (origin / "data" / "external" / f"{NAME}.csv").read_bytes()
+    assert (a / "data" / "external" / f"{NAME}.csv").read_bytes() == (
+        origin / "data" / "external" / f"{NAME}.csv"
+    ).read_bytes()
 
-    res = edgekd(REPO, "team", "up", "--dir", str(team["dir"]), *team["up"], env=team["env"], timeout=400)
+    res = edgekd(repo, "team", "up", "--dir", str(team["dir"]), *team["up"], env=team["env"], timeout=400)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Prefect server already running" in res.stdout and "PostgreSQL already running" in res.stdout
     assert not [v for v, t in versions(team).items() if t.get("registration_complete") == "true"]
@@ -198,14 +231,27 @@ def test_two_clones_run_at_once_one_resuming_the_killed_run_and_share_one_regist
     its own: both finish, each registers a complete version of its own, and the killed run's MLflow runs are
     closed and any version it had begun is gone."""
     (a, env_a), (b, env_b) = clones["a"], clones["b"]
-    procs = [spawn(a, "run", "--dataset", NAME, "--json", str(a / "run.json"), env=env_a, log=a / "run.log"),
-             spawn(b, "run", "--dataset", NAME, "--set", "train.seed=1", "--json", str(b / "run.json"), env=env_b,
-                   log=b / "run.log")]
+    procs = [
+        spawn(a, "run", "--dataset", NAME, "--json", str(a / "run.json"), env=env_a, log=a / "run.log"),
+        spawn(
+            b,
+            "run",
+            "--dataset",
+            NAME,
+            "--set",
+            "train.seed=1",
+            "--json",
+            str(b / "run.json"),
+            env=env_b,
+            log=b / "run.log",
+        ),
+    ]
     for p, root in zip(procs, (a, b)):
         assert p.wait(timeout=900) == 0, (root / "run.log").read_text()[-4000:]
 
-    assert (b / "data" / "external" / f"{NAME}.csv").read_bytes() == \
-        (origin / "data" / "external" / f"{NAME}.csv").read_bytes()
+    assert (b / "data" / "external" / f"{NAME}.csv").read_bytes() == (
+        origin / "data" / "external" / f"{NAME}.csv"
+    ).read_bytes()
     va, vb = read_json(a / "run.json")["registered"]["version"], read_json(b / "run.json")["registered"]["version"]
     held = versions(team)
     assert sorted(held) == sorted([va, vb]) and va != vb  # a version the killed run had begun is gone
@@ -218,8 +264,12 @@ def test_two_clones_run_at_once_one_resuming_the_killed_run_and_share_one_regist
     # the resumed run trained nothing again: its stages came from the killed run's cache
     assert "student_plain: reused from cache" in (a / "run.log").read_text()
     # both flow runs on the team's Prefect server
-    req = urllib.request.Request(f"{team['PREFECT_API_URL']}/flow_runs/filter", data=b"{}", method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{team['PREFECT_API_URL']}/flow_runs/filter",
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     flow_runs = json.loads(urllib.request.urlopen(req, timeout=30).read())
     assert sum(r["state_type"] == "COMPLETED" and r["name"].startswith(NAME) for r in flow_runs) >= 2
 
@@ -231,9 +281,17 @@ def test_promote_from_one_clone_roll_back_from_the_other_one_production_and_both
     assert res.returncode == 0, res.stderr
 
     # both machines promote vb at the same moment: one moves production, the other is refused
-    both = [subprocess.Popen([sys.executable, "-m", "flows.cli", "--project-dir", str(r), "promote", vb, "--dataset",
-                              NAME], cwd=r, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for r, e in ((a, env_a), (b, env_b))]
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "--project-dir", str(r), "promote", vb, "--dataset", NAME],
+            cwd=r,
+            env=e,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r, e in ((a, env_a), (b, env_b))
+    ]
     outcomes = [(p.wait(timeout=300), p.communicate()) for p in both]
     assert sorted(code for code, _ in outcomes) == [0, 4], outcomes
 
@@ -256,7 +314,7 @@ def test_a_promotion_waits_for_the_database_lock_another_machine_holds(clones, t
     clone, stops the clone's promotion."""
     import psycopg2
 
-    from flows.tracking import lock_key
+    from flows.tracking.locks import lock_key
 
     (b, env_b) = clones["b"]
     vb = read_json(b / "run.json")["registered"]["version"]
@@ -285,18 +343,23 @@ def test_deploy_registers_on_the_team_prefect_server_for_workers_elsewhere(clone
     res = edgekd(a, "deploy", "--no-worker", env=env_a, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "prefect worker start --pool edgekd" in res.stdout
-    req = urllib.request.Request(f"{team['PREFECT_API_URL']}/deployments/filter", data=b"{}", method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{team['PREFECT_API_URL']}/deployments/filter",
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     assert "edgekd-pool" in [d["name"] for d in json.loads(urllib.request.urlopen(req, timeout=30).read())]
 
 
-def test_team_down_stops_every_server_and_leaves_nothing_running(team):
-    from flows import team as servers
+def test_team_down_stops_every_server_and_leaves_nothing_running(team, repo):
+    from flows.infra import team as servers
+    from flows.infra.team.servers import processes
 
-    res = edgekd(REPO, "team", "down", "--dir", str(team["dir"]), env=team["env"], timeout=300)
+    res = edgekd(repo, "team", "down", "--dir", str(team["dir"]), env=team["env"], timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert not any(s["healthy"] for s in servers.status(team["dir"]).values())
-    assert not servers._marked(team["dir"], "mlflow") and not servers._marked(team["dir"], "prefect")
+    assert not any(s.healthy for s in servers.status(team["dir"]).values())
+    assert not processes(team["dir"], "mlflow") and not processes(team["dir"], "prefect")
     for port in team["up"][1::2]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", int(port))) != 0

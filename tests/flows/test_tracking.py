@@ -1,12 +1,27 @@
-from flows.tracking import flatten, production_stack
+import pytest
+
+from flows.tracking.promotion import Move, production_stack
+from flows.tracking.tracker import flatten
+
+pytestmark = pytest.mark.unit
+
+
+def move(action: str, to: str, refused: str | None = None) -> Move:
+    return Move(action=action, who="me", when="2026-12-02T00:00:00+00:00", from_=None, to=to, refused=refused)
 
 
 def test_production_stack_promote_pushes_rollback_pops():
-    h = [{"action": "promote", "to": "1"}, {"action": "promote", "to": "2"}, {"action": "promote", "to": "3"},
-         {"action": "rollback", "to": "2"}]
+    h = [move("promote", "1"), move("promote", "2"), move("promote", "3"), move("rollback", "2")]
     assert production_stack(h) == ["1", "2"]
-    assert production_stack(h + [{"action": "rollback", "to": "1"}]) == ["1"]
+    assert production_stack(h + [move("rollback", "1")]) == ["1"]
+    assert production_stack(h + [move("promote", "4", refused="fails the gate")]) == ["1", "2"]
     assert production_stack([]) == []
+
+
+def test_a_move_keeps_the_history_tags_format():
+    m = Move.model_validate({"action": "promote", "who": "me", "when": "t", "from": None, "to": "1"})
+    assert m.as_json() == {"action": "promote", "who": "me", "when": "t", "from": None, "to": "1"}
+    assert m.model_copy(update={"refused": "why"}).as_json()["refused"] == "why"
 
 
 def test_flatten_nested_params():

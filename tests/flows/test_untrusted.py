@@ -1,16 +1,19 @@
 """Untrusted files: weights that would run code when unpickled, weights changed after their stage saved them,
 and dataset paths that leave the data root are refused before anything is executed or read."""
+
 import os
 
 import pytest
 import torch
 
-from components.config import DataConfig, PipelineConfig
-from components.models import build
+from components.config import DIGITS, DataConfig, PipelineConfig
 from components.data import DataError, get_kind
-from components.export import file_sha256
-from flows import dvc_stages
-from flows.stages import UntrustedFileError, load_weights
+from components.export import Artifact, artifact_info, file_sha256
+from components.models import build
+from flows.data.stages import ingest
+from flows.tasks.weights import UntrustedFileError, load_weights
+
+pytestmark = pytest.mark.unit
 
 
 class _Payload:
@@ -27,8 +30,7 @@ def test_weights_that_would_run_code_are_refused_without_running_it(tmp_path, di
     marker, weights = tmp_path / "pwned", tmp_path / "weights.pt"
     torch.save({"layer.weight": _Payload(marker)}, weights)
     with pytest.raises(UntrustedFileError, match="not a plain tensor file; refusing to unpickle it"):
-        load_weights(build("image", "student", digits_spec, 10, 16, 0), {"path": str(weights),
-                                                                          "sha256": file_sha256(weights)})
+        load_weights(build("image", "student", digits_spec, 10, 16, 0), artifact_info(weights))
     assert not marker.exists()
 
 
@@ -38,7 +40,10 @@ def test_weights_changed_since_their_stage_saved_them_are_refused(tmp_path, digi
     recorded = file_sha256(weights)
     torch.save({"x": torch.ones(2)}, weights)
     with pytest.raises(UntrustedFileError, match="sha256 differs"):
-        load_weights(build("image", "student", digits_spec, 10, 16, 0), {"path": str(weights), "sha256": recorded})
+        load_weights(
+            build("image", "student", digits_spec, 10, 16, 0),
+            Artifact(path=str(weights), size_bytes=weights.stat().st_size, sha256=recorded),
+        )
 
 
 @pytest.mark.parametrize("source", ["../secret.npz", "sub/../../secret.npz", "/etc/passwd", "link/secret.npz"])
@@ -50,7 +55,7 @@ def test_dataset_paths_outside_the_data_root_are_refused_before_reading(tmp_path
     kind = get_kind("image")
     reads = []
     monkeypatch.setattr(type(kind), "load", lambda self, *a: reads.append(a))
-    cfg = PipelineConfig(data=DataConfig(source=source))
+    cfg = PipelineConfig(data=DataConfig(name="digits", **(DIGITS | {"source": source})))
     with pytest.raises(DataError, match="outside the data root"):
-        dvc_stages.ingest(root, cfg)
+        ingest(root, cfg)
     assert reads == []

@@ -1,0 +1,222 @@
+"""The stage sections of params.yaml: what every model's training shares, the teacher, the students' budget,
+distillation, pruning, quantization, the device profile, the gate, the search, and the team's servers. Each
+field has its default and a description: the configuration reference is generated from them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from components.config.base import Section
+
+
+class TrainConfig(Section):
+    """What every model's training shares: teacher, plain student and KD students alike."""
+
+    seed: int = Field(0, description="Seed of weight init and batch order (`edgekd bench kd` varies the students').")
+    batch_size: int = Field(64, ge=1, description="Mini-batch size.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    augment: bool = Field(True, description="The data kind's training augmentation (images: 1-pixel shifts).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when available.")
+
+
+class TeacherTraining(Section):
+    """How each teacher network trains: what a teacher stage reads (its cache key), apart from the data."""
+
+    epochs: int = Field(100, ge=1, description="Maximum teacher epochs.")
+    lr: float = Field(3e-3, gt=0, description="Teacher AdamW learning rate.")
+    patience: int = Field(20, ge=1, description="Early stopping: epochs without validation gain.")
+    checkpoint: Literal["best", "last"] = Field(
+        "best",
+        description="'best': the early-stopped checkpoint of best validation accuracy; 'last': the final epoch's.",
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Label smoothing of the teacher's loss. Keep 0: it erases the dark knowledge KD transfers.",
+    )
+
+
+class TeacherConfig(TeacherTraining):
+    """The teacher: trained here (one network or an ensemble), or brought by the user as a file."""
+
+    source: str | None = Field(
+        None,
+        description="Bring your own teacher: an .onnx or TorchScript (.pt/.ts) file, "
+        "relative to the project, that maps the prepared inputs to logits. "
+        "Nothing is trained then.",
+    )
+    width: int = Field(32, ge=1, description="Width of the teacher architecture (first layer's channels or units).")
+    ensemble: int = Field(
+        1, ge=1, description="Train N teachers (seeds seed, seed+1, ...) whose averaged logits act as one teacher."
+    )
+    ensemble_widths: list[int] = Field(
+        [],
+        description="Widths of the ensemble's members, cycled (default: all "
+        "`width`): different architectures instead of seeds only.",
+    )
+    min_margin: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="The teacher counts as clearly stronger only when its "
+        "val gate metric beats the plain student's by this much; "
+        "otherwise the run warns that KD cannot help.",
+    )
+
+
+class StudentBudget(Section):
+    """The budget every student gets, plain and KD alike: only the loss differs."""
+
+    epochs: int = Field(200, ge=1, description="Maximum epochs of every student.")
+    lr: float = Field(5e-3, gt=0, description="AdamW learning rate of every student.")
+    patience: int = Field(
+        200,
+        ge=1,
+        description="Early stopping of every student: epochs without validation gain "
+        "(the best validation epoch is kept either way).",
+    )
+
+
+class StudentConfig(StudentBudget):
+    """The student: its width, and the budget every student gets."""
+
+    width: int = Field(16, ge=1, description="Width of the student architecture (first layer's channels or units).")
+
+
+class DistillConfig(Section):
+    """Which KD method(s) train the KD student, and each method's options under its own name."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # distill.<method>: options, typed by components.kd
+    method: str | list[str] = Field(
+        "dkd",
+        description="A KD method of components.kd (see README), or a list "
+        "of them: every variant is trained and the best on "
+        "validation becomes the KD student.",
+    )
+
+    @property
+    def methods(self) -> list[str]:
+        return [self.method] if isinstance(self.method, str) else list(self.method)
+
+    def options(self, method: str) -> dict:
+        return dict((self.model_extra or {}).get(method) or {})
+
+
+class PruneConfig(Section):
+    ratio: float = Field(0.25, ge=0, lt=1, description="Fraction of channels removed from each prunable conv.")
+    finetune_epochs: int = Field(
+        20,
+        ge=0,
+        description="Fine-tune epochs after pruning, with the loss its source "
+        "was trained with (KD for the KD student, labels for plain).",
+    )
+    finetune_lr: float = Field(2e-3, gt=0, description="Learning rate of the fine-tune.")
+
+
+class QuantizeConfig(Section):
+    calibration_samples: int = Field(256, ge=1, description="Train-split samples used to calibrate static INT8.")
+    per_channel: bool = Field(True, description="Per-channel weight scales for static INT8.")
+
+
+class BenchmarkConfig(Section):
+    intra_op_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads of the device profile.")
+    batch_size: int = Field(1, ge=1, description="Batch size of the device profile.")
+    warmup_runs: int = Field(50, ge=0, description="Runs discarded before timing.")
+    timed_runs: int = Field(500, ge=10, description="Timed runs per candidate.")
+
+
+class GateConfig(Section):
+    """Every metric condition is checked on the validation split, measured through ONNX Runtime: the gate chooses,
+    and choices are made on validation. Test metrics are reported, never used to choose."""
+
+    metric: str = Field(
+        "accuracy",
+        description="Metric that ranks candidates and that max_metric_drop and the "
+        "production comparison use: accuracy, macro_f1, or for two classes "
+        "f1_positive, sensitivity, specificity, roc_auc.",
+    )
+    min_metric: float = Field(0.0, ge=0, le=1, description="Minimum of `metric`.")
+    max_metric_drop: float = Field(1.0, ge=0, le=1, description="Maximum drop of `metric` from the teacher.")
+    min_sensitivity: float = Field(
+        0.0, ge=0, le=1, description="Minimum recall of the positive (last) class; two-class datasets only."
+    )
+    min_accuracy: float = Field(0.97, ge=0, le=1, description="Minimum accuracy.")
+    max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="Maximum accuracy drop from the teacher.")
+    max_p95_ms: float = Field(1.0, gt=0, description="Maximum p95 latency in ms under the device profile.")
+    max_size_kb: float = Field(200.0, gt=0, description="Maximum ONNX file size in KiB.")
+    regression_tolerance: float = Field(
+        0.01, ge=0, le=1, description="Allowed loss of `metric` vs the production version."
+    )
+    plain_tolerance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Allowed loss of the val `metric` vs `plain_fp32`, the same student trained without a teacher.",
+    )
+
+
+class SearchConfig(Section):
+    """`edgekd search`: the space of recipes, what a chosen point must beat, where trials run and the study lives."""
+
+    widths: list[int] = Field([], description="Student widths to try (default: 0.5x to 4x of student.width).")
+    methods: list[str] = Field(
+        ["plain", "hinton", "dkd", "dist"],
+        min_length=1,
+        description="KD methods to try, 'plain' (no teacher) included; options come from "
+        "distill.<method>, the temperature is searched at 0.5x, 1x and 2x.",
+    )
+    prune_ratios: list[float] = Field([0.0, 0.25, 0.5], min_length=1, description="Prune ratios to try (0: none).")
+    precisions: list[str] = Field(
+        ["fp32", "fp16", "int8_static", "int8_static_per_tensor", "int8_dynamic"],
+        min_length=1,
+        description="Precisions to try: fp32, fp16, int8_static (per-channel), int8_static_per_tensor, int8_dynamic.",
+    )
+    default_tolerance: float = Field(
+        0.0, ge=0, le=1, description="A point may score at most this much below the default recipe's val `gate.metric`."
+    )
+    pick: Literal["latency", "accuracy", "size"] = Field(
+        "latency", description="Which front point is registered: the fastest, most accurate or smallest."
+    )
+    storage: str | None = Field(
+        None, description="Optuna storage, any SQLAlchemy URL (default: sqlite:///mlruns/search.db in the project)."
+    )
+    dask_address: str | None = Field(
+        None, description="A running Dask scheduler (tcp://HOST:8786); none: a LocalCluster on this machine."
+    )
+    workers: int = Field(0, ge=0, description="Workers of the LocalCluster (0: one per CPU core).")
+    seed: int = Field(0, description="Seed of the sampler (Optuna TPE).")
+    remeasure_rounds: int = Field(
+        3,
+        ge=1,
+        description="After the trials, the front and both references are "
+        "measured again side by side this many rounds (median).",
+    )
+
+
+class TeamConfig(Section):
+    """Shared servers of a team (README "Working as a team"). Each tool's own environment variable wins over its
+    key here; with none set, everything stays in the project folder."""
+
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="The team's `mlflow server`, http://HOST:5000 "
+        "(env MLFLOW_TRACKING_URI wins; none: mlruns/mlflow.db).",
+    )
+    prefect_api_url: str | None = Field(
+        None,
+        pattern=r"^https?://.+/api/?$",
+        description="The team's Prefect server, http://HOST:4200/api (env "
+        "PREFECT_API_URL wins; none: a temporary server per command).",
+    )
+    database_url: str | None = Field(
+        None,
+        pattern=r"^postgres(ql)?://",
+        description="PostgreSQL whose advisory locks serialize promotions across "
+        "machines, postgresql://USER@HOST:5432/edgekd; the password from "
+        "PGPASSWORD or ~/.pgpass (env EDGEKD_DATABASE_URL wins; none: a file "
+        "lock that guards this machine only).",
+    )

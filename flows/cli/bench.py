@@ -1,0 +1,142 @@
+"""`edgekd bench kd` and `edgekd bench rerun`: benchmarks, not tests."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from flows.cli.common import (
+    DATASET_HELP,
+    SET_HELP,
+    add_dataset,
+    add_set,
+    checked_config,
+    config,
+    overrides,
+    pipeline_errors,
+    write_json,
+)
+from flows.cli.exits import Exit
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated whole numbers >= 1, e.g. 2,4,8")
+    return values
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a fraction in (0, 1], e.g. 0.1")
+    return value
+
+
+def positive(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return value
+
+
+def add_parser(sub) -> None:
+    bench = sub.add_parser("bench", help="benchmarks (not tests): kd compares KD methods against the plain student")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    bk = bsub.add_parser(
+        "kd",
+        help="train the teacher, then every width x method x seed student and the "
+        "equal-budget plain student; report mean ± std and teacher-gap recovery",
+    )
+    add_dataset(bk, DATASET_HELP)
+    bk.add_argument(
+        "--widths",
+        type=_ints,
+        default=None,
+        metavar="W,W,...",
+        help="student widths (default: the dataset's student.width)",
+    )
+    bk.add_argument("--seeds", type=positive, default=3, metavar="N", help="seeds per width and method (default 3)")
+    bk.add_argument(
+        "--methods",
+        type=lambda t: [m.strip() for m in t.split(",") if m.strip()],
+        default=None,
+        metavar="A,B,...",
+        help="KD methods (default: every method the data allows); 'plain' is always trained",
+    )
+    bk.add_argument(
+        "--labelled-fraction",
+        type=_fraction,
+        default=1.0,
+        metavar="F",
+        help="keep the labels of a stratified fraction F of train; the rest becomes the unlabelled pool",
+    )
+    bk.add_argument(
+        "--workers",
+        type=positive,
+        default=None,
+        metavar="N",
+        help="students trained at once, on Dask worker processes of one thread each (default: one per "
+        "CPU core); 1 trains them one after another in this process. The numbers are the same "
+        "either way for the same seeds",
+    )
+    add_set(bk, SET_HELP.replace("for this run", "for the benchmark"))
+    bk.add_argument("--json", metavar="PATH", help="write the rows and the teacher's accuracy here")
+    bk.set_defaults(fn=cmd_bench_kd)
+    br = bsub.add_parser(
+        "rerun",
+        help="time `edgekd run` twice in a row in a fresh clone of the project (HEAD): "
+        "the first run against a no-change re-run, as a ratio",
+    )
+    add_dataset(br)
+    br.add_argument("--keep", action="store_true", help="keep the clone (its logs, store and data) for inspection")
+    br.add_argument("--json", metavar="PATH", help="write both wall times, the ratio and the version counts here")
+    br.set_defaults(fn=cmd_bench_rerun)
+
+
+def cmd_bench_kd(args) -> int:
+    from flows.infra.prefect_server import shared_api
+    from flows.pipelines.bench_kd import bench_kd
+    from flows.pipelines.search import task_runner
+
+    workers = args.workers or os.cpu_count() or 1
+    with pipeline_errors("nothing was trained"):
+        checked_config(args)
+        kwargs = dict(
+            project_dir=args.project_dir,
+            dataset=args.dataset,
+            widths=args.widths,
+            seeds=args.seeds,
+            methods=args.methods,
+            labelled_fraction=args.labelled_fraction,
+            overrides=overrides(args),
+            workers=workers,
+        )
+        if workers > 1:
+            with shared_api():  # the Dask workers report their task runs to the same Prefect server
+                text, result = bench_kd.with_options(task_runner=task_runner(workers, None))(**kwargs)
+        else:
+            text, result = bench_kd(**kwargs)
+    print(text)
+    if args.json:
+        write_json(args.json, result.as_json())
+        print(f"bench results written to {args.json}")
+    return Exit.OK
+
+
+def cmd_bench_rerun(args) -> int:
+    from flows.pipelines.bench_rerun import bench_rerun, render
+
+    result = bench_rerun(Path(args.project_dir).resolve(), args.dataset or config(args).data.name, args.keep)
+    print(render(result))
+    if args.json:
+        write_json(args.json, result.as_json())
+        print(f"bench results written to {args.json}")
+    return Exit.OK

@@ -1,0 +1,119 @@
+"""`edgekd promote`, `rollback`, `history` and `predict`: the registry's versions, their `production` alias and
+what a registered model predicts."""
+
+from __future__ import annotations
+
+from flows.cli.common import DATASET_HELP, config, error
+from flows.cli.exits import Exit
+
+
+def add_parsers(sub) -> None:
+    pr = sub.add_parser("promote", help="move the 'production' alias to a version, after the gate passes again")
+    pr.add_argument("version", help="registered model version")
+    pr.add_argument("--model", help="registered model name (default: the dataset's name)")
+    pr.add_argument("--dataset", help=DATASET_HELP + "; its gate policy is checked")
+    pr.set_defaults(fn=cmd_promote)
+    rb = sub.add_parser("rollback", help="give 'production' back to the version that held it before")
+    rb.add_argument("--model", help="registered model name (default: the dataset's name)")
+    rb.add_argument("--dataset", help=DATASET_HELP)
+    rb.set_defaults(fn=cmd_rollback)
+    hi = sub.add_parser("history", help="which version held 'production' when, who moved it, refused attempts")
+    hi.add_argument("--model", help="registered model name (default: the dataset's name)")
+    hi.add_argument("--dataset", help=DATASET_HELP)
+    hi.set_defaults(fn=cmd_history)
+    pd_ = sub.add_parser("predict", help="predict raw inputs with a registered model (ONNX Runtime + its spec only)")
+    pd_.add_argument("model", help="registered model name (the dataset's name)")
+    pd_.add_argument("inputs", nargs="+", help="image or wav files, text lines, or CSV rows of features")
+    pd_.add_argument("--ref", default="staging", help="a version number or an alias (default: staging)")
+    pd_.set_defaults(fn=cmd_predict)
+
+
+def _name(args) -> str:
+    return args.model or config(args).data.name
+
+
+def cmd_promote(args) -> int:
+    from components.gate import decide
+    from flows.tracking.errors import PromotionError
+    from flows.tracking.promotion import promote
+
+    policy = config(args).gate
+
+    def gate_check(candidate, teacher, production, plain):
+        if (
+            candidate is None
+            or teacher is None
+            or not candidate.has("accuracy")
+            or candidate.p95_ms is None
+            or candidate.size_bytes is None
+            or not teacher.has("accuracy")
+        ):
+            raise PromotionError(
+                "the version carries no measured metrics; only versions registered by the pipeline can be promoted"
+            )
+        return decide(candidate, teacher, production, policy, plain=plain)
+
+    try:
+        move = promote(_name(args), str(args.version), gate_check)
+    except PromotionError as e:
+        error(f"refused: {e}")
+        return Exit.REFUSED
+    print(f"{_name(args)}: production {move.from_ or '(none)'} -> {move.to} by {move.who} at {move.when}")
+    return Exit.OK
+
+
+def cmd_rollback(args) -> int:
+    from flows.tracking.errors import PromotionError
+    from flows.tracking.promotion import rollback
+
+    try:
+        move = rollback(_name(args))
+    except PromotionError as e:
+        error(f"refused: {e}")
+        return Exit.REFUSED
+    print(f"{_name(args)}: production rolled back {move.from_} -> {move.to} by {move.who} at {move.when}")
+    return Exit.OK
+
+
+def cmd_history(args) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from flows.tracking.errors import unreachable
+    from flows.tracking.promotion import history
+    from flows.tracking.tracker import client
+
+    name = _name(args)
+    try:
+        entries = history(name)
+        aliases = client().get_registered_model(name).aliases
+    except MlflowException as e:
+        if unreachable(e):
+            raise  # main() says so
+        error(f"error: {e.message}")
+        return Exit.ERROR
+    print(f"{name}: who moved 'production', oldest first")
+    if not entries:
+        print("  (never promoted)")
+    for h in entries:
+        move = f"{h.from_ or '(none)'} -> {h.to}"
+        outcome = f"REFUSED: {h.refused.splitlines()[0]}" if h.refused is not None else "done"
+        print(f"  {h.when}  {h.action:<8}  {move:<12}  by {h.who:<12}  {outcome}")
+    print("now: " + (", ".join(f"{a} = version {v}" for a, v in sorted(aliases.items())) or "no aliases"))
+    return Exit.OK
+
+
+def cmd_predict(args) -> int:
+    # No training code: the registry client, the ONNX file, its preprocessing spec and ONNX Runtime.
+    from components.predict import predict, read_input
+    from flows.tracking.errors import IntegrityError, PromotionError
+    from flows.tracking.registry import fetch_verified
+
+    try:
+        folder, spec, _ = fetch_verified(args.model, args.ref)
+        raw = [read_input(spec, a) for a in args.inputs]
+    except (PromotionError, IntegrityError, OSError, ValueError) as e:
+        error(f"refused: {e}")
+        return Exit.REFUSED
+    for arg, out in zip(args.inputs, predict(folder / "model.onnx", spec, raw)):
+        print(f"{out.label}\t{out.probability:.4f}\t{arg}")
+    return Exit.OK

@@ -1,0 +1,157 @@
+"""Processes: whether one is alive, finding the ones an environment variable marks, ending a process with all it
+started, waiting until a server answers, and turning SIGTERM into a clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (a zombie, finished but not yet reaped, does not)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # another user's: it exists
+        return True
+
+
+def marked(var: str, value: str) -> list:
+    """The live processes (psutil.Process), this one aside, whose environment has `var` set to `value`: a marker
+    that every descendant inherits, whatever session or process group it runs in."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        if p.pid == os.getpid():
+            continue
+        try:
+            if p.environ().get(var) == value and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (psutil.Error, OSError):  # gone meanwhile, or another user's
+            continue
+    return found
+
+
+def reap(processes) -> None:
+    """Terminate, then kill, those of `processes` (psutil.Process) still alive."""
+    import psutil
+
+    running = [p for p in processes if p.is_running()]
+    for p in running:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, running = psutil.wait_procs(running, timeout=10)
+    for p in running:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(running, timeout=5)
+
+
+def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 30.0) -> None:
+    """Send `sig` to `proc`, wait up to `grace` seconds, kill it if needed, then kill whatever it started and left
+    behind (a worker's flow runs live in their own sessions, so a process group does not hold them)."""
+    import psutil
+
+    try:
+        left = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        left = []
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    reap(left)
+
+
+def reap_children() -> None:
+    """End every process this one started that is still running (e.g. a flow run left by an interrupted runner).
+    multiprocessing's resource tracker is left alone: it ignores SIGTERM and exits as soon as this process does."""
+    import psutil
+
+    def tracker(p) -> bool:
+        try:
+            return "multiprocessing.resource_tracker" in " ".join(p.cmdline())
+        except psutil.Error:
+            return False
+
+    reap([p for p in psutil.Process().children(recursive=True) if not tracker(p)])
+
+
+def healthy(url: str) -> bool:
+    """Whether URL/health answers 200 (MLflow's and Prefect's health routes)."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+class ServerStartError(RuntimeError):
+    """A server exited, or did not answer its health URL in time; the message has the end of its log."""
+
+
+def wait_healthy(started: dict[str, tuple[subprocess.Popen, Path, str]], timeout: float, poll_s: float = 0.5) -> None:
+    """Wait until every server of `started` ({label: (process, log file, URL)}) answers URL/health; raise
+    ServerStartError naming the log of one that exits or stays silent past `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    pending = dict(started)
+    while pending:
+        for label, (proc, log, url) in list(pending.items()):
+            if healthy(url):
+                del pending[label]
+            elif proc.poll() is not None:
+                raise ServerStartError(
+                    f"the {label} exited with {proc.returncode}; the last lines of {log}:\n{tail(log)}"
+                )
+        if pending and time.monotonic() > deadline:
+            label, (_, log, url) = next(iter(pending.items()))
+            raise ServerStartError(
+                f"the {label} did not answer {url}/health within {timeout:.0f} s; the last lines of {log}:\n{tail(log)}"
+            )
+        if pending:
+            time.sleep(poll_s)
+
+
+def tail(path: Path, n: int = 20) -> str:
+    """The last `n` lines of a log, indented, for an error message."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()[-n:]
+    except OSError as e:
+        return f"({path} unreadable: {e})"
+    return "\n".join("  " + line for line in lines) or "  (empty)"
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM and SIGINT raise KeyboardInterrupt in the block, so `finally` clauses stop the server before the
+    process ends (Python's default on SIGTERM is to die on the spot). Prefect's runner may install its own handler
+    inside."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    # A shell starts a background command with SIGINT ignored, and Python keeps that: Ctrl-C, `kill -INT` and
+    # the runner's SIGTERM path (which raises SIGINT) would then do nothing. Stopping must work however started.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)

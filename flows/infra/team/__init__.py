@@ -1,0 +1,23 @@
+"""`edgekd team up|down|status`: the shared servers a small team (or a test) needs, on one machine.
+
+Alone, each user has a SQLite MLflow store and a temporary Prefect server: nobody sees anyone else's runs, two
+people can hold 'production' at once, and SQLite locks up under concurrent writers. A team needs one MLflow
+registry, one Prefect API and one database for the promotion guard's advisory locks. `team up` starts:
+
+- PostgreSQL (Debian's package) with the databases `mlflow`, `prefect` and `edgekd`, one role `edgekd` whose
+  random password is generated once and kept in TEAM_DIR/password;
+- `mlflow server` on the `mlflow` database, proxying artifacts to TEAM_DIR/artifacts (or a shared bucket);
+- `prefect server start` on the `prefect` database;
+
+and writes TEAM_DIR/team.env, the three settings clients source. `team down` stops them and keeps the data: a
+later `up` finds the same registry and flow runs. Deleting TEAM_DIR deletes all of it.
+
+Every server runs in its own session, so neither a Ctrl-C in the terminal nor the end of `up` stops it. Each
+carries EDGEKD_TEAM_SERVER in its environment, which every process it starts inherits: `down` finds them by it,
+including the workers `mlflow server` starts, which outlive it when it dies first.
+"""
+
+from flows.infra.team.servers import LABELS, down, status, up
+from flows.infra.team.settings import PORT_FLAGS, TeamError, TeamSettings
+
+__all__ = ["LABELS", "PORT_FLAGS", "TeamError", "TeamSettings", "down", "status", "up"]

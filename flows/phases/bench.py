@@ -1,0 +1,117 @@
+"""The KD bench's phases: which methods the data and teacher can serve, every width x seed x method student (one
+after another in this process, or side by side on the flow's Dask workers: the same numbers either way), and the
+table tracked on the bench's MLflow run."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from components import kd
+from components.bench import Accuracy, BenchCell, BenchRow
+from components.config import PipelineConfig
+from flows.phases.context import Run
+from flows.reporting.bench import BenchResult, width_plot
+from flows.tasks.specs import DataRef, StudentSpec, TeacherRef
+from flows.tasks.student import bench_student, run_bench_student
+
+
+def runnable(names: list[str], has_pool: bool, teacher_is_module: bool) -> tuple[list[str], dict[str, str]]:
+    """The methods that can run on this data and teacher, and why each other one is skipped."""
+    keep, skipped = [], {}
+    for name in names:
+        cls = kd.METHODS[name]
+        if cls.requires_pool and not has_pool:
+            skipped[name] = "needs an unlabelled pool (--labelled-fraction F < 1, or datasets.NAME.unlabelled)"
+        elif cls.uses_features and not teacher_is_module:
+            skipped[name] = kd.FEATURES_NEED
+        else:
+            keep.append(name)
+    return keep, skipped
+
+
+def _specs(
+    cfg: PipelineConfig, data: DataRef, teacher: TeacherRef, widths: list[int], seeds: int, names: list[str]
+) -> dict[tuple, list[StudentSpec]]:
+    """Per (width, seed, method): the students it trains (a sweep several, its plain variant the plain student)."""
+    out = {}
+    for width in widths:
+        for seed in range(seeds):
+            out[(width, seed, "plain")] = [StudentSpec.of(cfg, data, kd.PLAIN, None, seed=seed, width=width)]
+            for name in names:
+                out[(width, seed, name)] = [
+                    StudentSpec.of(cfg, data, v, teacher, seed=seed, width=width)
+                    for v in kd.make(name, cfg.distill.options(name)).variants()
+                ]
+    return out
+
+
+def students(
+    run: Run, data: DataRef, teacher: TeacherRef, widths: list[int], seeds: int, names: list[str], workers: int
+) -> list[BenchRow]:
+    """Per width and seed: the plain student, then each method's student (a sweep keeps its best on val). With
+    `workers` > 1 every distinct student is a task on the flow's Dask workers, all submitted at once."""
+    jobs = _specs(run.cfg, data, teacher, widths, seeds, names)
+    unique = {s.key(): s for specs in jobs.values() for s in specs}
+    run.log.info(
+        f"{len(unique)} students to train or take from the cache, "
+        + (f"{workers} at a time on Dask workers" if workers > 1 else "one after another")
+    )
+    if workers > 1:
+        futures = {k: run_bench_student.submit(s) for k, s in unique.items()}
+        done = {k: f.result() for k, f in futures.items()}
+    else:
+        done = {k: bench_student(s) for k, s in unique.items()}
+    rows, plain = [], {}
+    for (width, seed, method), specs in jobs.items():  # plain first for each width and seed
+        outs = {s.variant.label: done[s.key()] for s in specs}
+        best = max(outs, key=lambda label: outs[label].val_accuracy)  # a sweep picks on val
+        rows.append(row := _row(width, method, seed, outs[best], best))
+        if method == "plain":
+            plain[(width, seed)] = row
+            continue
+        base = plain[(width, seed)]
+        run.log.info(
+            f"width {width} seed {seed} {method}: val {row.val_accuracy:.4f} test {row.test_accuracy:.4f} "
+            f"(plain: val {base.val_accuracy:.4f} test {base.test_accuracy:.4f})"
+        )
+    return rows
+
+
+def _row(width: int, method: str, seed: int, acc: Accuracy, variant: str) -> BenchRow:
+    return BenchRow(
+        width=width,
+        method=method,
+        seed=seed,
+        val_accuracy=acc.val_accuracy,
+        test_accuracy=acc.test_accuracy,
+        variant=variant,
+    )
+
+
+def track(run: Run, table: list[BenchCell], result: BenchResult, text: str) -> None:
+    """The table's numbers as the bench run's metrics, with its JSON, text and accuracy-vs-width plot."""
+    tr = run.tracker
+    metrics = {
+        "teacher.val_accuracy": result.teacher.val_accuracy,
+        "teacher.test_accuracy": result.teacher.test_accuracy,
+    }
+    for r in table:
+        key = f"w{r.width}.{r.method}"
+        metrics |= {f"{key}.val_mean": r.val.mean, f"{key}.test_mean": r.test.mean, f"{key}.test_std": r.test.std}
+        if r.recovery is not None:
+            metrics[f"{key}.recovery"] = r.recovery
+    tr.metrics(run.parent, metrics)
+    tr.tags(
+        run.parent,
+        {
+            "labelled_fraction": result.labelled_fraction,
+            "chosen": ", ".join(f"w{w}: {m}" for w, m in result.chosen.items()),
+        },
+    )
+    tr.json(run.parent, result.as_json(), "bench_kd.json")
+    tr.text(run.parent, text, "bench_kd.txt")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "accuracy_vs_width.png"
+        width_plot(table, result.teacher, path, result.dataset, result.labelled_fraction)
+        tr.file(run.parent, path)

@@ -1,0 +1,138 @@
+"""Phase 2, train: the teacher (a user's file, or networks trained here), the plain student, and every KD variant
+asked for, all students on the same budget; the KD student is the variant best on val."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from components import kd
+from components.config import PipelineConfig, TeacherTraining
+from components.export import Artifact, artifact_info
+from components.metrics import Scores
+from components.teachers import TORCHSCRIPT_SUFFIXES, TeacherFileError, check_teacher, load_teacher_file
+from flows.phases.context import Run, tracked
+from flows.tasks.caching import cached
+from flows.tasks.data import load_data
+from flows.tasks.specs import DataRef, Member, StudentSpec, TeacherExportSpec, TeacherRef, TeacherSpec, TrainedModel
+from flows.tasks.train import export_teacher, ort_metrics, train_student, train_teacher
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """The KD teacher as one ONNX file, its validation scores, and what a KD stage reads of it."""
+
+    onnx: Artifact
+    val: Scores
+    ref: TeacherRef
+
+
+@dataclass(frozen=True)
+class Student:
+    """A trained student: the spec it was trained from (a pruning's source) and the model."""
+
+    spec: StudentSpec
+    model: TrainedModel
+
+
+@dataclass(frozen=True)
+class Trained:
+    teacher: Teacher
+    plain: Student
+    kd: Student | None  # the KD variant chosen on val; None when the plain student won the choice
+    kd_variant: str | None  # its label
+    variants: dict[str, Student]  # every KD variant trained, by label
+    teacher_strong: bool
+
+
+def train(run: Run, data: DataRef, variants: list[kd.Variant]) -> Trained:
+    """The teacher, the plain student, and every KD variant asked for; the KD student is the best on val."""
+    cfg, metric = run.cfg, run.cfg.gate.metric
+    teacher = train_teachers(run, data)
+    spec = StudentSpec.of(cfg, data, kd.PLAIN, None)
+    plain = Student(spec, tracked(run, "student_plain", train_student, spec))
+    outs = {}
+    for v in variants:
+        if v.method == "plain":
+            outs[v.label] = plain
+            continue
+        spec = StudentSpec.of(cfg, data, v, teacher.ref)
+        outs[v.label] = Student(spec, tracked(run, "student_kd", train_student, spec, {"variant": v.label}))
+    best = max(outs, key=lambda label: outs[label].model.val.get(metric)) if outs else None
+    strong = _teacher_strong(run, teacher.val.get(metric), plain.model.val.get(metric))
+    if best is not None:
+        run.log.info(
+            f"KD student chosen on val {metric}: {best} ({outs[best].model.val.get(metric):.4f}; plain "
+            f"{plain.model.val.get(metric):.4f})"
+            + ("; the plain student won: no KD candidate" if best == "plain" else "")
+        )
+    chosen = None if best is None or best == "plain" else best
+    run.tracker.tags(run.parent, {"kd_variant": best or "none", "teacher_clearly_stronger": strong})
+    return Trained(teacher, plain, outs[chosen] if chosen else None, chosen, outs, strong)
+
+
+def _teacher_strong(run: Run, teacher: float, plain: float) -> bool:
+    """Whether the teacher beats the plain student on val by teacher.min_margin; warns when not."""
+    margin, metric = run.cfg.teacher.min_margin, run.cfg.gate.metric
+    if teacher - plain >= margin:
+        return True
+    run.log.warning(teacher_warning(metric, teacher, plain, margin))
+    return False
+
+
+def teacher_warning(metric: str, teacher: float, plain: float, margin: float) -> str:
+    return (
+        f"the teacher is not clearly stronger than the plain student (val {metric} {teacher:.4f} vs "
+        f"{plain:.4f}, needed a margin of {margin}): KD cannot be expected to help; strengthen the teacher "
+        f"(teacher.width, teacher.epochs, teacher.ensemble) or bring one (teacher.source)"
+    )
+
+
+def train_teachers(run: Run, data: DataRef) -> Teacher:
+    """The KD teacher: a user's file (teacher.source), or N networks trained here (one, or an ensemble)."""
+    t = run.cfg.teacher
+    val_split = load_data(data).splits["val"]
+    with run.tracker.stage("teacher", {"source": t.source or "trained", "ensemble": t.ensemble}) as rid:
+        members = []
+        if t.source:
+            ref = TeacherRef(file=artifact_info(teacher_path(run.root, t.source)))
+            check_teacher(load_teacher_file(ref.file.path)[0], val_split.x, len(data.classes), t.source)
+        else:
+            specs = teacher_specs(run.cfg, data)
+            members = [
+                tracked(run, "teacher_member", train_teacher, spec, {"member": i}) for i, spec in enumerate(specs)
+            ]
+            ref = TeacherRef(members=[Member(width=spec.width, weights=m.weights) for spec, m in zip(specs, members)])
+        if len(ref.members) == 1:
+            onnx, val = members[0].onnx, members[0].val
+        elif ref.file and ref.file.path.endswith(".onnx"):
+            onnx, val = ref.file, ort_metrics(ref.file.path, val_split, data.classes)
+        else:
+            exported, _ = cached(export_teacher, TeacherExportSpec(data=data, teacher=ref))
+            onnx, val = exported.onnx, exported.val
+        run.tracker.tags(rid, {"teacher_id": ref.id})
+        run.tracker.metrics(rid, {f"val.{k}": v for k, v in val.scalars().items()})
+    return Teacher(onnx, val, ref)
+
+
+def teacher_specs(cfg: PipelineConfig, data: DataRef) -> list[TeacherSpec]:
+    """One spec per teacher network: member i of an ensemble has seed train.seed + i and the i-th width (cycled)."""
+    t = cfg.teacher
+    widths = t.ensemble_widths or [t.width]
+    recipe = TeacherTraining.model_validate(t.model_dump(include=set(TeacherTraining.model_fields)))
+    return [
+        TeacherSpec(data=data, width=widths[i % len(widths)], seed=cfg.train.seed + i, train=cfg.train, recipe=recipe)
+        for i in range(t.ensemble)
+    ]
+
+
+def teacher_path(root: Path, source: str) -> str:
+    """The absolute path of `teacher.source` (relative to the project), refused when missing or of another kind."""
+    path = (Path(root) / source).resolve()
+    if not path.is_file():
+        raise TeacherFileError(f"teacher.source {source!r}: {path} does not exist (paths are relative to the project)")
+    if path.suffix != ".onnx" and path.suffix not in TORCHSCRIPT_SUFFIXES:
+        raise TeacherFileError(
+            f"teacher.source {source!r}: expected an .onnx or TorchScript ({', '.join(TORCHSCRIPT_SUFFIXES)}) file"
+        )
+    return str(path)

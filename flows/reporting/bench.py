@@ -1,0 +1,94 @@
+"""What `edgekd bench kd` shows: the table of mean ± std accuracy per width and method with the method chosen on
+val and its recovery of the teacher - plain gap, its JSON, and the accuracy-vs-width plot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.bench import Accuracy, BenchCell, BenchRow, chosen
+from flows.reporting.plots import _pyplot
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    dataset: str
+    labelled_fraction: float
+    teacher: Accuracy
+    rows: list[BenchRow]
+    table: list[BenchCell]
+    skipped: dict[str, str]  # method -> why the data or the teacher cannot serve it
+
+    @property
+    def chosen(self) -> dict[str, str]:
+        """Per width, the method chosen on val."""
+        return {str(w): r.method for w, r in chosen(self.table).items()}
+
+    def as_json(self) -> dict:
+        """What `bench kd --json` writes and the bench's MLflow run keeps."""
+        return {
+            "dataset": self.dataset,
+            "labelled_fraction": self.labelled_fraction,
+            "teacher": self.teacher.model_dump(),
+            "rows": [r.model_dump() for r in self.rows],
+            "table": [r.model_dump() for r in self.table],
+            "chosen": self.chosen,
+            "skipped": self.skipped,
+        }
+
+
+def render(result: BenchResult, min_margin: float = 0.0) -> str:
+    teacher, table = result.teacher, result.table
+    best = chosen(table)
+    lines = [
+        f"KD bench on {result.dataset} (labelled fraction {result.labelled_fraction:g}): accuracy through ONNX "
+        f"Runtime, mean ± std over seeds; teacher val {teacher.val_accuracy:.4f}, test {teacher.test_accuracy:.4f}",
+        f"{'width':>5}  {'method':<18} {'val':>15}  {'test':>15}  {'recovery':>8}",
+    ]
+    for r in table:
+        mark = " <- chosen on val" if best.get(r.width) is r else ""
+        rec = "" if r.recovery is None else f"{r.recovery * 100:7.1f}%"
+        lines.append(
+            f"{r.width:>5}  {r.method:<18} {r.val.mean:.4f} ± {r.val.std:.4f}  "
+            f"{r.test.mean:.4f} ± {r.test.std:.4f}  {rec:>8}{mark}"
+        )
+    lines.append(
+        "recovery = (method - plain) / (teacher - plain) on mean test accuracy; plain is the same student "
+        "trained without a teacher on the same budget"
+    )
+    lines += [
+        f"width {r.width}: the teacher is not clearly stronger than the plain student (val "
+        f"{teacher.val_accuracy:.4f} vs {r.val.mean:.4f}, margin below teacher.min_margin "
+        f"{min_margin}): KD cannot be expected to help"
+        for r in table
+        if r.method == "plain" and teacher.val_accuracy - r.val.mean < min_margin
+    ]
+    lines += [f"skipped {name}: {why}" for name, why in result.skipped.items()]
+    return "\n".join(lines)
+
+
+def width_plot(table: list[BenchCell], teacher: Accuracy, path: Path, dataset: str, fraction: float) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in dict.fromkeys(r.method for r in table):
+        rs = sorted((r for r in table if r.method == method), key=lambda r: r.width)
+        ax.errorbar(
+            [r.width for r in rs],
+            [r.test.mean * 100 for r in rs],
+            yerr=[r.test.std * 100 for r in rs],
+            marker="o",
+            capsize=3,
+            label=method,
+            linewidth=2.5 if method == "plain" else 1.2,
+            color="black" if method == "plain" else None,
+        )
+    ax.axhline(teacher.test_accuracy * 100, linestyle="--", color="grey", label="teacher")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("student width")
+    ax.set_ylabel("test accuracy (%), mean ± std over seeds, ORT")
+    ax.set_title(f"KD methods vs the plain student: {dataset}, labelled fraction {fraction:g}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,155 @@
+"""The model card of a registered version (Markdown, its MLflow description and model_card.md): what it is for,
+its data and validation, every model's scores on val and test, the KD gain and the teacher's strength, the
+benchmark under its device profile, the gate's verdict against production at the time, and its lineage."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+from flows.reporting.gate_report import GateReport
+from flows.reporting.report import Report
+
+ROLES = {"teacher_fp32": "teacher", "plain_fp32": "plain student (no teacher, same budget)", "kd_fp32": "KD student"}
+INPUTS = {"image": "image files", "audio": "WAV files", "text": "text lines", "tabular": "rows of feature values"}
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What the card tells beyond the report: validation's outcome, the prepared data's summary (summary.json),
+    the run's lineage tags, the registered artifact's sha256 and the run's id."""
+
+    validation_success: bool
+    expectations_evaluated: int
+    expectations_failed: int
+    data_summary: dict
+    lineage: dict
+    sha256: str
+    run_id: str
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _tables(report: Report) -> tuple[list[str], list[str]]:
+    """The quality table (val and test scores, the gate's verdict) and the benchmark table, one row a model."""
+    m, d = report.metric, report.cfg.data
+    extra = [c for c in ("sensitivity", "specificity") if len(d.classes) == 2 and c != m]
+    acc = ["val accuracy", "test accuracy"] if m != "accuracy" else []
+    head = ["model", "role", f"val {m}", f"test {m}", *acc, "test macro F1", *[f"test {c}" for c in extra], "gate"]
+    quality = [_row(head), _row(["---"] * len(head))]
+    bench = [
+        _row(["model", "size KiB", "p50 ms", "p95 ms", "p99 ms", "throughput /s", "peak MiB", "energy nJ"]),
+        _row(["---"] * 8),
+    ]
+    for r in report.table().itertuples():
+        res = report.results[r.candidate]
+        role = "**registered**" if r.candidate == report.best else ROLES.get(r.candidate, "candidate")
+        quality.append(
+            _row(
+                [
+                    r.candidate,
+                    role,
+                    f"{r.val_score:.4f}",
+                    f"{r.test_score:.4f}",
+                    *([f"{r.val_accuracy:.4f}", f"{r.test_accuracy:.4f}"] if acc else []),
+                    f"{r.test_macro_f1:.4f}",
+                    *[f"{res.test.get(c):.4f}" for c in extra],
+                    r.gate,
+                ]
+            )
+        )
+        bench.append(
+            _row(
+                [
+                    r.candidate,
+                    f"{r.size_kb:.1f}",
+                    f"{r.p50_ms:.4f}",
+                    f"{r.p95_ms:.4f}",
+                    f"{r.p99_ms:.4f}",
+                    f"{r.throughput_sps:.0f}",
+                    f"{r.peak_mem_mb:.1f}",
+                    f"{r.energy_nj:.0f}",
+                ]
+            )
+        )
+    return quality, bench
+
+
+def _data(report: Report, facts: CardFacts) -> list[str]:
+    d, summary = report.cfg.data, facts.data_summary
+    counts, from_source = summary.get("counts", {}), summary.get("splits_from_source")
+    return [
+        f"- Dataset `{d.name}` (kind `{d.kind}`), source `{d.source}` under `{d.root}`",
+        f"- Data version (DVC hash of the prepared splits): `{facts.lineage['dataset_hash']}`",
+        f"- Splits: train {counts.get('train')}, val {counts.get('val')}, test {counts.get('test')}; "
+        f"duplicates dropped: {summary.get('duplicates_dropped')}"
+        + (f"; {', '.join(from_source)} as the source split them" if from_source else ""),
+        f"- Validation (Great Expectations): {'passed' if facts.validation_success else 'FAILED'}, "
+        f"{facts.expectations_evaluated} expectations evaluated, {facts.expectations_failed} failed",
+    ]
+
+
+def _teacher(report: Report) -> str:
+    t = report.cfg.teacher
+    if t.source:
+        return f"a file brought by the user (`{t.source}`)"
+    networks = f"an ensemble of {t.ensemble} networks" if t.ensemble > 1 else "one network"
+    return f"{networks} trained here (width {t.ensemble_widths or t.width})"
+
+
+def model_card(report: Report, gate: GateReport, facts: CardFacts) -> str:
+    import onnxruntime
+
+    d, b = report.cfg.data, report.cfg.benchmark
+    quality, bench = _tables(report)
+    intended = d.intended_use or (
+        f"Classifies {d.kind} inputs into {', '.join(d.classes)}, on inputs like "
+        f"those of the `{d.name}` dataset; not validated for anything else."
+    )
+    lines = [
+        f"# Model card: {d.name} / {report.best}",
+        "",
+        "## Intended use",
+        "",
+        intended,
+        "",
+        f"Input: raw {INPUTS.get(d.kind, 'samples')} through `extra_files/preprocess.json` (`edgekd predict`). "
+        "Output: one of " + ", ".join(f"`{c}`" for c in d.classes) + ".",
+        "",
+        "## Data",
+        "",
+        *_data(report, facts),
+        "",
+        "## Metrics (validation and test splits, measured through ONNX Runtime)",
+        "",
+        "Every choice (KD variant, registered candidate) was made on validation; test is reported only. "
+        f"Teacher: {_teacher(report)}.",
+        "",
+        *quality,
+        "",
+        *report.lines(),
+        "",
+        "## Benchmark",
+        "",
+        f"Device profile: ONNX Runtime {onnxruntime.__version__} CPU execution provider, {b.intra_op_threads} "
+        f"intra-op thread(s), batch {b.batch_size}, {b.timed_runs} timed runs after {b.warmup_runs} warm-up, "
+        f"on {platform.machine()} ({os.cpu_count()} logical CPUs, {platform.system()}).",
+        "",
+        *bench,
+        "",
+        report.energy_line(),
+        "",
+        "## Gate",
+        "",
+        *gate.lines(report.metric),
+        "",
+        "## Lineage",
+        "",
+        f"- Pipeline run (MLflow): `{facts.run_id}`; Prefect flow run: `{facts.lineage.get('prefect_flow_run_id')}`",
+        f"- Git commit: `{facts.lineage.get('git_commit')}`; params hash: `{facts.lineage.get('params_hash')}`",
+        f"- `model.onnx` sha256: `{facts.sha256}`",
+    ]
+    return "\n".join(lines) + "\n"

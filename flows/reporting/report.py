@@ -1,0 +1,251 @@
+"""A run's report: the candidate table (val and test side by side), the KD gain, the terminal summary, the JSON
+summary and the files logged with the run."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from components.candidate import Measurement
+from components.config import PipelineConfig
+from components.gate import Decision
+from flows.reporting.gate_report import GateReport
+from flows.reporting.plots import confusion_plot, tradeoff_plot
+
+
+def flat_metrics(m: Measurement) -> dict[str, float]:
+    """A measured candidate as MLflow metrics: `val.*`, `test.*`, latency and size."""
+    return (
+        {f"val.{k}": v for k, v in m.val.scalars().items()}
+        | {f"test.{k}": v for k, v in m.test.scalars().items()}
+        | m.latency.numbers()
+    )
+
+
+@dataclass(frozen=True)
+class KdGain:
+    """The KD student minus the plain student (same architecture and budget) on the gate metric."""
+
+    val: float
+    test: float
+
+
+class Report:
+    """Everything one run reports, computed once from the measured candidates and the gate's decisions. A
+    candidate without a decision is a reference (a search's)."""
+
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        results: dict[str, Measurement],
+        decisions: dict[str, Decision],
+        best: str | None,
+        kd_variant: str | None,
+        teacher_strong: bool,
+    ):
+        self.cfg, self.results, self.decisions, self.best = cfg, results, decisions, best
+        self.kd_variant, self.teacher_strong = kd_variant, teacher_strong
+        self.metric = cfg.gate.metric
+
+    def verdict_of(self, name: str) -> str:
+        d = self.decisions.get(name)
+        return "reference" if d is None else "pass" if d.passed else "fail"
+
+    def kd_gain(self) -> KdGain | None:
+        if "kd_fp32" not in self.results:
+            return None
+        kd, plain, m = self.results["kd_fp32"], self.results["plain_fp32"], self.metric
+        return KdGain(kd.val.get(m) - plain.val.get(m), kd.test.get(m) - plain.test.get(m))
+
+    def table(self) -> pd.DataFrame:
+        teacher, rows = self.results["teacher_fp32"].latency, []
+        for name, m in self.results.items():
+            lat = m.latency
+            rows.append(
+                {
+                    "candidate": name,
+                    "metric": self.metric,
+                    "val_score": m.val.get(self.metric),
+                    "test_score": m.test.get(self.metric),
+                    "val_accuracy": m.val.accuracy,
+                    "test_accuracy": m.test.accuracy,
+                    "test_macro_f1": m.test.macro_f1,
+                    "size_kb": lat.size_bytes / 1024,
+                    "p50_ms": lat.p50_ms,
+                    "p95_ms": lat.p95_ms,
+                    "p99_ms": lat.p99_ms,
+                    "throughput_sps": lat.throughput_sps,
+                    "peak_mem_mb": lat.peak_mem_mb,
+                    "energy_nj": lat.energy_nj,
+                    "size_ratio": teacher.size_bytes / lat.size_bytes,
+                    "p50_speedup": teacher.p50_ms / lat.p50_ms,
+                    "gate": self.verdict_of(name),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def summary_metrics(self) -> dict[str, float]:
+        out = {}
+        if gain := self.kd_gain():
+            out |= {"kd_gain.val": gain.val, "kd_gain.test": gain.test}
+        for r in self.table().itertuples():
+            out |= {
+                f"{r.candidate}.size_ratio": r.size_ratio,
+                f"{r.candidate}.p50_speedup": r.p50_speedup,
+                f"{r.candidate}.val_{self.metric}": r.val_score,
+                f"{r.candidate}.test_{self.metric}": r.test_score,
+            }
+        return out
+
+    def as_json(self, version: str | None, new: bool = True) -> dict:
+        """The run summary `edgekd run --json` writes."""
+        gain = self.kd_gain()
+        return {
+            "dataset": self.cfg.data.name,
+            "gate_metric": self.metric,
+            "registered": {"candidate": self.best, "version": version, "new_version": new} if version else None,
+            "kd_variant": self.kd_variant,
+            "kd_gain": vars(gain) if gain else None,
+            "teacher_clearly_stronger": self.teacher_strong,
+            "candidates": {
+                n: {
+                    "val": m.val.scalars(),
+                    "test": m.test.scalars(),
+                    "p50_ms": m.latency.p50_ms,
+                    "p95_ms": m.latency.p95_ms,
+                    "size_bytes": m.latency.size_bytes,
+                    "gate": self.verdict_of(n),
+                    "reasons": self.decisions[n].reasons if n in self.decisions else [],
+                }
+                for n, m in self.results.items()
+            },
+        }
+
+    def write(self, folder: Path, gate_report: GateReport) -> dict[str, Path]:
+        """benchmark.csv, accuracy_vs_p95.png, gate_report.json and one confusion plot per candidate."""
+        files = {
+            "benchmark.csv": folder / "benchmark.csv",
+            "accuracy_vs_p95.png": folder / "accuracy_vs_p95.png",
+            "gate_report.json": folder / "gate_report.json",
+        }
+        self.table().to_csv(files["benchmark.csv"], index=False)
+        tradeoff_plot(self.results, files["accuracy_vs_p95.png"], self.cfg.benchmark, self.metric)
+        files["gate_report.json"].write_text(json.dumps(gate_report.as_json(), indent=2))
+        for name, m in self.results.items():
+            files[f"confusion_{name}.png"] = folder / f"confusion_{name}.png"
+            confusion_plot(m.test.confusion, self.cfg.data.classes, files[f"confusion_{name}.png"], name)
+        return files
+
+    def lines(self) -> list[str]:
+        """The KD gain and the teacher's strength, as sentences (terminal and model card)."""
+        m, out = self.metric, []
+        gain = self.kd_gain()
+        teacher, plain = self.results["teacher_fp32"], self.results["plain_fp32"]
+        if gain is None:
+            out.append(
+                f"KD gain: none. No KD variant beat the plain student on val {m}, so there is no KD "
+                f"candidate (plain_fp32: val {plain.val.get(m):.4f}, test {plain.test.get(m):.4f})."
+            )
+        else:
+            out.append(
+                f"KD gain ({self.kd_variant} vs the same student trained without a teacher on the same "
+                f"budget, {m}): val {gain.val * 100:+.2f} points, test {gain.test * 100:+.2f} points."
+            )
+        if not self.teacher_strong:
+            out.append(
+                f"Warning: the teacher is not clearly stronger than the plain student (val {m} "
+                f"{teacher.val.get(m):.4f} vs {plain.val.get(m):.4f}, margin below teacher.min_margin "
+                f"{self.cfg.teacher.min_margin}): KD cannot be expected to help."
+            )
+        return out
+
+    def energy_line(self) -> str:
+        sources = sorted({m.latency.energy_source or "not measured" for m in self.results.values()})
+        return "Energy per inference (nJ): " + "; ".join(sources) + "."
+
+    def render(self, version: str | None, model_name: str, new: bool = True) -> str:
+        from rich.console import Console
+        from rich.table import Table
+
+        p, m = self.cfg.benchmark, self.metric
+        t = Table(
+            title=f"Candidates: {m} through ORT on val (chosen on) and test (reported); latency on ORT CPU, "
+            f"{p.intra_op_threads} thread(s), batch {p.batch_size}, {p.timed_runs} timed runs after "
+            f"{p.warmup_runs} warm-up"
+        )
+        acc = m != "accuracy"
+        cols = [
+            "candidate",
+            f"val {m}",
+            f"test {m}",
+            *(["val acc", "test acc"] if acc else []),
+            "size KiB",
+            "p50 ms",
+            "p95 ms",
+            "nJ",
+            "size ×",
+            "speed ×",
+            "gate",
+        ]
+        for c in cols:
+            t.add_column(c, justify="left" if c in ("candidate", "gate") else "right")
+        for r in self.table().itertuples():
+            t.add_row(
+                r.candidate,
+                f"{r.val_score:.4f}",
+                f"{r.test_score:.4f}",
+                *([f"{r.val_accuracy:.4f}", f"{r.test_accuracy:.4f}"] if acc else []),
+                f"{r.size_kb:.1f}",
+                f"{r.p50_ms:.4f}",
+                f"{r.p95_ms:.4f}",
+                f"{r.energy_nj:.0f}",
+                f"{r.size_ratio:.1f}",
+                f"{r.p50_speedup:.2f}",
+                r.gate,
+            )
+        buf = io.StringIO()
+        con = Console(file=buf, width=140, force_terminal=False)
+        con.print(t)
+        con.print(self.energy_line(), highlight=False)
+        for line in self.lines():
+            con.print(line)
+        con.print(self.verdict(version, model_name, new))
+        for name, d in self.decisions.items():
+            if not d.passed:
+                con.print(f"  {name} failed: " + "; ".join(d.reasons))
+        return buf.getvalue()
+
+    def verdict(self, version: str | None, model_name: str, new: bool = True) -> str:
+        if not self.best:
+            return "No candidate passed the gate; nothing was registered."
+        if not new:
+            return (
+                f"{model_name} version {version} already holds this artifact ({self.best}, chosen on val "
+                f"{self.metric}, same sha256): no new version registered, no alias moved."
+            )
+        return (
+            f"Registered {model_name} version {version} ({self.best}, chosen on val {self.metric}) with alias "
+            "'staging'."
+        )
+
+    def gate_markdown(self, gate_report: GateReport, version: str | None, new: bool, run_id: str) -> str:
+        """The gate report of a run as Markdown (the Prefect artifact `gate-<dataset>`)."""
+        name = self.cfg.data.name
+        return (
+            "\n".join(
+                [
+                    f"# Gate: {name}",
+                    "",
+                    self.verdict(version, name, new),
+                    "",
+                    *gate_report.lines(self.metric),
+                    "",
+                    f"MLflow: experiment `{name}`, pipeline run `{run_id}`.",
+                ]
+            )
+            + "\n"
+        )

@@ -1,0 +1,48 @@
+"""How a stage task retries and caches: retries on I/O only; a persisted JSON result keyed on its spec and its
+source; recomputed when the files a cached result names were deleted since."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from pydantic import BaseModel
+
+from components.export import Artifact
+
+
+def _retry_on_io(task, task_run, state) -> bool:
+    """Retry a task that failed on I/O (a full or busy disk, a lock held too long); a missing file, a permission
+    problem or any other error (bad data, NaN loss) fails at once."""
+    try:
+        state.result()
+    except (OSError, TimeoutError) as e:
+        return not isinstance(e, (FileNotFoundError, PermissionError))
+    except Exception:
+        return False
+    return False
+
+
+IO_RETRIES = dict(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_retry_on_io)
+# Cached stages persist a small JSON result (paths + metrics); the weights live in files, loaded safely.
+CACHED = dict(cache_policy=INPUTS + TASK_SOURCE, persist_result=True, result_serializer="json", **IO_RETRIES)
+
+
+def artifacts(obj) -> list[Artifact]:
+    """Every Artifact in a task's output (a model, or nested in one)."""
+    if isinstance(obj, Artifact):
+        return [obj]
+    if isinstance(obj, BaseModel):
+        return [a for name in type(obj).model_fields for a in artifacts(getattr(obj, name))]
+    return []
+
+
+def cached(task_fn, spec):
+    """Run a cached task on `spec`: (its output, whether it came from the cache). If files of a cached output were
+    deleted since, it is recomputed instead of returning stale paths."""
+    state = task_fn(spec, return_state=True)
+    out = state.result()
+    if not all(Path(a.path).is_file() for a in artifacts(out)):
+        state = task_fn.with_options(refresh_cache=True)(spec, return_state=True)
+        out = state.result()
+    return out, state.is_completed() and state.name == "Cached"

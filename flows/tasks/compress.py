@@ -1,0 +1,56 @@
+"""Compression tasks: structured pruning with a fine-tune, and ONNX Runtime quantization (static and dynamic INT8,
+FP16)."""
+
+from __future__ import annotations
+
+import torch
+from prefect import task
+
+from components import quantize
+from components.distill import train_variant
+from components.export import Artifact
+from components.prune import prune_channels
+from components.train import evaluate
+from flows.tasks.caching import CACHED
+from flows.tasks.data import load_data
+from flows.tasks.specs import PruneSpec, QuantizeSpec, TrainedModel, out_dir
+from flows.tasks.train import finish, fit_kwargs, objective_kwargs, student_module
+from flows.tasks.weights import load_weights
+
+
+@task(**CACHED)
+def prune_student(p: PruneSpec) -> TrainedModel:
+    """Remove channels of a trained student, then fine-tune it with the objective it was trained with."""
+    s = p.source
+    data = load_data(s.data)
+    splits = data.splits
+    student = load_weights(student_module(s, data.spec), p.weights)
+    pruned, report = prune_channels(student, torch.from_numpy(splits["train"].x[:2]), p.prune.ratio)
+    report.torch_val_accuracy_before_finetune = evaluate(pruned, splits["val"], torch.device("cpu")).accuracy
+    hist = []
+    if p.prune.finetune_epochs:
+        kw = fit_kwargs(
+            s.data.kind,
+            s.train,
+            p.prune.finetune_epochs,
+            p.prune.finetune_lr,
+            s.budget.patience,
+            s.seed,
+            "prune-finetune",
+        )
+        pruned, hist = train_variant(
+            pruned, s.variant, splits["train"], splits["val"], **objective_kwargs(s, data.spec, data.pool), **kw
+        )
+    return finish(pruned, out_dir(p, "pruned", s.data.root), hist, splits, s.data.classes, prune=report)
+
+
+@task(**CACHED)
+def quantize_int8(q: QuantizeSpec) -> Artifact:
+    """The FP32 model in the spec's precision: FP16, static INT8 (calibrated on train samples) or dynamic INT8."""
+    out = out_dir(q, "quantized", q.data.root) / "model.onnx"
+    if q.mode == "fp16":
+        return quantize.convert_fp16(q.fp32.path, out)
+    if q.mode == "static":
+        calib = quantize.calibration_sample(load_data(q.data).splits["train"].x, q.quantize.calibration_samples, 0)
+        return quantize.quantize_static_int8(q.fp32.path, out, calib, q.quantize.per_channel)
+    return quantize.quantize_dynamic_int8(q.fp32.path, out)

@@ -1,0 +1,176 @@
+"""What each stage reads (its spec, the cache key) and what it hands on (its output), typed.
+
+A spec is the stage's cache key (Prefect's INPUTS policy over its JSON, plus the task's source): the data version,
+the config sections the stage uses, the sha256 of upstream artifacts and a hash of the component modules it runs.
+So changing a KD option retrains only the KD students, a gate or benchmark setting retrains nothing, and editing
+components/gate.py leaves every trained model cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+import components
+from components.config import PipelineConfig, PruneConfig, QuantizeConfig, StudentBudget, TeacherTraining, TrainConfig
+from components.export import Artifact
+from components.kd import Variant
+from components.metrics import Scores
+from components.prune import PruneReport
+from components.train import Epoch
+
+# The component modules each stage runs: a change to one of them re-runs exactly the stages that use it.
+TRAIN_CODE = ("train.py", "models.py", "export.py", "metrics.py", "data")
+STUDENT_CODE = TRAIN_CODE + ("kd", "distill.py", "teachers.py")
+PRUNE_CODE = STUDENT_CODE + ("prune.py",)
+QUANTIZE_CODE = ("quantize.py", "export.py")
+
+
+def code_version(*paths: str) -> str:
+    """Hash of the component sources at `paths` (files or folders under components/)."""
+    base, h = Path(components.__file__).parent, hashlib.sha256()
+    for rel in paths:
+        p = base / rel
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            h.update(str(f.relative_to(base)).encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class DataRef(Spec):
+    """A version of one dataset's prepared splits, as training stages read it."""
+
+    root: str
+    name: str
+    dataset_hash: str  # DVC's hash of data/prepared/NAME: splits, unlabelled pool and preprocessing spec
+    kind: str
+    classes: list[str]
+    labelled_fraction: float = 1.0  # `bench kd --labelled-fraction`: the stratified part of train that keeps labels
+    subset_seed: int = 0
+
+
+class Member(Spec):
+    """One network of a teacher trained here: its width and its saved weights."""
+
+    width: int
+    weights: Artifact
+
+
+class TeacherRef(Spec):
+    """The teacher of a KD stage: networks trained here (weights, averaged when several) or a user's file."""
+
+    members: list[Member] = []
+    file: Artifact | None = None
+
+    @property
+    def id(self) -> str:
+        shas = [self.file.sha256] if self.file else [m.weights.sha256 for m in self.members]
+        return hashlib.sha256("|".join(shas).encode()).hexdigest()[:16]
+
+
+class TeacherSpec(Spec):
+    data: DataRef
+    width: int
+    seed: int
+    train: TrainConfig
+    recipe: TeacherTraining
+    code: str = code_version(*TRAIN_CODE)
+
+
+class TeacherExportSpec(Spec):
+    """The KD teacher of several networks or of a user's TorchScript file, to export as one ONNX file."""
+
+    data: DataRef
+    teacher: TeacherRef
+
+
+class StudentSpec(Spec):
+    data: DataRef
+    width: int
+    depth: int | None = None  # None: the architecture's own (the search varies it where the kind has DEPTHS)
+    seed: int
+    train: TrainConfig
+    budget: StudentBudget  # the same for every variant
+    variant: Variant
+    teacher: TeacherRef | None  # None for the plain student: no KD option can retrain it
+    code: str = code_version(*STUDENT_CODE)
+
+    @classmethod
+    def of(
+        cls,
+        cfg: PipelineConfig,
+        data: DataRef,
+        variant: Variant,
+        teacher: TeacherRef | None,
+        seed: int | None = None,
+        width: int | None = None,
+        depth: int | None = None,
+    ) -> StudentSpec:
+        """What a student stage reads: the same budget for every variant, the teacher only when the variant has
+        one; the seed, width and depth of the config's student unless given."""
+        return cls(
+            data=data,
+            width=width or cfg.student.width,
+            depth=depth,
+            seed=cfg.train.seed if seed is None else seed,
+            train=cfg.train,
+            budget=StudentBudget.model_validate(cfg.student.model_dump(exclude={"width"})),
+            variant=variant,
+            teacher=None if variant.method == "plain" else teacher,
+        )
+
+    def alone(self) -> StudentSpec:
+        """The same student trained without a teacher on the same budget (the plain student KD must beat)."""
+        return self.model_copy(update={"variant": Variant("plain"), "teacher": None})
+
+
+class PruneSpec(Spec):
+    source: StudentSpec  # the student that is pruned, then fine-tuned with its own objective
+    weights: Artifact
+    prune: PruneConfig
+    code: str = code_version(*PRUNE_CODE)
+
+
+class QuantizeSpec(Spec):
+    data: DataRef
+    fp32: Artifact  # the ONNX file quantized
+    mode: str  # "static", "dynamic" or "fp16"
+    quantize: QuantizeConfig
+    code: str = code_version(*QUANTIZE_CODE)
+
+
+def out_dir(spec: Spec, stage: str, root: str) -> Path:
+    return Path(root) / ".edgekd" / "artifacts" / stage / spec.key()
+
+
+class TrainedModel(BaseModel):
+    """A trained (or pruned and fine-tuned) network: its weights, its FP32 ONNX export, the training history, its
+    parameter count, its validation scores through ONNX Runtime (what choices between trained models are made on),
+    and for a pruned one the pruning report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: Artifact
+    onnx: Artifact
+    history: list[Epoch]
+    params: int
+    val: Scores
+    prune: PruneReport | None = None
+
+
+class ExportedTeacher(BaseModel):
+    """The KD teacher as one ONNX file and its validation scores through ONNX Runtime."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    onnx: Artifact
+    val: Scores

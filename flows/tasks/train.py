@@ -1,0 +1,126 @@
+"""Training tasks: a teacher network, the KD teacher exported as one ONNX file, and a student of any variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from prefect import get_run_logger, task
+
+from components.data import Dataset, get_kind
+from components.distill import train_variant
+from components.export import export_onnx, ort_predict
+from components.metrics import Scores, classification_metrics
+from components.models import build, count_params
+from components.train import CrossEntropy, Epoch, fit, select_device
+from flows.tasks.caching import CACHED
+from flows.tasks.data import load_data
+from flows.tasks.specs import ExportedTeacher, StudentSpec, TeacherExportSpec, TeacherSpec, TrainedModel, out_dir
+from flows.tasks.weights import kd_teacher, logits_cache, save_weights, teacher_module
+
+
+def ort_metrics(onnx_path: str, data: Dataset, classes: list[str]) -> Scores:
+    """Classification metrics of an exported model on one split, computed from ONNX Runtime's outputs."""
+    return classification_metrics(ort_predict(onnx_path, data.x), data.y, classes)
+
+
+def _progress(name: str, total: int):
+    log = get_run_logger()
+    every = max(1, total // 10)
+
+    def on_epoch(epoch: int, row: Epoch) -> None:
+        if epoch == 1 or epoch % every == 0:
+            log.info(f"[{name}] epoch {epoch}/{total} train_loss={row.train_loss:.4f} val_acc={row.val_accuracy:.4f}")
+
+    return on_epoch
+
+
+def fit_kwargs(kind: str, train, epochs: int, lr: float, patience: int, seed: int, name: str) -> dict:
+    """What `fit` takes besides the model and data: the budget, the shared training settings (`train`, a
+    TrainConfig), the kind's augmentation and progress lines in the run's log."""
+    return dict(
+        epochs=epochs,
+        lr=lr,
+        batch_size=train.batch_size,
+        patience=patience,
+        seed=seed,
+        device=select_device(train.device),
+        weight_decay=train.weight_decay,
+        augment=get_kind(kind).augment if train.augment else None,
+        on_epoch=_progress(name, epochs),
+    )
+
+
+def finish(
+    model: torch.nn.Module, out: Path, history: list[Epoch], splits: dict, classes: list[str], **extra
+) -> TrainedModel:
+    """Save the weights and the FP32 ONNX export of a trained model; its validation scores through ORT and size."""
+    onnx = export_onnx(model, splits["test"].x, out / "model.onnx")
+    return TrainedModel(
+        weights=save_weights(model, out / "weights.pt"),
+        onnx=onnx,
+        history=history,
+        params=count_params(model),
+        val=ort_metrics(onnx.path, splits["val"], classes),
+        **extra,
+    )
+
+
+@task(**CACHED)
+def train_teacher(s: TeacherSpec) -> TrainedModel:
+    """One teacher network (an ensemble trains one per member)."""
+    data = load_data(s.data)
+    r = s.recipe
+    kw = fit_kwargs(s.data.kind, s.train, r.epochs, r.lr, r.patience, s.seed, f"teacher w{s.width} s{s.seed}")
+    model = build(s.data.kind, "teacher", data.spec, len(s.data.classes), s.width, s.seed)
+    model, hist = fit(
+        model,
+        data.splits["train"],
+        data.splits["val"],
+        objective=CrossEntropy(r.label_smoothing),
+        checkpoint=r.checkpoint,
+        **kw,
+    )
+    return finish(model, out_dir(s, "teacher", s.data.root), hist, data.splits, s.data.classes)
+
+
+@task(**CACHED)
+def export_teacher(s: TeacherExportSpec) -> ExportedTeacher:
+    """The KD teacher as one ONNX file: an ensemble's averaged logits, or a user's TorchScript file; and its
+    validation scores through ORT. (A single trained network or a user's ONNX file is already one.)"""
+    data = load_data(s.data)
+    module = teacher_module(s.teacher, s.data, data.spec)
+    out = Path(s.data.root) / ".edgekd" / "artifacts" / "teacher_export" / s.teacher.id
+    onnx = export_onnx(module, data.splits["test"].x, out / "model.onnx")
+    return ExportedTeacher(onnx=onnx, val=ort_metrics(onnx.path, data.splits["val"], s.data.classes))
+
+
+def student_module(s: StudentSpec, pspec: dict) -> torch.nn.Module:
+    return build(s.data.kind, "student", pspec, len(s.data.classes), s.width, s.seed, s.depth)
+
+
+def objective_kwargs(s: StudentSpec, pspec: dict, pool) -> dict:
+    """What a KD variant needs besides the data: the teacher, its cached logits, the unlabelled pool."""
+    if s.teacher is None:
+        return {}
+    teacher, module = kd_teacher(s.teacher, s.data, pspec)
+    return dict(
+        teacher=teacher, teacher_module=module, logits_of=logits_cache(s.data.root, s.teacher.id, teacher), pool=pool
+    )
+
+
+@task(**CACHED)
+def train_student(s: StudentSpec) -> TrainedModel:
+    """A student trained as its variant says (plain: labels only; a KD method: with the teacher)."""
+    data = load_data(s.data)
+    b = s.budget
+    kw = fit_kwargs(s.data.kind, s.train, b.epochs, b.lr, b.patience, s.seed, f"student {s.variant.label}")
+    model, hist = train_variant(
+        student_module(s, data.spec),
+        s.variant,
+        data.splits["train"],
+        data.splits["val"],
+        **objective_kwargs(s, data.spec, data.pool),
+        **kw,
+    )
+    return finish(model, out_dir(s, "student", s.data.root), hist, data.splits, s.data.classes)

@@ -1,0 +1,80 @@
+"""Weights between stages: saved by one stage with their sha256, loaded by the next only if the file is the one
+recorded and holds nothing but tensors; and the teacher a KD stage distils from, with its logits cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.export import Artifact, artifact_info, atomic_path, file_sha256
+from components.models import Ensemble, build
+from components.teachers import load_teacher_file, logits, torch_teacher
+from flows.tasks.specs import DataRef, TeacherRef
+
+
+class UntrustedFileError(RuntimeError):
+    """A weights or teacher file that changed since a stage recorded it, or that is not a plain tensor file."""
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> Artifact:
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
+    return artifact_info(path)
+
+
+def load_weights(model: torch.nn.Module, weights: Artifact) -> torch.nn.Module:
+    """Weights saved by an upstream stage, loaded without unpickling code."""
+    path = weights.path
+    if file_sha256(path) != weights.sha256:
+        raise UntrustedFileError(
+            f"{path}: sha256 differs from the one recorded when the stage saved it; "
+            "refusing to load it (delete .edgekd/artifacts to retrain)"
+        )
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        raise UntrustedFileError(f"{path}: not a plain tensor file; refusing to unpickle it ({e})") from None
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def teacher_module(ref: TeacherRef, data: DataRef, pspec: dict) -> torch.nn.Module | None:
+    """The teacher as one torch module (an ensemble averages its members), or None for a user's ONNX file."""
+    if ref.file:
+        if file_sha256(ref.file.path) != ref.file.sha256:
+            raise UntrustedFileError(f"teacher.source {ref.file.path} changed since this run read it")
+        return load_teacher_file(ref.file.path)[1]
+    nets = [
+        load_weights(build(data.kind, "teacher", pspec, len(data.classes), m.width, 0), m.weights) for m in ref.members
+    ]
+    return nets[0] if len(nets) == 1 else Ensemble(nets).eval()
+
+
+def kd_teacher(ref: TeacherRef, data: DataRef, pspec: dict):
+    """(logits function, the module whose layers feature methods may tap, or None) of a KD stage's teacher: only
+    one network trained here exposes its layers; an ensemble or a user's file gives logits only."""
+    module = teacher_module(ref, data, pspec)
+    fn = load_teacher_file(ref.file.path)[0] if module is None else torch_teacher(module)
+    return fn, (module if len(ref.members) == 1 else None)
+
+
+def logits_cache(root: str, teacher_id: str, teacher) -> Callable[[np.ndarray], np.ndarray]:
+    """Teacher logits of fixed inputs, cached on disk by content (teacher id + the inputs' bytes)."""
+
+    def of(x: np.ndarray) -> np.ndarray:
+        digest = hashlib.sha256(np.ascontiguousarray(x).tobytes() + str(x.shape).encode()).hexdigest()[:16]
+        path = Path(root) / ".edgekd" / "logits" / f"{teacher_id}-{digest}.npy"
+        if path.is_file():
+            return np.load(path, allow_pickle=False)
+        out = logits(teacher, x)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, out)
+        return out
+
+    return of

@@ -1,0 +1,28 @@
+"""What the registry refuses, and how to tell a tracking server that stopped answering from one that refused."""
+
+from __future__ import annotations
+
+
+class PromotionError(RuntimeError):
+    """A promotion, rollback or download the registry refuses; the message says why (exit 4)."""
+
+
+class IntegrityError(RuntimeError):
+    """A registered artifact that does not match the sha256 recorded at registration (exit 4)."""
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is the MLflow tracking server not answering after the client's retries,
+    rather than the server refusing a request."""
+    from mlflow.exceptions import MlflowException
+
+    seen = set()
+    while error is not None and id(error) not in seen:  # a chain of causes can loop back
+        seen.add(id(error))
+        text = str(error)
+        if isinstance(error, MlflowException) and (
+            "Max retries exceeded" in text or "Connection refused" in text or "Read timed out" in text
+        ):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

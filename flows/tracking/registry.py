@@ -1,0 +1,167 @@
+"""The MLflow model registry: a run's selected candidate registered as a version (with what was measured, so that
+`promote` can judge it again from the registry alone), looked up by alias or content, verified on download."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from components.candidate import Measurement
+from components.gate import GateView
+from flows.tracking.errors import IntegrityError, PromotionError
+from flows.tracking.tracker import client
+
+STAGING, PRODUCTION = "staging", "production"
+COMPLETE = "registration_complete"  # the last tag `register` writes
+LATENCY_TAGS = ("p50_ms", "p95_ms", "p99_ms", "size_bytes")
+
+
+def version_by_alias(c: MlflowClient, name: str, alias: str):
+    """The version holding `alias`, or None. (Its .version may be an int: compare through str().)"""
+    try:
+        return c.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        # no such model, or no such alias; a busy store or a server not answering is not "no such alias"
+        missing = e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+        if missing and "database is locked" not in str(e):
+            return None
+        raise
+
+
+def metric_tags(candidate: Measurement, teacher: Measurement, plain: Measurement) -> dict:
+    """Version tags of what was measured at registration, so that `promote` can re-run the gate from the registry
+    alone: the candidate's test metrics and latency (`metric.*`, the report) and validation metrics (`val.*`, what
+    the gate judges), its teacher's (`teacher.*`, `teacher_val.*`) and the plain student's (`plain_val.*`)."""
+
+    def tags(prefix: str, values: dict) -> dict:
+        return {f"{prefix}.{k}": v for k, v in values.items()}
+
+    return (
+        tags("metric", candidate.test.scalars() | candidate.latency.numbers())
+        | tags("val", candidate.val.scalars())
+        | tags("teacher", teacher.test.scalars())
+        | tags("teacher_val", teacher.val.scalars())
+        | tags("plain_val", plain.val.scalars())
+    )
+
+
+def version_metrics(mv, prefix: str = "metric.") -> dict[str, float]:
+    """The measured metrics recorded on a version at registration (`prefix` "teacher." for its teacher's)."""
+    return {k[len(prefix) :]: float(v) for k, v in mv.tags.items() if k.startswith(prefix)}
+
+
+def gate_view(mv, prefix: str = "val.") -> GateView | None:
+    """What the gate judges of a registered version (or, with `prefix` "teacher_val." or "plain_val.", of its
+    teacher or plain student): validation metrics with latency and size; None when none were recorded. Versions
+    registered before validation metrics were recorded fall back to their test metrics."""
+    latency = {k: v for k, v in version_metrics(mv).items() if k in LATENCY_TAGS}
+    val = version_metrics(mv, prefix)
+    fallback = {"val.": "metric.", "teacher_val.": "teacher.", "plain_val.": None}[prefix]
+    if not val and fallback:
+        val = {k: v for k, v in version_metrics(mv, fallback).items() if k not in latency}
+    if not val:
+        return None
+    size = latency.pop("size_bytes", None)
+    return GateView(metrics=val, size_bytes=None if size is None else int(size), **latency)
+
+
+def register(
+    run_id: str, name: str, onnx_path: str | Path, input_example, extra_files: list[str], tags: dict, description: str
+) -> str:
+    """Log the ONNX model with signature, input example and extra files, register it with its tags (one request:
+    the version never exists without them), describe it, alias it staging, and mark it complete last."""
+    import onnx
+    from mlflow.models import infer_signature
+
+    from components.export import ort_predict
+
+    model = onnx.load(str(onnx_path))
+    signature = infer_signature(input_example, ort_predict(onnx_path, input_example))
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.onnx.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=input_example,
+            extra_files=extra_files,
+            save_as_external_data=False,
+            pip_requirements=["onnxruntime", "onnx", "numpy"],
+            onnx_execution_providers=["CPUExecutionProvider"],
+        )
+    version = str(mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()}).version)
+    c = client()
+    c.update_model_version(name, version, description=description)
+    c.set_registered_model_alias(name, STAGING, version)
+    c.set_model_version_tag(name, version, COMPLETE, "true")  # last: without it, the version is partial
+    return version
+
+
+def version_with_sha256(name: str, sha256: str) -> str | None:
+    """The complete version of `name` whose artifact has this sha256, if one is registered."""
+    for mv in client().search_model_versions(f"name='{name}'"):
+        if mv.tags.get("sha256") == sha256 and COMPLETE in mv.tags:
+            return str(mv.version)
+    return None
+
+
+def drop_partial_versions(name: str, run_ids: list[str]) -> list[str]:
+    """Delete versions that runs in `run_ids` (dead ones) began registering but never finished."""
+    c, dropped = client(), []
+    if not run_ids:
+        return dropped
+    for mv in c.search_model_versions(f"name='{name}'"):
+        if mv.run_id in run_ids and COMPLETE not in mv.tags:
+            try:
+                c.delete_model_version(name, mv.version)
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                continue  # another run on this host, starting at the same time, deleted it first
+            dropped.append(str(mv.version))
+    return dropped
+
+
+def model_onnx_path(c: MlflowClient, name: str, version: str) -> Path:
+    """Local path of a version's ONNX file (downloaded to a temp dir for remote stores)."""
+    mv = c.get_model_version(name, version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tempfile.mkdtemp()))
+    return local / "model.onnx"
+
+
+def verify_artifact(c: MlflowClient, name: str, mv) -> Path:
+    """Download a version's ONNX file and check it against the sha256 recorded at registration, then with
+    onnx.checker; returns its local path."""
+    from components.export import check_onnx, file_sha256
+
+    onnx_file = model_onnx_path(c, name, str(mv.version))
+    digest = file_sha256(onnx_file)
+    if digest != mv.tags.get("sha256"):
+        raise IntegrityError(
+            f"{name} version {mv.version}: model.onnx has sha256 {digest}, but "
+            f"{mv.tags.get('sha256')} was recorded at registration; refusing a tampered artifact"
+        )
+    check_onnx(onnx_file)
+    return onnx_file
+
+
+def fetch_verified(name: str, ref: str) -> tuple[Path, dict, object]:
+    """Download a version's artifacts (`ref`: a version number or an alias) and check the ONNX file against the
+    sha256 recorded at registration. Returns (model dir, its preprocessing spec, the ModelVersion)."""
+    c = client()
+    mv = c.get_model_version(name, ref) if ref.isdigit() else version_by_alias(c, name, ref)
+    if mv is None:
+        raise PromotionError(f"{name} has no version with alias {ref!r}")
+    if COMPLETE not in mv.tags:
+        raise PromotionError(
+            f"{name} version {mv.version} was never completely registered (the run that registered it stopped midway)"
+        )
+    onnx_file = verify_artifact(c, name, mv)
+    spec_file = onnx_file.parent / "extra_files" / "preprocess.json"
+    if not spec_file.is_file():
+        raise IntegrityError(f"{name} version {mv.version} carries no preprocess.json; re-register it")
+    return onnx_file.parent, json.loads(spec_file.read_text()), mv
