@@ -106,6 +106,9 @@ class DistillConfig(Section):
 
 
 class PruneConfig(Section):
+    """Structured pruning of each student: channels physically removed, then a fine-tune with the student's own
+    objective (KD for the KD student, labels for the plain one)."""
+
     ratio: float = Field(0.25, ge=0, lt=1, description="Fraction of channels removed from each prunable conv.")
     finetune_epochs: int = Field(
         20,
@@ -117,11 +120,15 @@ class PruneConfig(Section):
 
 
 class QuantizeConfig(Section):
+    """ONNX Runtime's INT8 quantization of the pruned students (static INT8 is calibrated on train samples)."""
+
     calibration_samples: int = Field(256, ge=1, description="Train-split samples used to calibrate static INT8.")
     per_channel: bool = Field(True, description="Per-channel weight scales for static INT8.")
 
 
 class BenchmarkConfig(Section):
+    """The device profile every candidate's latency is measured under, after warm-up."""
+
     intra_op_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads of the device profile.")
     batch_size: int = Field(1, ge=1, description="Batch size of the device profile.")
     warmup_runs: int = Field(50, ge=0, description="Runs discarded before timing.")
@@ -197,7 +204,7 @@ class SearchConfig(Section):
 
 
 class TeamConfig(Section):
-    """Shared servers of a team (README "Working as a team"). Each tool's own environment variable wins over its
+    """Shared servers of a team (docs: Team mode). Each tool's own environment variable wins over its
     key here; with none set, everything stays in the project folder."""
 
     mlflow_tracking_uri: str | None = Field(

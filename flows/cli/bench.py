@@ -102,9 +102,9 @@ def add_parser(sub) -> None:
 
 
 def cmd_bench_kd(args) -> int:
+    from flows.infra.cluster import task_runner
     from flows.infra.prefect_server import shared_api
     from flows.pipelines.bench_kd import bench_kd
-    from flows.pipelines.search import task_runner
 
     workers = args.workers or os.cpu_count() or 1
     with pipeline_errors("nothing was trained"):

@@ -53,25 +53,25 @@ def cmd_promote(args) -> int:
             )
         return decide(candidate, teacher, production, policy, plain=plain)
 
-    try:
-        move = promote(_name(args), str(args.version), gate_check)
-    except PromotionError as e:
-        error(f"refused: {e}")
-        return Exit.REFUSED
-    print(f"{_name(args)}: production {move.from_ or '(none)'} -> {move.to} by {move.who} at {move.when}")
-    return Exit.OK
+    return _move(args, "production", lambda: promote(_name(args), str(args.version), gate_check))
 
 
 def cmd_rollback(args) -> int:
-    from flows.tracking.errors import PromotionError
     from flows.tracking.promotion import rollback
 
+    return _move(args, "production rolled back", lambda: rollback(_name(args)))
+
+
+def _move(args, what: str, move) -> int:
+    """Carry out a move of `production` and say who moved it from which version to which, or why it was refused."""
+    from flows.tracking.errors import PromotionError
+
     try:
-        move = rollback(_name(args))
+        m = move()
     except PromotionError as e:
         error(f"refused: {e}")
         return Exit.REFUSED
-    print(f"{_name(args)}: production rolled back {move.from_} -> {move.to} by {move.who} at {move.when}")
+    print(f"{_name(args)}: {what} {m.from_ or '(none)'} -> {m.to} by {m.who} at {m.when}")
     return Exit.OK
 
 

@@ -56,22 +56,22 @@ def load_summary(root: Path, name: str) -> dict:
     return json.loads((prepared_dir(root, name) / "summary.json").read_text())
 
 
-def load_pool(root: Path, name: str) -> np.ndarray | None:
-    """Model inputs of the dataset's unlabelled pool (`datasets.NAME.unlabelled`), or None when it has none."""
+def _pool_array(root: Path, name: str, key: str) -> np.ndarray | None:
     path = prepared_dir(root, name) / POOL_FILE
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as f:
-        return f["x"]
+        return f[key]
+
+
+def load_pool(root: Path, name: str) -> np.ndarray | None:
+    """Model inputs of the dataset's unlabelled pool (`datasets.NAME.unlabelled`), or None when it has none."""
+    return _pool_array(root, name, "x")
 
 
 def load_pool_hashes(root: Path, name: str) -> np.ndarray | None:
     """Duplicate key of each sample of the prepared pool (what `describe_pool` checks), or None without a pool."""
-    path = prepared_dir(root, name) / POOL_FILE
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as f:
-        return f["hash"]
+    return _pool_array(root, name, "hash")
 
 
 def load_raw_data(root: Path, cfg: PipelineConfig) -> RawData:

@@ -13,7 +13,6 @@ project at the same path (a shared file system) and PREFECT_API_URL of a Prefect
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from prefect_dask import DaskTaskRunner
 from components import search as S
 from components.config import PipelineConfig, load_config
 from components.energy import rapl_readable
+from flows.infra.cluster import cluster_workers, task_runner
 from flows.phases import study as st
 from flows.phases.context import flow_run_name, tracked_run
 from flows.phases.front import SearchOutcome, publish, settle
@@ -30,34 +30,9 @@ from flows.phases.trials import references, run_trials
 from flows.phases.validate import validate
 
 
-def task_runner(workers: int, address: str | None) -> DaskTaskRunner:
-    """An existing Dask scheduler, or a LocalCluster of `workers` single-threaded worker processes (0: one per
-    core)."""
-    import logging
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)  # its INFO lines (nannies, comms) drown the trials
-    if address:
-        return DaskTaskRunner(address=address)
-    return DaskTaskRunner(
-        cluster_kwargs={
-            "n_workers": workers or os.cpu_count() or 1,
-            "threads_per_worker": 1,
-            "processes": True,
-            "dashboard_address": None,
-        }
-    )
-
-
 def search_runner(cfg: PipelineConfig, address: str | None) -> DaskTaskRunner:
+    """The search's cluster: --dask-address, else search.dask_address, else a LocalCluster of search.workers."""
     return task_runner(cfg.search.workers, address or cfg.search.dask_address)
-
-
-def cluster_workers() -> int:
-    """Worker threads of the flow's Dask cluster: how many tasks run at once."""
-    from prefect.context import FlowRunContext
-
-    info = FlowRunContext.get().task_runner.client.scheduler_info(n_workers=-1)
-    return max(1, sum(w.get("nthreads", 1) for w in info["workers"].values()))
 
 
 @flow(name="edgekd-search", flow_run_name=flow_run_name("search-"))
