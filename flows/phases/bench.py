@@ -58,7 +58,10 @@ def students(
         + (f"{workers} at a time on Dask workers" if workers > 1 else "one after another")
     )
     if workers > 1:
-        futures = {k: run_bench_student.submit(s) for k, s in unique.items()}
+        # Longest first (a KD student runs the teacher at every step, a wide one does more work): the students that
+        # finish last are then short plain ones, and no worker idles long while another finishes a KD student.
+        order = sorted(unique, key=lambda k: (unique[k].teacher is None, -unique[k].width))
+        futures = {k: run_bench_student.submit(unique[k]) for k in order}
         done = {k: f.result() for k, f in futures.items()}
     else:
         done = {k: bench_student(s) for k, s in unique.items()}
