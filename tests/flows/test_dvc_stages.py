@@ -108,3 +108,23 @@ def test_a_bad_pool_fails_ingest_before_anything_is_written(project, unlabelled,
         stages.ingest(project, cfg)
 
     assert not (project / "data" / "raw").exists()
+
+
+def test_the_committed_dvc_lock_matches_the_stage_code():
+    """A change to a stage's code without `dvc repro` leaves dvc.lock stale, and every fresh clone's first run
+    re-runs the stages and dirties the lock."""
+    import hashlib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    code = [
+        (name, dep) for name, stage in lock["stages"].items() for dep in stage["deps"] if dep["path"].endswith(".py")
+    ]
+    assert code, "dvc.lock lists no code dependency"
+    stale = [
+        f"{name}: {dep['path']}"
+        for name, dep in code
+        if hashlib.md5((repo / dep["path"]).read_bytes()).hexdigest() != dep["md5"]
+    ]
+    assert not stale, f"dvc.lock is stale, run `dvc repro`: {stale}"
