@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from components.benchmark import Latency
+from components.benchmark import Latency, Resolution
 from components.export import Artifact
 from components.gate import GateView
 from components.metrics import Scores
+from components.timing import DeviceFacts
 
 
 class Measurement(BaseModel):
@@ -18,8 +19,9 @@ class Measurement(BaseModel):
 
     val: Scores
     test: Scores
-    latency: Latency
+    latency: Latency  # on `gate.target`: what the gate judges
     artifact: Artifact
+    targets: dict[str, Latency] = {}  # on every target by name, `host` included
 
     def view(self) -> GateView:
         """What the gate judges of it: val metrics, latency, size and energy."""
@@ -28,6 +30,8 @@ class Measurement(BaseModel):
             metrics=self.val.scalars(),
             p50_ms=lat.p50_ms,
             p95_ms=lat.p95_ms,
+            p95_lo_ms=lat.p95_lo_ms,
+            p95_hi_ms=lat.p95_hi_ms,
             p99_ms=lat.p99_ms,
             size_bytes=lat.size_bytes,
             energy_nj=lat.energy_nj,
@@ -36,3 +40,14 @@ class Measurement(BaseModel):
     def with_latency(self, latency: Latency) -> Measurement:
         """The same model with its latency measured again (the search's side-by-side remeasurement)."""
         return self.model_copy(update={"latency": latency})
+
+
+class Candidates(BaseModel):
+    """The models of one measurement by name, measured side by side, and what that timing can resolve."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    measured: dict[str, Measurement]
+    resolution: Resolution  # of the timing on `gate.target`
+    resolutions: dict[str, Resolution] = {}  # every target's, `host` included
+    devices: dict[str, DeviceFacts] = {}  # what each device agent said it is

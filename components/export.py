@@ -122,6 +122,21 @@ def sort_nodes(graph) -> None:
     graph.node.extend(ordered)
 
 
+def graph_signature(path: str | Path) -> str:
+    """A hash of the model's graph without its weights: operators, attributes, inputs, outputs and the shapes and
+    types of its initializers. Two models with the same signature do the same work per call."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    for t in graph.initializer:
+        t.CopyFrom(onnx.TensorProto(name=t.name, dims=t.dims, data_type=t.data_type))
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                a.t.CopyFrom(onnx.TensorProto(name=a.t.name, dims=a.t.dims, data_type=a.t.data_type))
+        node.doc_string = ""
+    graph.doc_string = graph.name = ""
+    return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
+
+
 def artifact_info(path: str | Path) -> Artifact:
     return Artifact(path=str(path), size_bytes=os.path.getsize(path), sha256=file_sha256(path))
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict
 
 from components.config import GateConfig
+from components.timing import Interval, compare
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class GateView(BaseModel):
     metrics: dict[str, float]
     p50_ms: float | None = None
     p95_ms: float | None = None
+    p95_lo_ms: float | None = None  # the bounds of p95's 95% interval, where it was measured over rounds
+    p95_hi_ms: float | None = None
     p99_ms: float | None = None
     size_bytes: int | None = None
     energy_nj: float | None = None
@@ -34,6 +37,11 @@ class GateView(BaseModel):
 
     def __getitem__(self, metric: str) -> float:
         return self.metrics[metric]
+
+    def p95(self) -> Interval:
+        """p95 with its interval; a point interval where no bounds were measured (a version registered before)."""
+        lo, hi = self.p95_lo_ms, self.p95_hi_ms
+        return Interval(value=self.p95_ms, lo=self.p95_ms if lo is None else lo, hi=self.p95_ms if hi is None else hi)
 
     def as_json(self) -> dict:
         """Metrics and measured figures in one mapping, as the gate report keeps the production version's."""
@@ -121,17 +129,18 @@ def _device_reasons(candidate: GateView, policy: GateConfig) -> list[str]:
 
 def compression_reasons(candidate: GateView, source: GateView, transform: str | None) -> list[str]:
     """What a compression step failed to pay, [] when it paid: a quantized model (`transform` int8 or fp16) must
-    be faster (p95) than its FP32 source, a pruned one faster or smaller; both measured in the same run."""
-    c, s = candidate, source
-    if transform in QUANTIZING and c.p95_ms >= s.p95_ms:
+    be measurably faster (p95 intervals apart) than its FP32 source, a pruned one measurably faster or smaller;
+    both measured side by side in the same run. A difference inside the intervals is no measurable difference."""
+    c, s = candidate.p95(), source.p95()
+    order = compare(c, s)
+    if transform in QUANTIZING and order >= 0:
+        how = "slower than" if order > 0 else "not measurably faster than"
+        return [f"{QUANTIZING[transform]} {how} FP32 on this device: p95 {c} ms vs its FP32 source's {s} ms"]
+    if transform == "prune" and order >= 0 and candidate.size_bytes >= source.size_bytes:
+        how = "slower than" if order > 0 else "no measurable difference from"
         return [
-            f"{QUANTIZING[transform]} slower than FP32 on this device: p95 {c.p95_ms:.4f} ms >= its FP32 "
-            f"source's {s.p95_ms:.4f} ms"
-        ]
-    if transform == "prune" and not (c.p95_ms < s.p95_ms or c.size_bytes < s.size_bytes):
-        return [
-            f"pruning paid nothing: p95 {c.p95_ms:.4f} ms and size {c.size_bytes / 1024:.1f} KiB are not "
-            f"below its source's {s.p95_ms:.4f} ms and {s.size_bytes / 1024:.1f} KiB"
+            f"pruning paid nothing: p95 {c} ms ({how} its source's {s} ms) and size "
+            f"{candidate.size_bytes / 1024:.1f} KiB not below its {source.size_bytes / 1024:.1f} KiB"
         ]
     return []
 

@@ -19,6 +19,7 @@ from components import gate, kd
 from components.config import GateConfig, SearchConfig
 from components.gate import GateView
 from components.models import DEPTHS
+from components.timing import Interval, compare
 
 PRECISIONS = {
     "fp32": None,
@@ -217,6 +218,8 @@ class SearchPoint(BaseModel):
     val_score: float
     test_score: float
     p95_ms: float
+    p95_lo_ms: float | None = None  # p95's 95% interval, where it was measured over rounds
+    p95_hi_ms: float | None = None
     size_bytes: int
     energy_nj: float | None
     energy_source: str | None
@@ -226,6 +229,10 @@ class SearchPoint(BaseModel):
     @property
     def name(self) -> str:
         return self.recipe.label() if self.recipe else str(self.candidate)
+
+    def p95(self) -> Interval:
+        lo, hi = self.p95_lo_ms, self.p95_hi_ms
+        return Interval(value=self.p95_ms, lo=self.p95_ms if lo is None else lo, hi=self.p95_ms if hi is None else hi)
 
     def objectives(self, names: list[str]) -> list[float]:
         value = {"accuracy": self.val_score, "p95": self.p95_ms, "size": self.size_bytes, "energy": self.energy_nj}
@@ -239,6 +246,8 @@ class SearchPoint(BaseModel):
             "val_accuracy": self.val_accuracy,
             "test_accuracy": self.test_accuracy,
             "p95_ms": self.p95_ms,
+            "p95_lo_ms": self.p95_lo_ms,
+            "p95_hi_ms": self.p95_hi_ms,
             "size_bytes": self.size_bytes,
             "energy_nj": self.energy_nj,
             "energy_source": self.energy_source,
@@ -263,6 +272,8 @@ class SearchPoint(BaseModel):
                     "val_accuracy",
                     "test_accuracy",
                     "p95_ms",
+                    "p95_lo_ms",
+                    "p95_hi_ms",
                     "size_bytes",
                     "energy_nj",
                     "energy_source",
@@ -308,13 +319,18 @@ def pick(points: list[SearchPoint], how: str) -> SearchPoint | None:
     return min(points, key=key)
 
 
+SPEED = {-1: "faster", 0: "no measurable difference", 1: "slower"}
+
+
 class Ratios(BaseModel):
-    """A point against a reference: the val gate metric's difference, and p95, size and energy as point / ref
-    (None where the reference has none)."""
+    """A point against a reference: the val gate metric's difference, p95, size and energy as point / ref (None
+    where the reference has none), and whether the point is faster on p95's intervals (`speed`: faster, slower,
+    or no measurable difference)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     score_diff: float
+    speed: str
     p95_ms: float | None
     size_bytes: float | None
     energy_nj: float | None
@@ -326,6 +342,7 @@ class Ratios(BaseModel):
 
         return cls(
             score_diff=_round(point.val_score - ref.val_score),
+            speed=SPEED[compare(point.p95(), ref.p95())],
             p95_ms=ratio(point.p95_ms, ref.p95_ms),
             size_bytes=ratio(point.size_bytes, ref.size_bytes),
             energy_nj=ratio(point.energy_nj, ref.energy_nj),
@@ -335,6 +352,7 @@ class Ratios(BaseModel):
         """{SCORE_KEY_diff, p95_ms, size_bytes, energy_nj} as `search --json` writes them (absent ones left out)."""
         out = {
             f"{score_key}_diff": self.score_diff,
+            "speed": self.speed,
             "p95_ms": self.p95_ms,
             "size_bytes": self.size_bytes,
             "energy_nj": self.energy_nj,

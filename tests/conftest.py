@@ -119,3 +119,27 @@ def small_teacher(digits_splits, digits_spec):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def _matmul_onnx(outputs: int, seed: int = 0) -> bytes:
+    """An ONNX model `input` (batch, 64) @ W (64, outputs) -> `logits`: 256 * outputs bytes of weights, and work
+    that grows with `outputs`."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from components.export import INPUT_NAME, OUTPUT_NAME
+
+    w = numpy_helper.from_array(np.random.default_rng(seed).standard_normal((64, outputs)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", [INPUT_NAME, "w"], [OUTPUT_NAME])],
+        "matmul",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", outputs])],
+        [w],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+@pytest.fixture(scope="session")
+def matmul_onnx():
+    """matmul_onnx(outputs, seed=0): the bytes of a one-MatMul ONNX model (see _matmul_onnx)."""
+    return _matmul_onnx

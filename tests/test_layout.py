@@ -70,6 +70,7 @@ BARE_DICT_ALLOWED = {
     "_meta",
     "prepare_splits",
     "fetch_verified",  # a raw dataset's info, a preprocessing spec
+    "_call",  # a device agent's JSON reply, typed by its caller
 }
 
 

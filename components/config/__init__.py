@@ -19,6 +19,7 @@ from components.config.stages import (
     SearchConfig,
     StudentBudget,
     StudentConfig,
+    TargetConfig,
     TeacherConfig,
     TeacherTraining,
     TeamConfig,
@@ -29,6 +30,7 @@ __all__ = [
     "DIGITS",
     "STAGE_SECTIONS",
     "BenchmarkConfig",
+    "TargetConfig",
     "ConfigError",
     "DataConfig",
     "DistillConfig",
@@ -70,6 +72,11 @@ class PipelineConfig(Section):
     def _splits_leave_training_data(self) -> PipelineConfig:
         if self.data.val_fraction + self.data.test_fraction >= 0.8:
             raise ValueError("data.val_fraction + data.test_fraction must leave at least 20% for training")
+        if self.gate.target != "host" and self.gate.target not in self.benchmark.targets:
+            raise ValueError(
+                f"gate.target {self.gate.target!r} is neither `host` nor a name in benchmark.targets "
+                f"{sorted(self.benchmark.targets)}"
+            )
         return self
 
 

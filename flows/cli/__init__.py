@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from flows.cli import bench, data, registry, run, search, serve, team
+from flows.cli import bench, data, device, registry, run, search, serve, team
 from flows.cli.exits import Exit
 from flows.infra.environment import configure
 
@@ -29,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     registry.add_parsers(sub)
     data.add_parsers(sub)
     team.add_parser(sub)
+    device.add_parser(sub)
     return p
 
 
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from flows.cli.common import Failed
 
     args = parser().parse_args(argv)
+    if args.command == "device":  # the agent's install has no project, Prefect or MLflow to set up
+        return int(args.fn(args))
     configure(args.project_dir)
     if argv is None and args.command in GUARDED:
         from flows.infra.watchdog import guard

@@ -88,12 +88,19 @@ def pipeline_errors(nothing: str):
     from components.teachers import TeacherFileError
     from components.validation import DataValidationError
     from flows.data.dvc import DvcError
+    from flows.infra.device.client import DeviceFailed
 
     try:
         yield
     except (ConfigError, KDConfigError, TeacherFileError, SearchConfigError) as e:
         error(f"error: {e}")
         raise Failed(Exit.ERROR) from None
+    except DeviceFailed as e:
+        error(
+            f"error: {e}; nothing was registered. What was trained is cached: the same command measures again once "
+            "the target answers."
+        )
+        raise Failed(Exit.DEVICE) from None
     except DataValidationError as e:
         error(f"error: data validation failed; {nothing}, data/ is unchanged.\n{e}")
         raise Failed(Exit.BAD_DATA) from None

@@ -13,6 +13,7 @@ class Exit(IntEnum):
     REFUSED = 4  # the registry refused: a promotion the gate fails, a tampered artifact, an unknown version
     BUSY = 5  # another process holds DVC's lock or the SQLite store: try again
     UNREACHABLE = 6  # the MLflow tracking server stopped answering
+    DEVICE = 7  # a device agent (a measurement target) refused or stopped answering
 
 
 MEANING = {
@@ -24,4 +25,6 @@ MEANING = {
     Exit.REFUSED: "the registry refused: a promotion the gate fails, a tampered artifact, an unknown version or alias",
     Exit.BUSY: "another process holds DVC's lock, the SQLite store or the registry lock; try again",
     Exit.UNREACHABLE: "the MLflow tracking server stopped answering; run the command again when it is back",
+    Exit.DEVICE: "a device agent (a measurement target) refused the request or stopped answering; nothing was "
+    "registered, and the run resumes from cache once it answers",
 }

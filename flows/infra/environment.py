@@ -67,7 +67,12 @@ TEAM_SERVER = Variable(
     "Marks the processes of one team server (`TEAM_DIR#NAME`), so that `team down` finds them all.",
     internal=True,
 )
-VARIABLES = (USER, DATABASE_URL, LOCK_TIMEOUT, LOCK_DIR, REAPER_TOKEN, TEAM_SERVER)
+DEVICE_TOKEN = Variable(
+    "EDGEKD_DEVICE_TOKEN",
+    None,
+    "The token `edgekd device check` sends to a device agent when no --token-file is given.",
+)
+VARIABLES = (USER, DATABASE_URL, LOCK_TIMEOUT, LOCK_DIR, DEVICE_TOKEN, REAPER_TOKEN, TEAM_SERVER)
 
 
 def configure(project_dir: str | Path) -> Path:

@@ -3,7 +3,6 @@ recomputed and judged on those numbers, the pick, and the pick registered like a
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,7 +13,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from components import benchmark as bench
 from components import gate
 from components import search as S
-from components.benchmark import Latency
 from components.candidate import Measurement
 from components.config import PipelineConfig
 from flows.phases import study as st
@@ -23,12 +21,11 @@ from flows.phases.publish import artifact_key, register
 from flows.phases.trials import NAIVE, Refs, search_point, trial_reasons
 from flows.reporting import search as view
 from flows.reporting.gate_report import GateReport
-from flows.reporting.report import Report
+from flows.reporting.report import Report, Timing
 from flows.tasks.data import load_data
+from flows.tasks.measure import time_on
 from flows.tasks.specs import DataRef
 from flows.tasks.trial import TrialResult
-
-MEDIANS = ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "throughput_sps")
 
 
 @dataclass(frozen=True)
@@ -43,6 +40,7 @@ class Settled:
     default: S.SearchPoint
     naive: S.SearchPoint
     ratios: dict[str, S.Ratios]
+    resolution: bench.Resolution
 
     def as_json(self, metric: str) -> dict:
         key = view.score_key(metric)
@@ -52,6 +50,7 @@ class Settled:
             "ratios": {n: r.as_json(key) for n, r in self.ratios.items()},
             "front": [p.as_json(metric) for p in self.front],
             "refused_on_remeasure": [p.as_json(metric) for p in self.refused_on_remeasure],
+            "resolution": self.resolution.model_dump(mode="json"),
         }
 
 
@@ -67,27 +66,11 @@ class SearchOutcome:
     chosen: S.SearchPoint | None
 
 
-def remeasure(paths: list[str], x, cfg: PipelineConfig, rounds: int) -> dict[str, Latency]:
-    """Latency of every model again, one after another in this process with the workers idle, `rounds` times
-    round-robin (so a slow spell of the machine hits all of them); the median of each percentile."""
-    b = cfg.benchmark
-    runs: dict[str, list[Latency]] = {p: [] for p in paths}
-    for _ in range(rounds):
-        for p in paths:
-            runs[p].append(
-                bench.benchmark(
-                    p,
-                    x,
-                    threads=b.intra_op_threads,
-                    batch_size=b.batch_size,
-                    warmup_runs=b.warmup_runs,
-                    timed_runs=b.timed_runs,
-                )
-            )
-    return {
-        p: r[0].model_copy(update={k: statistics.median(getattr(one, k) for one in r) for k in MEDIANS})
-        for p, r in runs.items()
-    }
+def remeasure(paths: list[str], x, cfg: PipelineConfig, rounds: int) -> bench.Measured:
+    """Latency of every model again on `gate.target`, timed interleaved over `rounds` rounds with the workers idle
+    (so a slow spell of the machine hits all of them), each percentile the median over rounds with its interval."""
+    b = cfg.benchmark.model_copy(update={"rounds": rounds})
+    return time_on(cfg.gate.target, {p: p for p in paths}, x, b)
 
 
 def settle(
@@ -107,7 +90,8 @@ def settle(
         f"measuring the front ({len(first)} point(s)) and both references again, side by side: "
         f"{len(paths)} models x {cfg.search.remeasure_rounds} rounds"
     )
-    lat = remeasure(paths, load_data(data).splits["test"].x, cfg, cfg.search.remeasure_rounds)
+    timed = remeasure(paths, load_data(data).splits["test"].x, cfg, cfg.search.remeasure_rounds)
+    lat = timed.latency
 
     def again(m: Measurement | None) -> Measurement | None:
         return m.with_latency(lat[m.artifact.path]) if m else None
@@ -134,6 +118,7 @@ def settle(
         default,
         naive,
         ratios,
+        timed.resolution,
     ), refs
 
 
@@ -214,7 +199,8 @@ def _register(run: Run, study: optuna.Study, refs: Refs, settled: Settled, tmp: 
         name: settled.chosen_measured,
     }
     decisions = {name: gate.Decision(True)}  # the others are references, measured beside it
-    report = Report(cfg, results, decisions, name, refs.kd_variant, refs.teacher_strong)
+    timing = Timing({cfg.gate.target: settled.resolution}, {})
+    report = Report(cfg, results, decisions, name, refs.kd_variant, refs.teacher_strong, timing)
     gate_report = GateReport(
         cfg.gate,
         refs.champion_version,

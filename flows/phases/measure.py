@@ -1,22 +1,25 @@
-"""Phase 4, measure: each candidate's scores through ONNX Runtime on val and test, and its latency under the
-device profile."""
+"""Phase 4, measure: each candidate's scores through ONNX Runtime on val and test, and the latency of all of them
+under the device profile, timed interleaved, with the run's timing resolution."""
 
 from __future__ import annotations
 
-from components.candidate import Measurement
+from components.benchmark import pinned_cpus
+from components.candidate import Candidates
 from flows.phases.compress import Made
 from flows.phases.context import Run
-from flows.tasks.measure import measure_candidate
+from flows.tasks.measure import measure_candidates
 from flows.tasks.specs import DataRef
 
 
-def measure(run: Run, data: DataRef, made: dict[str, Made]) -> dict[str, Measurement]:
+def measure(run: Run, data: DataRef, made: dict[str, Made]) -> Candidates:
     b = run.cfg.benchmark
-    results = {}
-    for name, m in made.items():
-        run.log.info(
-            f"measuring {name} (ORT metrics on val and test, latency at {b.intra_op_threads} thread(s), "
-            f"batch {b.batch_size})"
-        )
-        results[name] = measure_candidate(data, m.onnx, b)
-    return results
+    cpus = pinned_cpus(b)
+    run.log.info(
+        f"measuring {len(made)} candidate(s): ORT metrics on val and test, then latency at {b.intra_op_threads} "
+        f"thread(s), batch {b.batch_size}, {b.rounds} interleaved rounds of {b.warmup_runs} warm-up + "
+        f"{b.timed_runs} timed runs each, "
+        + (f"pinned to CPU {','.join(map(str, cpus))}" if cpus else "not pinned")
+        + (f"; then on {', '.join(b.targets)}" if b.targets else "")
+        + f"; the gate uses {run.cfg.gate.target}'s"
+    )
+    return measure_candidates(data, {n: m.onnx for n, m in made.items()}, b, run.cfg.gate.target)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from components.candidate import Measurement
+from components.candidate import Candidates, Measurement
 from flows.data import layout
 from flows.phases.context import Run
 from flows.phases.judge import Verdict
 from flows.phases.train import Trained
 from flows.reporting.card import CardFacts, model_card
 from flows.reporting.gate_report import GateReport
-from flows.reporting.report import KdGain, Report, flat_metrics
+from flows.reporting.report import KdGain, Report, Timing, flat_metrics
 from flows.tracking import registry
 
 
@@ -46,9 +46,10 @@ def artifact_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def publish(run: Run, trained: Trained, results: dict[str, Measurement], verdict: Verdict) -> RunOutcome:
-    cfg, tr = run.cfg, run.tracker
-    report = Report(cfg, results, verdict.decisions, verdict.best, trained.kd_variant, trained.teacher_strong)
+def publish(run: Run, trained: Trained, measured: Candidates, verdict: Verdict) -> RunOutcome:
+    cfg, tr, results = run.cfg, run.tracker, measured.measured
+    timing = Timing(measured.resolutions, measured.devices)
+    report = Report(cfg, results, verdict.decisions, verdict.best, trained.kd_variant, trained.teacher_strong, timing)
     gate = GateReport(cfg.gate, verdict.champion_version, verdict.champion, verdict.best, verdict.decisions)
     with tempfile.TemporaryDirectory() as tmp:
         files = report.write(Path(tmp), gate)

@@ -49,11 +49,13 @@ def references(run: Run, data: DataRef) -> Refs:
     """The default recipe's candidates, trained and judged exactly as `edgekd run` does (cached when it ran), and
     the naive path: the plain student of the default width, ORT dynamic INT8, nothing else."""
     trained = train(run, data, kd.resolve(run.cfg.distill, run.cfg.teacher))
-    results = measure(run, data, compress(run, data, trained))
+    results = measure(run, data, compress(run, data, trained)).measured
     verdict = judge(run, results)
     default = verdict.best or max(results, key=lambda n: results[n].val.get(run.cfg.gate.metric))
     spec = QuantizeSpec(data=data, fp32=trained.plain.model.onnx, mode="dynamic", quantize=run.cfg.quantize)
-    naive = measure(run, data, {NAIVE: Made(tracked(run, "quantize", quantize_int8, spec, {"candidate": NAIVE}))})
+    naive = measure(
+        run, data, {NAIVE: Made(tracked(run, "quantize", quantize_int8, spec, {"candidate": NAIVE}))}
+    ).measured
     run.log.info(
         f"reference points: default recipe -> {default}"
         + ("" if verdict.best else " (no candidate passed the gate: the best on val)")
@@ -104,6 +106,8 @@ def search_point(recipe: S.SearchRecipe | None, m: Measurement, metric: str, **e
         val_score=m.val.get(metric),
         test_score=m.test.get(metric),
         p95_ms=lat.p95_ms,
+        p95_lo_ms=lat.p95_lo_ms,
+        p95_hi_ms=lat.p95_hi_ms,
         size_bytes=lat.size_bytes,
         energy_nj=lat.energy_nj,
         energy_source=lat.energy_source,

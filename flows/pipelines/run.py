@@ -31,5 +31,5 @@ def pipeline(project_dir: str = ".", dataset: str | None = None, overrides: dict
     with tracked_run(root, cfg, "pipeline", overrides) as run:
         data = validate(run)
         trained = train(run, data, variants)
-        results = measure(run, data, compress(run, data, trained))
-        return publish(run, trained, results, judge(run, results))
+        measured = measure(run, data, compress(run, data, trained))
+        return publish(run, trained, measured, judge(run, measured.measured))

@@ -29,6 +29,25 @@ class CardFacts:
     run_id: str
 
 
+def _targets(report: Report) -> list[str]:
+    """Each target's resolution and device, and every model's p50 and p95 on each when there are several."""
+    out = []
+    for t, res in report.timing.resolutions.items():
+        d = report.timing.devices.get(t)
+        where = (
+            f"{d.cpu}, {d.cores} cores, {d.os}, ONNX Runtime {d.onnxruntime}, emulation {d.emulation}; " if d else ""
+        )
+        out.append(
+            f"- **{t}**{' (the gate used these numbers)' if t == report.cfg.gate.target else ''}: {where}{res.line()}"
+        )
+    if len(report.timing.resolutions) > 1:
+        names = list(report.timing.resolutions)
+        out += ["", _row(["model", *[f"p50 / p95 ms on {t}" for t in names]]), _row(["---"] * (len(names) + 1))]
+        for n, m in report.results.items():
+            out.append(_row([n, *[f"{m.targets[t].interval('p50')} / {m.targets[t].interval('p95')}" for t in names]]))
+    return out
+
+
 def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -41,7 +60,18 @@ def _tables(report: Report) -> tuple[list[str], list[str]]:
     head = ["model", "role", f"val {m}", f"test {m}", *acc, "test macro F1", *[f"test {c}" for c in extra], "gate"]
     quality = [_row(head), _row(["---"] * len(head))]
     bench = [
-        _row(["model", "size KiB", "p50 ms", "p95 ms", "p99 ms", "throughput /s", "peak MiB", "energy nJ"]),
+        _row(
+            [
+                "model",
+                "size KiB",
+                "p50 ms [95% CI]",
+                "p95 ms [95% CI]",
+                "p99 ms",
+                "throughput /s",
+                "peak MiB",
+                "energy nJ",
+            ]
+        ),
         _row(["---"] * 8),
     ]
     for r in report.table().itertuples():
@@ -66,8 +96,8 @@ def _tables(report: Report) -> tuple[list[str], list[str]]:
                 [
                     r.candidate,
                     f"{r.size_kb:.1f}",
-                    f"{r.p50_ms:.4f}",
-                    f"{r.p95_ms:.4f}",
+                    str(res.latency.interval("p50")),
+                    str(res.latency.interval("p95")),
                     f"{r.p99_ms:.4f}",
                     f"{r.throughput_sps:.0f}",
                     f"{r.peak_mem_mb:.1f}",
@@ -135,10 +165,12 @@ def model_card(report: Report, gate: GateReport, facts: CardFacts) -> str:
         "## Benchmark",
         "",
         f"Device profile: ONNX Runtime {onnxruntime.__version__} CPU execution provider, {b.intra_op_threads} "
-        f"intra-op thread(s), batch {b.batch_size}, {b.timed_runs} timed runs after {b.warmup_runs} warm-up, "
-        f"on {platform.machine()} ({os.cpu_count()} logical CPUs, {platform.system()}).",
+        f"intra-op thread(s), batch {b.batch_size}, {b.rounds} interleaved rounds of {b.warmup_runs} warm-up "
+        f"+ {b.timed_runs} timed runs, on {platform.machine()} ({os.cpu_count()} logical CPUs, {platform.system()}).",
         "",
         *bench,
+        "",
+        *_targets(report),
         "",
         report.energy_line(),
         "",

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from components.config import DataConfig, PipelineConfig, TeamConfig, ValidationConfig
+from components.config import DataConfig, PipelineConfig, TargetConfig, TeamConfig, ValidationConfig
 from components.data.options import OPTIONS
 from flows.infra.environment import VARIABLES
 
@@ -100,6 +100,9 @@ def _stage_sections() -> list[str]:
         out += table(model, f"{name}.")
         if name == "distill":
             out += _kd_methods()
+        if name == "benchmark":
+            out += ["", "### benchmark.targets.NAME", "", _doc(TargetConfig), ""]
+            out += table(TargetConfig, "benchmark.targets.NAME.")
     return out
 
 

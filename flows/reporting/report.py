@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from components.benchmark import Resolution
 from components.candidate import Measurement
 from components.config import PipelineConfig
 from components.gate import Decision
+from components.timing import DeviceFacts
 from flows.reporting.gate_report import GateReport
 from flows.reporting.plots import confusion_plot, tradeoff_plot
 
@@ -23,7 +25,23 @@ def flat_metrics(m: Measurement) -> dict[str, float]:
         {f"val.{k}": v for k, v in m.val.scalars().items()}
         | {f"test.{k}": v for k, v in m.test.scalars().items()}
         | m.latency.numbers()
+        | {f"{p}_ms.{t}": getattr(lat, f"{p}_ms") for t, lat in m.targets.items() for p in ("p50", "p95")}
     )
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How a run's latencies were measured: each target's resolution and what each device agent said it is."""
+
+    resolutions: dict[str, Resolution]
+    devices: dict[str, DeviceFacts]
+
+    def as_json(self) -> dict:
+        return {
+            t: {"resolution": r.model_dump(mode="json")}
+            | ({"device": self.devices[t].model_dump(mode="json")} if t in self.devices else {})
+            for t, r in self.resolutions.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -46,9 +64,11 @@ class Report:
         best: str | None,
         kd_variant: str | None,
         teacher_strong: bool,
+        timing: Timing,
     ):
         self.cfg, self.results, self.decisions, self.best = cfg, results, decisions, best
-        self.kd_variant, self.teacher_strong = kd_variant, teacher_strong
+        self.kd_variant, self.teacher_strong, self.timing = kd_variant, teacher_strong, timing
+        self.resolution = timing.resolutions[cfg.gate.target]
         self.metric = cfg.gate.metric
 
     def verdict_of(self, name: str) -> str:
@@ -85,8 +105,13 @@ class Report:
                     "p50_speedup": teacher.p50_ms / lat.p50_ms,
                     "gate": self.verdict_of(name),
                 }
+                | {f"p50_ms_{t}": m.targets[t].p50_ms for t in self.other_targets()}
             )
         return pd.DataFrame(rows)
+
+    def other_targets(self) -> list[str]:
+        """The targets measured besides the gate's, in order."""
+        return [t for t in self.timing.resolutions if t != self.cfg.gate.target]
 
     def summary_metrics(self) -> dict[str, float]:
         out = {}
@@ -115,14 +140,22 @@ class Report:
                 n: {
                     "val": m.val.scalars(),
                     "test": m.test.scalars(),
+                    **{p: m.latency.interval(p).model_dump() | {"unit": "ms"} for p in ("p50", "p95")},
                     "p50_ms": m.latency.p50_ms,
                     "p95_ms": m.latency.p95_ms,
+                    "targets": {
+                        t: {p: lat.interval(p).model_dump() | {"unit": "ms"} for p in ("p50", "p95")}
+                        for t, lat in m.targets.items()
+                    },
                     "size_bytes": m.latency.size_bytes,
                     "gate": self.verdict_of(n),
                     "reasons": self.decisions[n].reasons if n in self.decisions else [],
                 }
                 for n, m in self.results.items()
             },
+            "gate_target": self.cfg.gate.target,
+            "timing_resolution": self.resolution.model_dump(mode="json"),
+            "targets": self.timing.as_json(),
         }
 
     def write(self, folder: Path, gate_report: GateReport) -> dict[str, Path]:
@@ -173,10 +206,11 @@ class Report:
 
         p, m = self.cfg.benchmark, self.metric
         t = Table(
-            title=f"Candidates: {m} through ORT on val (chosen on) and test (reported); latency on ORT CPU, "
-            f"{p.intra_op_threads} thread(s), batch {p.batch_size}, {p.timed_runs} timed runs after "
-            f"{p.warmup_runs} warm-up"
+            title=f"Candidates: {m} through ORT on val (chosen on) and test (reported); latency on "
+            f"{self.cfg.gate.target}, ORT CPU, {p.intra_op_threads} thread(s), batch {p.batch_size}, medians of "
+            f"{p.rounds} interleaved rounds of {p.timed_runs} timed runs after {p.warmup_runs} warm-up"
         )
+        others = self.other_targets()
         acc = m != "accuracy"
         cols = [
             "candidate",
@@ -186,6 +220,7 @@ class Report:
             "size KiB",
             "p50 ms",
             "p95 ms",
+            *[f"p50 @{o}" for o in others],
             "nJ",
             "size ×",
             "speed ×",
@@ -202,6 +237,7 @@ class Report:
                 f"{r.size_kb:.1f}",
                 f"{r.p50_ms:.4f}",
                 f"{r.p95_ms:.4f}",
+                *[f"{self.results[r.candidate].targets[o].p50_ms:.4f}" for o in others],
                 f"{r.energy_nj:.0f}",
                 f"{r.size_ratio:.1f}",
                 f"{r.p50_speedup:.2f}",
@@ -210,6 +246,8 @@ class Report:
         buf = io.StringIO()
         con = Console(file=buf, width=140, force_terminal=False)
         con.print(t)
+        for target, res in self.timing.resolutions.items():
+            con.print(f"{target}: {res.line()}", highlight=False)
         con.print(self.energy_line(), highlight=False)
         for line in self.lines():
             con.print(line)

@@ -52,9 +52,10 @@ def verdict_lines(settled, metric: str) -> list[str]:
         energy = q.energy_nj if q.energy_nj is not None else float("nan")
         out.append(
             f"  vs {name} ({r.candidate}: val {r.val_score:.4f}, p95 {r.p95_ms:.4f} ms, "
-            f"{r.size_bytes / 1024:.1f} KiB): val {q.score_diff * 100:+.2f} points, p95 {q.p95_ms:.2f}x, "
+            f"{r.size_bytes / 1024:.1f} KiB): val {q.score_diff * 100:+.2f} points, p95 {q.p95_ms:.2f}x ({q.speed}), "
             f"size {q.size_bytes:.2f}x, energy {energy:.2f}x"
         )
+    out.append(settled.resolution.line())
     return out
 
 

@@ -48,13 +48,11 @@ def trial(number: int, data: DataRef, teacher: TeacherRef, cfg: PipelineConfig, 
     if precision := S.PRECISIONS[recipe.precision]:
         quantize = cfg.quantize.model_copy(update={k: v for k, v in precision.items() if k != "mode"})
         final = cached(quantize_int8, QuantizeSpec(data=data, fp32=final, mode=precision["mode"], quantize=quantize))[0]
-    b = cfg.benchmark
-    return TrialResult(
-        student=measure(data, student.onnx, b),
-        pruned=measure(data, pruned, b) if pruned else None,
-        final=measure(data, final, b),
-        plain_val=plain,
-    )
+    # Trials measure side by side on the workers: unpinned, since a pinned core would be shared. The front is
+    # timed again with the workers idle (flows.phases.front).
+    models = {"student": student.onnx, "final": final} | ({"pruned": pruned} if pruned else {})
+    m = measure(data, models, cfg.benchmark.model_copy(update={"pin": False}), cfg.gate.target).measured
+    return TrialResult(student=m["student"], pruned=m.get("pruned"), final=m["final"], plain_val=plain)
 
 
 # Not a decorator: Dask pickles the task's function by reference, which needs it under its own name here.

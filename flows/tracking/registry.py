@@ -18,7 +18,7 @@ from flows.tracking.tracker import client
 
 STAGING, PRODUCTION = "staging", "production"
 COMPLETE = "registration_complete"  # the last tag `register` writes
-LATENCY_TAGS = ("p50_ms", "p95_ms", "p99_ms", "size_bytes")
+LATENCY_TAGS = ("p50_ms", "p95_ms", "p95_lo_ms", "p95_hi_ms", "p99_ms", "size_bytes")
 
 
 def version_by_alias(c: MlflowClient, name: str, alias: str):

@@ -3,56 +3,73 @@ import os
 import numpy as np
 import pytest
 
-from components.benchmark import benchmark
-from components.export import export_onnx
+from components.benchmark import measure, pinned_cpus
+from components.config import BenchmarkConfig
+from components.export import export_onnx, graph_signature
 
 pytestmark = pytest.mark.unit
 
-
-def test_benchmark_reports_ordered_percentiles_size_and_profile(small_student, digits_splits, tmp_path):
-    path = tmp_path / "m.onnx"
-    export_onnx(small_student, digits_splits["test"].x, path)
-    r = benchmark(path, digits_splits["test"].x, threads=1, batch_size=4, warmup_runs=5, timed_runs=50)
-    assert 0 < r.p50_ms <= r.p95_ms <= r.p99_ms
-    assert r.size_bytes == os.path.getsize(path)
-    assert r.throughput_sps == pytest.approx(4 * 1000 / r.mean_ms)
-    assert (r.threads, r.batch_size, r.timed_runs) == (1, 4, 50)
-    assert r.peak_mem_mb > 0
+SHORT = BenchmarkConfig(warmup_runs=5, timed_runs=50, rounds=3)
 
 
-def test_benchmark_of_a_broken_file_names_it(tmp_path):
+def test_measure_reports_percentiles_with_intervals_the_floor_and_the_same_graph_spread(
+    small_student, digits_splits, tmp_path, matmul_onnx
+):
+    x = digits_splits["test"].x
+    export_onnx(small_student, x, tmp_path / "a.onnx")
+    (tmp_path / "m1.onnx").write_bytes(matmul_onnx(400, seed=1))
+    (tmp_path / "m2.onnx").write_bytes(matmul_onnx(400, seed=2))  # same graph as m1, other weights
+    models = {"student": tmp_path / "a.onnx"}
+    b = SHORT.model_copy(update={"batch_size": 4})
+    r = measure(models, x, b)
+    lat = r.latency["student"]
+    for p in ("p50", "p95"):
+        i = lat.interval(p)
+        assert 0 < i.lo <= i.value <= i.hi
+    assert lat.p50_ms <= lat.p95_ms <= lat.p99_ms
+    assert lat.size_bytes == os.path.getsize(tmp_path / "a.onnx")
+    assert lat.throughput_sps == pytest.approx(4 * 1000 / lat.mean_ms)
+    assert (lat.threads, lat.batch_size, lat.timed_runs, lat.rounds) == (1, 4, 50, 3)
+    assert lat.peak_mem_mb > 0
+    # an Identity call is the floor: cheaper than the model; one model alone shares no graph
+    assert 0 < r.resolution.floor_p50.value < lat.p50_ms
+    assert r.resolution.same_graph == [] and r.resolution.spread is None
+    assert r.resolution.cpus == [sorted(os.sched_getaffinity(0))[-1]]
+    flat = measure({"m1": tmp_path / "m1.onnx", "m2": tmp_path / "m2.onnx"}, np.ones((4, 64), np.float32), SHORT)
+    assert flat.resolution.same_graph == [["m1", "m2"]] and flat.resolution.spread >= 0
+    assert "same-graph p50 spread" in flat.resolution.line()
+
+
+def test_measure_of_a_broken_file_names_it(tmp_path):
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not a model")
     with pytest.raises(RuntimeError, match="broken.onnx"):
-        benchmark(bad, np.zeros((1, 1, 8, 8), np.float32), threads=1, batch_size=1, warmup_runs=0, timed_runs=10)
+        measure({"bad": bad}, np.zeros((1, 1, 8, 8), np.float32), SHORT)
 
 
-def _matmul_onnx(path, outputs: int) -> None:
-    """x (batch, 64) @ W (64, outputs): a model whose weights are 256 * outputs bytes."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from components.export import INPUT_NAME, OUTPUT_NAME
-
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, outputs)).astype(np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", [INPUT_NAME, "w"], [OUTPUT_NAME])],
-        "matmul",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 64])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", outputs])],
-        [w],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+def test_graph_signature_ignores_weights_but_not_shapes(tmp_path, matmul_onnx):
+    for name, outputs, seed in (("a", 400, 1), ("b", 400, 2), ("c", 401, 1)):
+        (tmp_path / f"{name}.onnx").write_bytes(matmul_onnx(outputs, seed))
+    a, b, c = (graph_signature(tmp_path / f"{n}.onnx") for n in "abc")
+    assert a == b != c
 
 
-def test_peak_memory_is_the_models_own(tmp_path):
+def test_pinning_takes_the_last_cores_or_the_ones_asked_and_refuses_others():
+    allowed = sorted(os.sched_getaffinity(0))
+    assert pinned_cpus(BenchmarkConfig()) == (allowed[-1],)
+    assert pinned_cpus(BenchmarkConfig(pin=False)) is None
+    assert pinned_cpus(BenchmarkConfig(cpus=[allowed[0]])) == (allowed[0],)
+    with pytest.raises(ValueError, match=r"benchmark.cpus \[4096\]: CPU\(s\) \[4096\] are not available"):
+        pinned_cpus(BenchmarkConfig(cpus=[4096]))
+
+
+def test_peak_memory_is_the_models_own(tmp_path, matmul_onnx):
     small, big = tmp_path / "small.onnx", tmp_path / "big.onnx"
-    _matmul_onnx(small, 400)  # 0.1 MB of weights
-    _matmul_onnx(big, 80_000)  # 20.5 MB = 19.5 MiB
+    small.write_bytes(matmul_onnx(400))  # 0.1 MB of weights
+    big.write_bytes(matmul_onnx(80_000))  # 20.5 MB = 19.5 MiB
     x = np.ones((1, 64), np.float32)
-    peak = {
-        p.stem: benchmark(p, x, threads=1, batch_size=1, warmup_runs=1, timed_runs=5).peak_mem_mb for p in (small, big)
-    }
+    cfg = BenchmarkConfig(warmup_runs=1, timed_runs=10, rounds=1)
+    peak = {n: lat.peak_mem_mb for n, lat in measure({"small": small, "big": big}, x, cfg).latency.items()}
     # ORT's own start-up (about 9 MiB) is charged to neither; the big weights are resident at least once
     assert 0 < peak["small"] < 5
     assert peak["big"] > peak["small"] + 19.5

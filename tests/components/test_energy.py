@@ -4,7 +4,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from components import energy
-from components.benchmark import benchmark
+from components.benchmark import measure
+from components.config import BenchmarkConfig
 from components.export import INPUT_NAME, OUTPUT_NAME
 
 pytestmark = pytest.mark.unit
@@ -49,7 +50,8 @@ def test_macs_bytes_and_the_estimate_by_hand(tmp_path):
 def test_benchmark_labels_the_energy_it_reports(tmp_path):
     path = tmp_path / "m.onnx"
     _conv_gemm(path)
-    r = benchmark(path, np.ones((2, 1, 8, 8), np.float32), threads=1, batch_size=1, warmup_runs=1, timed_runs=10)
+    cfg = BenchmarkConfig(warmup_runs=1, timed_runs=10, rounds=1)
+    r = measure({"m": path}, np.ones((2, 1, 8, 8), np.float32), cfg).latency["m"]
     if energy.rapl_readable():
         assert r.energy_source.startswith("measured") and r.energy_nj > 0
     else:

@@ -113,7 +113,7 @@ def test_an_int8_model_not_faster_than_its_fp32_source_is_refused():
     fp32 = GOOD | {"p95_ms": 0.0119}
     slower = GOOD | {"p95_ms": 0.0273, "size_bytes": 30 * 1024}  # digits' static INT8 was 2.3x slower
     d = decide(V(slower), V(TEACHER), None, POLICY, source=V(fp32), transform="int8")
-    assert d.reasons == ["INT8 slower than FP32 on this device: p95 0.0273 ms >= its FP32 source's 0.0119 ms"]
+    assert d.reasons == ["INT8 slower than FP32 on this device: p95 0.0273 ms vs its FP32 source's 0.0119 ms"]
     assert not decide(V(fp32), V(TEACHER), None, POLICY, source=V(fp32), transform="int8").passed  # equal is not faster
     assert decide(V(GOOD | {"p95_ms": 0.0100}), V(TEACHER), None, POLICY, source=V(fp32), transform="int8").passed
     assert (
@@ -138,5 +138,21 @@ def test_a_pruned_model_must_be_faster_or_smaller_than_its_source():
         V(GOOD | {"p95_ms": 0.5, "size_bytes": 50 * 1024}), V(TEACHER), None, POLICY, source=V(src), transform="prune"
     )
     assert d.reasons == [
-        "pruning paid nothing: p95 0.5000 ms and size 50.0 KiB are not below its source's 0.5000 ms and 50.0 KiB"
+        "pruning paid nothing: p95 0.5000 ms (no measurable difference from its source's 0.5000 ms) and size "
+        "50.0 KiB not below its 50.0 KiB"
     ]
+
+
+def test_speed_rules_compare_intervals_so_a_difference_inside_the_noise_is_not_faster():
+    fp32 = GOOD | {"p95_ms": 0.0119, "p95_lo_ms": 0.0110, "p95_hi_ms": 0.0130}
+    inside = GOOD | {"p95_ms": 0.0112, "p95_lo_ms": 0.0105, "p95_hi_ms": 0.0121}  # lower, but the intervals overlap
+    apart = GOOD | {"p95_ms": 0.0090, "p95_lo_ms": 0.0085, "p95_hi_ms": 0.0095}
+    d = decide(V(inside), V(TEACHER), None, POLICY, source=V(fp32), transform="int8")
+    assert d.reasons == [
+        "INT8 not measurably faster than FP32 on this device: p95 0.0112 [0.0105, 0.0121] ms vs its FP32 "
+        "source's 0.0119 [0.0110, 0.0130] ms"
+    ]
+    assert decide(V(apart), V(TEACHER), None, POLICY, source=V(fp32), transform="int8").passed
+    same_size = {"size_bytes": GOOD["size_bytes"]}
+    pruned = decide(V(inside | same_size), V(TEACHER), None, POLICY, source=V(fp32 | same_size), transform="prune")
+    assert "no measurable difference from its source's 0.0119 [0.0110, 0.0130] ms" in pruned.reasons[0]

@@ -89,8 +89,9 @@ def test_a_trial_is_refused_for_a_slower_int8_a_useless_pruning_and_falling_shor
     chain = S.Chain(student=student, pruned=pruned, final=slower, precision="int8_static")
     why = S.reasons(chain, TEACHER, PLAIN, POLICY, default=view(0.96, 0.01, 20), default_tolerance=0.005)
     assert why == [
-        "INT8 slower than FP32 on this device: p95 0.0200 ms >= its FP32 source's 0.0100 ms",
-        "pruning paid nothing: p95 0.0100 ms and size 20.0 KiB are not below its source's 0.0100 ms and 20.0 KiB",
+        "INT8 slower than FP32 on this device: p95 0.0200 ms vs its FP32 source's 0.0100 ms",
+        "pruning paid nothing: p95 0.0100 ms (no measurable difference from its source's 0.0100 ms) and size "
+        "20.0 KiB not below its 20.0 KiB",
         "accuracy 0.9500 < the default recipe's 0.9600 - default_tolerance 0.0050",
     ]
     fine = S.Chain(student=student, pruned=None, final=student, precision="fp32")
@@ -113,9 +114,13 @@ def test_front_keeps_the_non_dominated_points_and_pick_chooses_on_it():
     assert S.pick([], "latency") is None
     assert S.Ratios.of(pts[1], pts[0]).as_json("val_accuracy") == {
         "val_accuracy_diff": -0.01,
+        "speed": "faster",  # points without intervals compare as single figures
         "p95_ms": 0.5,
         "size_bytes": 1.0,
     }
+    noisy = [p.model_copy(update={"p95_lo_ms": p.p95_ms * 0.4, "p95_hi_ms": p.p95_ms * 1.6}) for p in pts[:2]]
+    assert S.Ratios.of(noisy[1], noisy[0]).speed == "no measurable difference"
+    assert S.Ratios.of(noisy[0], noisy[1]).speed == "no measurable difference"
 
 
 def test_a_point_round_trips_through_the_json_a_study_keeps():

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -283,3 +284,71 @@ def kill_and_check():
     """kill_and_check(proc, url=None): SIGKILL an `edgekd` subprocess and check that its watchdog ended every
     process the command started (and, with `url`, that the server there no longer answers)."""
     return _kill_and_check
+
+
+# A device agent as the edge box starts it, with the packages its install lacks made unimportable: an import of any of
+# them fails at once, so a test of the agent is also a test that its import path needs none of them.
+AGENT_BLOCKED = ("torch", "prefect", "mlflow", "onnx", "dvc", "great_expectations", "pandas", "yaml")
+AGENT = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {AGENT_BLOCKED!r}:
+            raise ImportError(f"{{name}} is not installed on the device")
+sys.meta_path.insert(0, Block())
+from flows.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class DeviceAgent:
+    """`edgekd device serve ARGS` in a subprocess with the token `s3cret-token`, its TMPDIR `tmp/work` (where its
+    temporary files would stay); `url` once it listens. With `expect_failure`, an agent that exits at once keeps
+    its stderr instead of failing the test."""
+
+    TOKEN = "s3cret-token"
+
+    def __init__(self, tmp: Path, *args: str, expect_failure: bool = False, port: int = 0):
+        self.work = tmp / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.token_file = tmp / "token"
+        self.token_file.write_text(self.TOKEN + "\n")
+        self.token_file.chmod(0o600)
+        cmd = [
+            sys.executable,
+            "-c",
+            AGENT,
+            "device",
+            "serve",
+            "--port",
+            str(port),
+            "--token-file",
+            str(self.token_file),
+        ]
+        self.proc = subprocess.Popen(
+            [*cmd, *args],
+            cwd=REPO,
+            env=dict(os.environ, TMPDIR=str(self.work)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        if expect_failure and not line:
+            self.stderr = self.proc.stderr.read()
+            self.proc.wait()
+            return
+        assert "edgekd device agent at" in line, line + self.proc.stderr.read()
+        self.url = line.split(" at ")[1].split()[0]
+        for stream in (self.proc.stdout, self.proc.stderr):  # drain the request log
+            threading.Thread(target=stream.read, daemon=True).start()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def device_agent():
+    """device_agent(tmp, *args, expect_failure=False, port=0): a DeviceAgent; stop() it when done."""
+    return DeviceAgent

@@ -27,9 +27,7 @@ def measurement():
 
     scores = Scores(accuracy=0.99, macro_f1=0.99, precision={"a": 1.0}, recall={"a": 1.0}, confusion=[[1]])
     latency = Latency(
-        p50_ms=0.01,
-        p95_ms=0.02,
-        p99_ms=0.03,
+        **{f"p{q}_{k}ms": v / 100 for q, v in ((50, 1), (95, 2), (99, 3)) for k in ("", "lo_", "hi_")},
         mean_ms=0.01,
         throughput_sps=1e5,
         peak_mem_mb=1.0,
@@ -40,6 +38,7 @@ def measurement():
         batch_size=1,
         warmup_runs=1,
         timed_runs=10,
+        rounds=1,
     )
     return Measurement(
         val=scores, test=scores, latency=latency, artifact=Artifact(path="m", size_bytes=1000, sha256="x")

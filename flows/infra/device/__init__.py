@@ -1,0 +1,2 @@
+"""Measuring on the edge device itself: the agent that runs there (agent.py; standard library, numpy, ONNX Runtime
+and pydantic only), the host's client (client.py) and the emulation of a slower device (emulate.py)."""
