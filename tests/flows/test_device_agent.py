@@ -207,3 +207,57 @@ def test_an_emulated_slow_device_is_a_separate_process_with_a_cpu_quota(tmp_path
     finally:
         fast.stop()
         slow.stop()
+
+
+def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a certificate for 127.0.0.1 it signed (cryptography, from the lock): (ca.pem, cert.pem, key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject, issuer, key, signer, ca: bool):
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        return b.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = cert("edgekd test CA", "edgekd test CA", ca_key, ca_key, ca=True)
+    leaf = cert("127.0.0.1", "edgekd test CA", key, ca_key, ca=False)
+    files = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    files[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return files
+
+
+def test_over_tls_the_host_verifies_the_agent_with_its_ca(tmp_path, device_agent):
+    from flows.infra.device.client import Device, DeviceFailed, info
+
+    ca, cert, key = _tls_files(tmp_path)
+    agent = device_agent(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert agent.url.startswith("https://127.0.0.1:")
+        assert info(Device("tls", agent.url, agent.TOKEN, str(ca))).formats == ["onnx"]
+        with pytest.raises(DeviceFailed, match="certificate is not trusted.*CERTIFICATE_VERIFY_FAILED") as e:
+            info(Device("tls", agent.url, agent.TOKEN))  # not without the CA, and not retried
+        assert e.value.refused
+    finally:
+        agent.stop()

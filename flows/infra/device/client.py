@@ -91,7 +91,10 @@ def _call(device: Device, path: str, body: dict | None, timeout: float) -> dict:
                 raise DeviceFailed(device, f"refused ({e.code}): {message}", refused=True) from e
             last = message
         except (urllib.error.URLError, OSError) as e:
-            last = f"{getattr(e, 'reason', e)}"
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, ssl.SSLCertVerificationError):  # a wrong certificate stays wrong: no retry
+                raise DeviceFailed(device, f"its certificate is not trusted: {reason}", refused=True) from e
+            last = f"{reason}"
         if delay is None:
             break
         time.sleep(delay)
