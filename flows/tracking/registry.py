@@ -70,6 +70,19 @@ def gate_view(mv, prefix: str = "val.") -> GateView | None:
     return GateView(metrics=val, size_bytes=None if size is None else int(size), **latency)
 
 
+DESCRIPTION_LIMIT = 5000  # characters: MLflow's SQL stores keep a version's description in a VARCHAR(5000)
+
+
+def fit_description(card: str, limit: int = DESCRIPTION_LIMIT) -> str:
+    """The model card as a version's description: whole, or, where it is longer than an SQL store holds
+    (PostgreSQL refuses it), its whole lines up to the limit and a pointer to the complete card among the
+    version's files."""
+    if len(card) <= limit:
+        return card
+    note = "\n\n… (cut to fit the registry: the whole card is `model_card.md` among this version's files)\n"
+    return card[: card.rfind("\n", 0, limit - len(note))] + note
+
+
 def register(
     run_id: str, name: str, onnx_path: str | Path, input_example, extra_files: list[str], tags: dict, description: str
 ) -> str:
@@ -95,7 +108,7 @@ def register(
         )
     version = str(mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()}).version)
     c = client()
-    c.update_model_version(name, version, description=description)
+    c.update_model_version(name, version, description=fit_description(description))
     c.set_registered_model_alias(name, STAGING, version)
     c.set_model_version_tag(name, version, COMPLETE, "true")  # last: without it, the version is partial
     return version

@@ -26,3 +26,16 @@ def test_a_move_keeps_the_history_tags_format():
 
 def test_flatten_nested_params():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_a_card_longer_than_the_registry_holds_is_cut_at_a_line_with_a_pointer_to_the_whole_card():
+    from flows.tracking.registry import DESCRIPTION_LIMIT, fit_description
+
+    short = "# Model card\n\nsmall\n"
+    assert fit_description(short) == short
+    card = "# Model card\n" + "".join(f"| row {i} | {'x' * 60} |\n" for i in range(200))
+    cut = fit_description(card)
+    assert len(card) > DESCRIPTION_LIMIT >= len(cut)
+    body, note = cut.split("\n\n… ")
+    assert card.startswith(body + "\n") and body.endswith("|")  # whole lines only
+    assert "the whole card is `model_card.md` among this version's files" in note
