@@ -46,6 +46,9 @@ def test_every_candidate_is_measured_on_every_target_and_the_gate_uses_its_own(
     params = small_params(
         benchmark={"batch_size": BATCH, "warmup_runs": 1, "timed_runs": 10, "rounds": 2, "targets": targets},
         gate={"target": "slow_board", "max_p95_ms": 10_000.0},
+        teacher={"epochs": 2, "patience": 2},  # what is trained does not matter here, only that it is measured
+        student={"epochs": 2},
+        prune={"finetune_epochs": 1},
     )
     project = tmp_path / "project"
     project.mkdir()
