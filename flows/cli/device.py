@@ -68,7 +68,7 @@ def _cpus(text: str | None) -> tuple[int, ...] | None:
 
 
 def cmd_serve(args) -> int:
-    from flows.infra.device.agent import Agent, server
+    from flows.infra.device.agent import Agent, server, sweep
     from flows.infra.device.emulate import limit_cpu
 
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -88,6 +88,8 @@ def cmd_serve(args) -> int:
         timeout=args.timeout,
         emulation=emulation,
     )
+    for folder in sweep(agent.work_dir):
+        print(f"removed {folder}, left by an agent that was killed mid-measurement", file=sys.stderr)
     httpd = server(agent, args.host, args.port, args.tls_cert, args.tls_key)
     scheme = "https" if args.tls_cert else "http"
     host, port = httpd.server_address[:2]

@@ -338,7 +338,9 @@ class DeviceAgent:
             self.stderr = self.proc.stderr.read()
             self.proc.wait()
             return
-        assert "edgekd device agent at" in line, line + self.proc.stderr.read()
+        if "edgekd device agent at" not in line:  # its stderr says why, once it has exited
+            self.proc.kill()
+            raise AssertionError(line + self.proc.stderr.read())
         self.url = line.split(" at ")[1].split()[0]
         for stream in (self.proc.stdout, self.proc.stderr):  # drain the request log
             threading.Thread(target=stream.read, daemon=True).start()

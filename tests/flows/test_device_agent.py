@@ -163,7 +163,7 @@ def test_device_check_says_what_answers_and_names_a_refusal(agent, tmp_path):
     assert "nope" not in bad.stderr + bad.stdout  # the token is never echoed
 
 
-def test_an_agent_killed_mid_measurement_is_named_after_bounded_retries(agent, tmp_path, _matmul):
+def test_an_agent_killed_mid_measurement_is_named_after_bounded_retries(agent, tmp_path, _matmul, device_agent):
     from flows.infra.device.client import Device, DeviceFailed, measure
 
     path = tmp_path / "m.onnx"
@@ -180,6 +180,12 @@ def test_an_agent_killed_mid_measurement_is_named_after_bounded_retries(agent, t
             timeout=60,
         )
     assert not e.value.refused
+    assert [p.name.startswith("edgekd-agent-") for p in agent.work.iterdir()] == [True]  # SIGKILL: no clean-up
+    again = device_agent(tmp_path)  # the next agent on the box removes what the killed one left
+    try:
+        assert list(agent.work.iterdir()) == []
+    finally:
+        again.stop()
 
 
 def test_an_emulated_slow_device_is_a_separate_process_with_a_cpu_quota(tmp_path, device_agent, _matmul):

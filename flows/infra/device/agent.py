@@ -19,6 +19,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import ssl
 import tempfile
 import threading
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[3]
 FORMATS = ("onnx",)
 PICKLE_PROTOCOL_2_PLUS = b"\x80"
 DRAIN = 16 << 20  # bytes of a refused request's body read before answering
+FOLDER = "edgekd-agent-"  # a request's temporary folder: FOLDER + the agent's pid + "-" + a random part
 
 
 class Refused(Exception):
@@ -115,7 +117,7 @@ class Agent:
     def _measure(self, job: Job) -> timing.Raw:
         s = job.settings
         settings = timing.Settings(self.threads or s.threads, s.warmup_runs, s.timed_runs, s.rounds, self.cpus)
-        with tempfile.TemporaryDirectory(prefix="edgekd-agent-", dir=self.work_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{FOLDER}{os.getpid()}-", dir=self.work_dir) as tmp:
             batch = Path(tmp) / "batch.npy"
             batch.write_bytes(job.batch)
             paths = []
@@ -130,6 +132,28 @@ class Agent:
             except RuntimeError as e:
                 raise Refused(HTTPStatus.UNPROCESSABLE_ENTITY, f"this agent cannot run the model(s): {e}") from e
         return raw.model_copy(update={"cpus": list(self.cpus) if self.cpus else None, "device": self.facts()})
+
+
+def sweep(work_dir: str | None) -> list[Path]:
+    """Remove the request folders that agents killed mid-measurement left (SIGKILL skips clean-up): those whose
+    agent's process is gone. Returns what it removed."""
+    removed = []
+    for folder in Path(work_dir or tempfile.gettempdir()).glob(f"{FOLDER}*-*"):
+        pid = folder.name[len(FOLDER) :].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _cpu_model() -> str:
