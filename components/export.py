@@ -142,13 +142,10 @@ def artifact_info(path: str | Path) -> Artifact:
 
 
 def ort_session(path: str | Path, threads: int = 1):
-    import onnxruntime as ort
+    """An ONNX Runtime CPU session, set up as every measurement's (components.timing)."""
+    from components.timing import session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return session(str(path), threads)
 
 
 def ort_predict(path: str | Path, x: np.ndarray, batch_size: int = 256, threads: int = 1) -> np.ndarray:
