@@ -1,4 +1,5 @@
-"""ONNX Runtime latency, throughput, memory and energy of a run's models, with the run's timing resolution.
+"""Latency, throughput, memory and energy of a run's models (ONNX files through ONNX Runtime, `.pte` programs
+through ExecuTorch), with the run's timing resolution.
 
 Latency comes from components.timing: every model timed interleaved over rounds in one child process pinned to
 its cores, each percentile a median over rounds with its bootstrap 95% interval. Beside the models, the same
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from components import energy, timing
 from components.config import BenchmarkConfig
-from components.export import graph_signature
+from components.export import file_sha256, graph_signature
 from components.timing import Interval, Round
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +141,8 @@ def _latency(path: Path, rounds: list[Round], b: BenchmarkConfig, peak: float) -
     uj = [r.energy_uj for r in rounds]
     if all(u is not None for u in uj):
         nj, source = sum(uj) * 1e3 / (len(uj) * b.timed_runs), "measured: RAPL package counter over the timed runs"
+    elif timing.format_of(path) != "onnx":
+        nj, source = float("nan"), "not estimated: the estimate counts an ONNX graph, and RAPL is not readable here"
     else:
         nj, source = energy.estimate_nj(energy.count(path, b.batch_size)), energy.SOURCE
     return Latency(
@@ -163,8 +166,9 @@ def _latency(path: Path, rounds: list[Round], b: BenchmarkConfig, peak: float) -
 def resolution(latency: dict[str, Latency], paths: dict[str, Path], floor: Latency, b: BenchmarkConfig, cpus):
     """The floor, the groups of models sharing a graph, and the largest relative p50 spread within one."""
     groups: dict[str, list[str]] = {}
-    for name, path in paths.items():
-        groups.setdefault(graph_signature(path), []).append(name)
+    for name, path in paths.items():  # only ONNX graphs are compared; another format's file is its own group
+        sig = graph_signature(path) if timing.format_of(path) == "onnx" else file_sha256(path)
+        groups.setdefault(sig, []).append(name)
     same = [g for g in groups.values() if len(g) > 1]
     spreads = [max(latency[n].p50_ms for n in g) / min(latency[n].p50_ms for n in g) - 1 for g in same]
     return Resolution(

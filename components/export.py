@@ -156,6 +156,16 @@ def ort_predict(path: str | Path, x: np.ndarray, batch_size: int = 256, threads:
     )
 
 
+def runtime_predict(path: str | Path, x: np.ndarray) -> np.ndarray:
+    """Logits of a deployable model over `x`, computed by its format's runtime: ONNX Runtime for an ONNX file, the
+    ExecuTorch runtime for a `.pte` program."""
+    if Path(path).suffix == ".pte":
+        from components.pte import pte_predict
+
+        return pte_predict(path, x)
+    return ort_predict(path, x)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)

@@ -57,7 +57,11 @@ class GateView(BaseModel):
         )
 
 
-QUANTIZING = {"int8": "INT8", "fp16": "FP16"}  # transforms that change precision: they must pay in speed
+QUANTIZING = {
+    "int8": "INT8",
+    "pte_int8": "INT8",
+    "fp16": "FP16",
+}  # transforms that change precision: they must pay in speed
 
 
 def decide(
@@ -148,8 +152,15 @@ def compression_reasons(candidate: GateView, source: GateView, transform: str | 
 def select_best(
     candidates: dict[str, GateView], decisions: dict[str, Decision], metric: str = "accuracy"
 ) -> str | None:
-    """Name of the passing candidate with the highest `metric`, ties broken by lower p95; None if none passes."""
+    """Name of the passing candidate with the highest `metric`; among those that tie on it, the one measurably
+    faster (p95 intervals apart) than each other, else the first in the candidate table's order (ONNX before an
+    ExecuTorch program, a model before its compressed forms). None if none passes."""
     passing = [n for n, d in decisions.items() if d.passed]
     if not passing:
         return None
-    return min(passing, key=lambda n: (-candidates[n][metric], candidates[n].p95_ms))
+    top = max(candidates[n][metric] for n in passing)
+    tied = [n for n in passing if candidates[n][metric] == top]
+    for n in tied:
+        if all(compare(candidates[n].p95(), candidates[o].p95()) < 0 for o in tied if o != n):
+            return n
+    return tied[0]

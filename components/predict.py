@@ -1,4 +1,5 @@
-"""Raw input -> prediction with nothing but an ONNX file and its preprocessing spec (no torch, no training code).
+"""Raw input -> prediction with nothing but a model file and its preprocessing spec (no training code): an ONNX file
+through ONNX Runtime (no torch), or an ExecuTorch `.pte` program through the ExecuTorch runtime.
 
 A raw input is what a device sees: an image file, a wav file, a line of text, a CSV row of measurements.
 """
@@ -76,12 +77,12 @@ class Prediction:
     probabilities: dict[str, float]  # of every class
 
 
-def predict(onnx_path: str | Path, spec: dict, raw_samples: list) -> list[Prediction]:
-    """Label and class probabilities for each raw sample, computed by ONNX Runtime."""
-    from components.export import ort_predict, softmax
+def predict(model_path: str | Path, spec: dict, raw_samples: list) -> list[Prediction]:
+    """Label and class probabilities for each raw sample, computed by the model's runtime."""
+    from components.export import runtime_predict, softmax
 
     x = transform(spec, raw_samples)
-    probs = softmax(ort_predict(onnx_path, x).astype(np.float64))
+    probs = softmax(runtime_predict(model_path, x).astype(np.float64))
     classes = spec["classes"]
     return [
         Prediction(classes[int(p.argmax())], float(p.max()), {c: float(v) for c, v in zip(classes, p)}) for p in probs

@@ -3,15 +3,17 @@
 A recipe names a trained model ("teacher", "plain" or "kd") or another recipe as its source, the transform
 that turns the source into the candidate, and the transform's options: "export" (the trained model's FP32 ONNX
 file), "prune" (channels removed, then a fine-tune with the source's own objective), "int8" (ONNX Runtime
-quantization of the source's ONNX file, `mode` "static" or "dynamic"). The flow runs the table in order;
-nothing else names candidates.
+quantization of the source's ONNX file, `mode` "static" or "dynamic"), "pte" (the trained student lowered to an
+ExecuTorch program with the XNNPACK delegate, FP32) and "pte_int8" (the same student quantized to INT8 with
+ExecuTorch's XNNPACK quantizer, then lowered; its source is the FP32 program, which it must beat). The flow runs
+the table in order; nothing else names candidates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TRANSFORMS = ("export", "prune", "int8")
+TRANSFORMS = ("export", "prune", "int8", "pte", "pte_int8")
 TRAINED = ("teacher", "plain", "kd")
 
 
@@ -26,20 +28,27 @@ class Recipe:
         assert self.transform in TRANSFORMS, self.transform
 
 
-def student_recipes(student: str) -> list[Recipe]:
-    """A student's candidates: FP32, pruned FP32, and the pruned model's static and dynamic INT8."""
-    return [
+def student_recipes(student: str, formats: tuple[str, ...] = ("onnx",)) -> list[Recipe]:
+    """A student's candidates: FP32, pruned FP32, and the pruned model's static and dynamic INT8; with the `pte`
+    format also its ExecuTorch programs, FP32 and INT8."""
+    table = [
         Recipe(f"{student}_fp32", student, "export"),
         Recipe(f"{student}_pruned_fp32", f"{student}_fp32", "prune"),
         Recipe(f"{student}_pruned_int8_static", f"{student}_pruned_fp32", "int8", {"mode": "static"}),
         Recipe(f"{student}_pruned_int8_dynamic", f"{student}_pruned_fp32", "int8", {"mode": "dynamic"}),
     ]
+    if "pte" in formats:
+        table += [
+            Recipe(f"{student}_pte_fp32", student, "pte"),
+            Recipe(f"{student}_pte_int8", f"{student}_pte_fp32", "pte_int8"),
+        ]
+    return table
 
 
-def recipes(students: tuple[str, ...] = ("plain", "kd")) -> list[Recipe]:
+def recipes(students: tuple[str, ...] = ("plain", "kd"), formats: tuple[str, ...] = ("onnx",)) -> list[Recipe]:
     """The candidate table: the teacher as a reference, then the same recipes for each student, so the KD
     student's compressed forms always meet the plain student's compressed the same way."""
-    table = [Recipe("teacher_fp32", "teacher", "export")] + [r for s in students for r in student_recipes(s)]
+    table = [Recipe("teacher_fp32", "teacher", "export")] + [r for s in students for r in student_recipes(s, formats)]
     names = [r.name for r in table]
     for i, r in enumerate(table):
         assert r.source in TRAINED or r.source in names[:i], f"{r.name}: unknown source {r.source}"

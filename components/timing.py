@@ -6,7 +6,8 @@ slow spell of the machine or a position in the order falls on all of them alike.
 the medians of its per-round percentiles, each with a percentile-bootstrap 95% interval over the rounds.
 Differences are read on the intervals: one model is faster than another only where the intervals do not overlap.
 
-The harness imports numpy and onnxruntime only (no torch, no onnx), so the device agent runs it as the host does.
+The harness imports numpy and onnxruntime only (no torch, no onnx), so the device agent runs it as the host does;
+a `.pte` program (ExecuTorch) is timed the same way where ExecuTorch, which brings torch, is installed.
 """
 
 from __future__ import annotations
@@ -97,7 +98,35 @@ def _rapl_uj() -> int | None:
         return None
 
 
+SUFFIXES = {".onnx": "onnx", ".pte": "pte"}  # a model file's format, by its suffix
+
+
+def format_of(path) -> str:
+    """A model file's format ("onnx" or "pte"), from its suffix."""
+    try:
+        return SUFFIXES[Path(path).suffix]
+    except KeyError:
+        raise ValueError(f"{path}: unknown model format (expected one of {', '.join(SUFFIXES)})") from None
+
+
+def formats() -> list[str]:
+    """The formats this machine can time: ONNX always, `.pte` where ExecuTorch is installed."""
+    from importlib.util import find_spec
+
+    try:
+        pte = find_spec("executorch") is not None
+    except ImportError:  # an import hook that refuses it
+        pte = False
+    return ["onnx"] + (["pte"] if pte else [])
+
+
 def session(path, threads: int):
+    """A session of the model at `path` on `threads` threads: ONNX Runtime's, or for a `.pte` program the
+    ExecuTorch runtime's behind the same interface (components.pte, imported only then: it brings torch)."""
+    if format_of(path) == "pte":
+        from components.pte import PteSession
+
+        return PteSession(path, threads)
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -226,6 +255,10 @@ def peak_memory(path: str, batch_file: str, threads: int, warmup: int, start: st
     one-time set-up (a session of `start`), which is charged to no model."""
     batch = np.load(batch_file, allow_pickle=False)
     session(start, threads)
+    if format_of(path) == "pte":  # ExecuTorch's runtime (and torch) load once per process: not charged to the model
+        from components.pte import load_runtime
+
+        load_runtime()
     base = _reset_peak()
     sess = session(path, threads)
     feed = {sess.get_inputs()[0].name: batch}

@@ -13,6 +13,7 @@ from components.config.data import DIGITS, DataConfig, ValidationConfig
 from components.config.stages import (
     BenchmarkConfig,
     DistillConfig,
+    ExportConfig,
     GateConfig,
     PruneConfig,
     QuantizeConfig,
@@ -38,6 +39,7 @@ __all__ = [
     "PipelineConfig",
     "PruneConfig",
     "QuantizeConfig",
+    "ExportConfig",
     "SearchConfig",
     "StudentBudget",
     "StudentConfig",
@@ -64,6 +66,7 @@ class PipelineConfig(Section):
     distill: DistillConfig = DistillConfig()
     prune: PruneConfig = PruneConfig()
     quantize: QuantizeConfig = QuantizeConfig()
+    export: ExportConfig = ExportConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     gate: GateConfig = GateConfig()
     search: SearchConfig = SearchConfig()
@@ -84,7 +87,18 @@ class ConfigError(ValueError):
     """params.yaml is missing, unreadable or holds a bad value."""
 
 
-STAGE_SECTIONS = ("train", "teacher", "student", "distill", "prune", "quantize", "benchmark", "gate", "search")
+STAGE_SECTIONS = (
+    "train",
+    "teacher",
+    "student",
+    "distill",
+    "prune",
+    "quantize",
+    "export",
+    "benchmark",
+    "gate",
+    "search",
+)
 
 
 def _merge(base: dict, top: dict) -> dict:

@@ -1,6 +1,6 @@
 """The stage sections of params.yaml: what every model's training shares, the teacher, the students' budget,
-distillation, pruning, quantization, the device profile, the gate, the search, and the team's servers. Each
-field has its default and a description: the configuration reference is generated from them."""
+distillation, pruning, quantization, the deployable formats, the device profile, the gate, the search, and the
+team's servers. Each field has its default and a description: the configuration reference is generated from them."""
 
 from __future__ import annotations
 
@@ -126,6 +126,24 @@ class QuantizeConfig(Section):
     per_channel: bool = Field(True, description="Per-channel weight scales for static INT8.")
 
 
+class ExportConfig(Section):
+    """The deployable formats each trained student is built in. ONNX (run by ONNX Runtime) always; `pte` adds
+    ExecuTorch programs lowered with the XNNPACK delegate, FP32 and INT8, as candidates of their own."""
+
+    formats: list[Literal["onnx", "pte"]] = Field(
+        ["onnx"],
+        description="Formats of the candidates: `onnx`, and `pte` (ExecuTorch, needs `executorch` installed; a "
+        "program is lowered for the device profile's batch size).",
+    )
+
+    @field_validator("formats")
+    @classmethod
+    def _onnx_first(cls, v: list[str]) -> list[str]:
+        if "onnx" not in v or len(set(v)) != len(v):
+            raise ValueError(f"export.formats {v}: must hold `onnx` (the teacher's format), each format once")
+        return v
+
+
 class TargetConfig(Section):
     """A device agent (`edgekd device serve`) to measure every candidate on, besides this host. Its token comes
     from an environment variable or a file, never from params.yaml."""
@@ -180,8 +198,8 @@ class BenchmarkConfig(Section):
 
 
 class GateConfig(Section):
-    """Every metric condition is checked on the validation split, measured through ONNX Runtime: the gate chooses,
-    and choices are made on validation. Test metrics are reported, never used to choose."""
+    """Every metric condition is checked on the validation split, measured through the model's runtime: the gate
+    chooses, and choices are made on validation. Test metrics are reported, never used to choose."""
 
     metric: str = Field(
         "accuracy",

@@ -21,7 +21,7 @@ def add_parsers(sub) -> None:
     hi.add_argument("--model", help="registered model name (default: the dataset's name)")
     hi.add_argument("--dataset", help=DATASET_HELP)
     hi.set_defaults(fn=cmd_history)
-    pd_ = sub.add_parser("predict", help="predict raw inputs with a registered model (ONNX Runtime + its spec only)")
+    pd_ = sub.add_parser("predict", help="predict raw inputs with a registered model (its runtime + its spec only)")
     pd_.add_argument("model", help="registered model name (the dataset's name)")
     pd_.add_argument("inputs", nargs="+", help="image or wav files, text lines, or CSV rows of features")
     pd_.add_argument("--ref", default="staging", help="a version number or an alias (default: staging)")
@@ -103,17 +103,18 @@ def cmd_history(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    # No training code: the registry client, the ONNX file, its preprocessing spec and ONNX Runtime.
+    # No training code: the registry client, the model file, its preprocessing spec and its runtime (ONNX Runtime, or
+    # ExecuTorch for a .pte).
     from components.predict import predict, read_input
     from flows.tracking.errors import IntegrityError, PromotionError
     from flows.tracking.registry import fetch_verified
 
     try:
-        folder, spec, _ = fetch_verified(args.model, args.ref)
+        path, spec, _ = fetch_verified(args.model, args.ref)
         raw = [read_input(spec, a) for a in args.inputs]
     except (PromotionError, IntegrityError, OSError, ValueError) as e:
         error(f"refused: {e}")
         return Exit.REFUSED
-    for arg, out in zip(args.inputs, predict(folder / "model.onnx", spec, raw)):
+    for arg, out in zip(args.inputs, predict(path, spec, raw)):
         print(f"{out.label}\t{out.probability:.4f}\t{arg}")
     return Exit.OK

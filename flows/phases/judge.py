@@ -31,7 +31,9 @@ def champion(name: str) -> tuple[str | None, gate.GateView | None]:
 def judge(run: Run, results: dict[str, Measurement]) -> Verdict:
     view = {n: m.view() for n, m in results.items()}
     champion_version, champion_view = champion(run.cfg.data.name)
-    table = {r.name: r for r in recipes()}  # a compression step is judged against its source measured here
+    table = {
+        r.name: r for r in recipes(formats=tuple(run.cfg.export.formats))
+    }  # a compression step is judged against its source measured here
     decisions = {
         n: gate.decide(
             v,

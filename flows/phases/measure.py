@@ -22,4 +22,4 @@ def measure(run: Run, data: DataRef, made: dict[str, Made]) -> Candidates:
         + (f"; then on {', '.join(b.targets)}" if b.targets else "")
         + f"; the gate uses {run.cfg.gate.target}'s"
     )
-    return measure_candidates(data, {n: m.onnx for n, m in made.items()}, b, run.cfg.gate.target)
+    return measure_candidates(data, {n: m.artifact for n, m in made.items()}, b, run.cfg.gate.target)

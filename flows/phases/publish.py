@@ -12,6 +12,7 @@ from pathlib import Path
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from components.candidate import Candidates, Measurement
+from components.timing import format_of
 from flows.data import layout
 from flows.phases.context import Run
 from flows.phases.judge import Verdict
@@ -137,7 +138,7 @@ def register(
     files.append(str(layout.prepared_dir(run.root, cfg.data.name) / "preprocess.json"))
     tags = (
         run.lineage.tags()
-        | {"candidate": best, "sha256": sha, "gate_metric": cfg.gate.metric}
+        | {"candidate": best, "sha256": sha, "format": format_of(m.artifact.path), "gate_metric": cfg.gate.metric}
         | registry.metric_tags(m, report.results["teacher_fp32"], report.results["plain_fp32"])
     )
     version = registry.register(

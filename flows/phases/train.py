@@ -15,7 +15,7 @@ from flows.phases.context import Run, tracked
 from flows.tasks.caching import cached
 from flows.tasks.data import load_data
 from flows.tasks.specs import DataRef, Member, StudentSpec, TeacherExportSpec, TeacherRef, TeacherSpec, TrainedModel
-from flows.tasks.train import export_teacher, ort_metrics, train_student, train_teacher
+from flows.tasks.train import export_teacher, runtime_metrics, train_student, train_teacher
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def train_teachers(run: Run, data: DataRef) -> Teacher:
         if len(ref.members) == 1:
             onnx, val = members[0].onnx, members[0].val
         elif ref.file and ref.file.path.endswith(".onnx"):
-            onnx, val = ref.file, ort_metrics(ref.file.path, val_split, data.classes)
+            onnx, val = ref.file, runtime_metrics(ref.file.path, val_split, data.classes)
         else:
             exported, _ = cached(export_teacher, TeacherExportSpec(data=data, teacher=ref))
             onnx, val = exported.onnx, exported.val

@@ -29,13 +29,22 @@ class CardFacts:
     run_id: str
 
 
+def _on(m, target: str) -> str:
+    """A model's p50 / p95 on a target, or why there is none (the target cannot run its format)."""
+    lat = m.targets.get(target)
+    return f"{lat.interval('p50')} / {lat.interval('p95')}" if lat else "not run there (format)"
+
+
 def _targets(report: Report) -> list[str]:
     """Each target's resolution and device, and every model's p50 and p95 on each when there are several."""
     out = []
     for t, res in report.timing.resolutions.items():
         d = report.timing.devices.get(t)
         where = (
-            f"{d.cpu}, {d.cores} cores, {d.os}, ONNX Runtime {d.onnxruntime}, emulation {d.emulation}; " if d else ""
+            f"{d.cpu}, {d.cores} cores, {d.os}, ONNX Runtime {d.onnxruntime}, runs {', '.join(d.formats)}, "
+            f"emulation {d.emulation}; "
+            if d
+            else ""
         )
         out.append(
             f"- **{t}**{' (the gate used these numbers)' if t == report.cfg.gate.target else ''}: {where}{res.line()}"
@@ -44,7 +53,7 @@ def _targets(report: Report) -> list[str]:
         names = list(report.timing.resolutions)
         out += ["", _row(["model", *[f"p50 / p95 ms on {t}" for t in names]]), _row(["---"] * (len(names) + 1))]
         for n, m in report.results.items():
-            out.append(_row([n, *[f"{m.targets[t].interval('p50')} / {m.targets[t].interval('p95')}" for t in names]]))
+            out.append(_row([n, *[_on(m, t) for t in names]]))
     return out
 
 
@@ -130,10 +139,44 @@ def _teacher(report: Report) -> str:
     return f"{networks} trained here (width {t.ensemble_widths or t.width})"
 
 
-def model_card(report: Report, gate: GateReport, facts: CardFacts) -> str:
+def _file(report: Report) -> str:
+    return "model.pte" if report.results[report.best].artifact.path.endswith(".pte") else "model.onnx"
+
+
+def _executorch() -> str:
+    from importlib.metadata import version
+
+    return version("executorch")
+
+
+def _format(report: Report) -> str:
+    """The registered file's format and the runtime it runs on."""
+    if _file(report) == "model.pte":
+        return (
+            f"ExecuTorch program (`model.pte`, XNNPACK delegate, ExecuTorch {_executorch()}), lowered for batches of "
+            f"exactly {report.cfg.benchmark.batch_size}"
+        )
+    return "ONNX (`model.onnx`), run by ONNX Runtime's CPU execution provider, any batch size"
+
+
+def _profile(report: Report) -> str:
+    """The device profile every candidate was timed under on this host, with the runtimes that ran them."""
     import onnxruntime
 
-    d, b = report.cfg.data, report.cfg.benchmark
+    b = report.cfg.benchmark
+    pte = (
+        f"; `.pte` programs through ExecuTorch {_executorch()} (XNNPACK)" if "pte" in report.cfg.export.formats else ""
+    )
+    return (
+        f"Device profile: ONNX Runtime {onnxruntime.__version__} CPU execution provider, {b.intra_op_threads} "
+        f"intra-op thread(s), batch {b.batch_size}, {b.rounds} interleaved rounds of {b.warmup_runs} warm-up "
+        f"+ {b.timed_runs} timed runs, on {platform.machine()} ({os.cpu_count()} logical CPUs, {platform.system()})"
+        f"{pte}."
+    )
+
+
+def model_card(report: Report, gate: GateReport, facts: CardFacts) -> str:
+    d = report.cfg.data
     quality, bench = _tables(report)
     intended = d.intended_use or (
         f"Classifies {d.kind} inputs into {', '.join(d.classes)}, on inputs like "
@@ -149,11 +192,13 @@ def model_card(report: Report, gate: GateReport, facts: CardFacts) -> str:
         f"Input: raw {INPUTS.get(d.kind, 'samples')} through `extra_files/preprocess.json` (`edgekd predict`). "
         "Output: one of " + ", ".join(f"`{c}`" for c in d.classes) + ".",
         "",
+        f"Format: {_format(report)}.",
+        "",
         "## Data",
         "",
         *_data(report, facts),
         "",
-        "## Metrics (validation and test splits, measured through ONNX Runtime)",
+        "## Metrics (validation and test splits, measured through each model's runtime)",
         "",
         "Every choice (KD variant, registered candidate) was made on validation; test is reported only. "
         f"Teacher: {_teacher(report)}.",
@@ -164,9 +209,7 @@ def model_card(report: Report, gate: GateReport, facts: CardFacts) -> str:
         "",
         "## Benchmark",
         "",
-        f"Device profile: ONNX Runtime {onnxruntime.__version__} CPU execution provider, {b.intra_op_threads} "
-        f"intra-op thread(s), batch {b.batch_size}, {b.rounds} interleaved rounds of {b.warmup_runs} warm-up "
-        f"+ {b.timed_runs} timed runs, on {platform.machine()} ({os.cpu_count()} logical CPUs, {platform.system()}).",
+        _profile(report),
         "",
         *bench,
         "",
@@ -182,6 +225,6 @@ def model_card(report: Report, gate: GateReport, facts: CardFacts) -> str:
         "",
         f"- Pipeline run (MLflow): `{facts.run_id}`; Prefect flow run: `{facts.lineage.get('prefect_flow_run_id')}`",
         f"- Git commit: `{facts.lineage.get('git_commit')}`; params hash: `{facts.lineage.get('params_hash')}`",
-        f"- `model.onnx` sha256: `{facts.sha256}`",
+        f"- `{_file(report)}` sha256: `{facts.sha256}`",
     ]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from math import nan
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ from components.benchmark import Resolution
 from components.candidate import Measurement
 from components.config import PipelineConfig
 from components.gate import Decision
-from components.timing import DeviceFacts
+from components.timing import DeviceFacts, format_of
 from flows.reporting.gate_report import GateReport
 from flows.reporting.plots import confusion_plot, tradeoff_plot
 
@@ -27,6 +28,11 @@ def flat_metrics(m: Measurement) -> dict[str, float]:
         | m.latency.numbers()
         | {f"{p}_ms.{t}": getattr(lat, f"{p}_ms") for t, lat in m.targets.items() for p in ("p50", "p95")}
     )
+
+
+def _p50_on(m: Measurement, target: str) -> str:
+    """A model's p50 on a target, or a dash where that target cannot run its format."""
+    return f"{m.targets[target].p50_ms:.4f}" if target in m.targets else "—"
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ class Report:
                     "p50_speedup": teacher.p50_ms / lat.p50_ms,
                     "gate": self.verdict_of(name),
                 }
-                | {f"p50_ms_{t}": m.targets[t].p50_ms for t in self.other_targets()}
+                | {f"p50_ms_{t}": m.targets[t].p50_ms if t in m.targets else nan for t in self.other_targets()}
             )
         return pd.DataFrame(rows)
 
@@ -138,6 +144,7 @@ class Report:
             "teacher_clearly_stronger": self.teacher_strong,
             "candidates": {
                 n: {
+                    "format": format_of(m.artifact.path),
                     "val": m.val.scalars(),
                     "test": m.test.scalars(),
                     **{p: m.latency.interval(p).model_dump() | {"unit": "ms"} for p in ("p50", "p95")},
@@ -148,6 +155,7 @@ class Report:
                         for t, lat in m.targets.items()
                     },
                     "size_bytes": m.latency.size_bytes,
+                    "sha256": m.artifact.sha256,
                     "gate": self.verdict_of(n),
                     "reasons": self.decisions[n].reasons if n in self.decisions else [],
                 }
@@ -206,8 +214,8 @@ class Report:
 
         p, m = self.cfg.benchmark, self.metric
         t = Table(
-            title=f"Candidates: {m} through ORT on val (chosen on) and test (reported); latency on "
-            f"{self.cfg.gate.target}, ORT CPU, {p.intra_op_threads} thread(s), batch {p.batch_size}, medians of "
+            title=f"Candidates: {m} through their runtime on val (chosen on) and test (reported); latency on "
+            f"{self.cfg.gate.target}, CPU, {p.intra_op_threads} thread(s), batch {p.batch_size}, medians of "
             f"{p.rounds} interleaved rounds of {p.timed_runs} timed runs after {p.warmup_runs} warm-up"
         )
         others = self.other_targets()
@@ -237,8 +245,8 @@ class Report:
                 f"{r.size_kb:.1f}",
                 f"{r.p50_ms:.4f}",
                 f"{r.p95_ms:.4f}",
-                *[f"{self.results[r.candidate].targets[o].p50_ms:.4f}" for o in others],
-                f"{r.energy_nj:.0f}",
+                *[_p50_on(self.results[r.candidate], o) for o in others],
+                "—" if r.energy_nj != r.energy_nj else f"{r.energy_nj:.0f}",  # NaN: not estimated
                 f"{r.size_ratio:.1f}",
                 f"{r.p50_speedup:.2f}",
                 r.gate,

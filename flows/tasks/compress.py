@@ -1,19 +1,19 @@
-"""Compression tasks: structured pruning with a fine-tune, and ONNX Runtime quantization (static and dynamic INT8,
-FP16)."""
+"""Compression tasks: structured pruning with a fine-tune, ONNX Runtime quantization (static and dynamic INT8,
+FP16), and ExecuTorch programs (FP32 and INT8)."""
 
 from __future__ import annotations
 
 import torch
 from prefect import task
 
-from components import quantize
+from components import pte, quantize, timing
 from components.distill import train_variant
 from components.export import Artifact
 from components.prune import prune_channels
 from components.train import evaluate
 from flows.tasks.caching import CACHED
 from flows.tasks.data import load_data
-from flows.tasks.specs import PruneSpec, QuantizeSpec, TrainedModel, out_dir
+from flows.tasks.specs import PruneSpec, PteSpec, QuantizeSpec, TrainedModel, out_dir
 from flows.tasks.train import finish, fit_kwargs, objective_kwargs, student_module
 from flows.tasks.weights import load_weights
 
@@ -54,3 +54,24 @@ def quantize_int8(q: QuantizeSpec) -> Artifact:
         calib = quantize.calibration_sample(load_data(q.data).splits["train"].x, q.quantize.calibration_samples, 0)
         return quantize.quantize_static_int8(q.fp32.path, out, calib, q.quantize.per_channel)
     return quantize.quantize_dynamic_int8(q.fp32.path, out)
+
+
+@task(**CACHED)
+def lower_pte(p: PteSpec) -> Artifact:
+    """A trained student as an ExecuTorch program (XNNPACK delegate) for batches of the device profile's size: FP32,
+    or INT8 calibrated on the same train samples as ONNX Runtime's static INT8."""
+    if "pte" not in timing.formats():
+        raise RuntimeError(
+            "export.formats lists `pte` but ExecuTorch is not installed here: install the pinned `executorch` "
+            "from requirements.lock, or drop `pte` from export.formats"
+        )
+    s = p.source
+    data = load_data(s.data)
+    train_x = data.splits["train"].x
+    student = load_weights(student_module(s, data.spec), p.weights)
+    out = out_dir(p, "pte", s.data.root) / "model.pte"
+    batch = train_x[: p.batch_size]
+    if p.mode == "fp32":
+        return pte.export_pte(student, batch, out)
+    calib = quantize.calibration_sample(train_x, p.quantize.calibration_samples, 0)
+    return pte.quantize_pte(student, batch, calib, out, p.quantize.per_channel)

@@ -1,12 +1,13 @@
-"""Measuring candidates: each one's scores through ONNX Runtime on val and test, then the latency of all of them,
-timed interleaved under the device profile on this host and on every device agent of `benchmark.targets`, with
-the resolution of each timing."""
+"""Measuring candidates: each one's scores through its runtime (ONNX Runtime, or ExecuTorch for a `.pte`) on val
+and test, then the latency of all of them, timed interleaved under the device profile on this host and on every
+device agent of `benchmark.targets` (each timing the formats it runs), with the resolution of each timing."""
 
 from __future__ import annotations
 
 from prefect import task
 
 from components import benchmark as bench
+from components import timing
 from components.candidate import Candidates, Measurement
 from components.config import BenchmarkConfig
 from components.export import Artifact
@@ -14,31 +15,43 @@ from flows.infra.device import client
 from flows.tasks.caching import IO_RETRIES
 from flows.tasks.data import load_data
 from flows.tasks.specs import DataRef
-from flows.tasks.train import ort_metrics
+from flows.tasks.train import runtime_metrics
 
 HOST = "host"
 
 
-def time_on(target: str, paths: dict[str, str], x, b: BenchmarkConfig) -> bench.Measured:
+def time_on(target: str, paths: dict[str, str], x, b: BenchmarkConfig, required: bool = True) -> bench.Measured:
     """The models timed side by side on `target`: this host, or a device agent of `b.targets`, which raises
-    client.DeviceFailed naming it when it refuses or stops answering."""
+    client.DeviceFailed naming it when it refuses or stops answering. An agent times the models in the formats it
+    runs; where it lacks one, a `required` target (the gate's) fails, another skips those models."""
     if target == HOST:
         return bench.measure(paths, x, b)
-    return bench.measure(paths, x, b, runner=client.runner(client.device(target, b.targets[target])))
+    device = client.device(target, b.targets[target])
+    runs = client.info(device).formats
+    lacking = sorted({timing.format_of(p) for p in paths.values()} - set(runs))
+    if lacking and required:
+        raise client.DeviceFailed(
+            device,
+            f"it cannot run {', '.join(lacking)} (it runs {', '.join(runs)}), and gate.target needs every "
+            "candidate's numbers: install executorch beside the agent, or gate on another target",
+            refused=True,
+        )
+    paths = {n: p for n, p in paths.items() if timing.format_of(p) in runs}
+    return bench.measure(paths, x, b, runner=client.runner(device))
 
 
-def time_on_targets(paths: dict[str, str], x, b: BenchmarkConfig) -> dict[str, bench.Measured]:
+def time_on_targets(paths: dict[str, str], x, b: BenchmarkConfig, gate_target: str = HOST) -> dict[str, bench.Measured]:
     """The models timed on this host, then on each device agent of `b.targets`, by target name."""
-    return {t: time_on(t, paths, x, b) for t in (HOST, *b.targets)}
+    return {t: time_on(t, paths, x, b, required=t == gate_target) for t in (HOST, *b.targets)}
 
 
 def measure(data: DataRef, models: dict[str, Artifact], b: BenchmarkConfig, gate_target: str = HOST) -> Candidates:
-    """Scores through ONNX Runtime on the validation split (what the gate chooses on) and the test split (what is
-    reported) of every model, then their latency on every target, timed side by side; each model's `latency` is
-    its latency on `gate_target`."""
+    """Scores through each model's runtime on the validation split (what the gate chooses on) and the test split
+    (what is reported), then their latency on every target, timed side by side; each model's `latency` is its
+    latency on `gate_target`, `targets` its latency on each target that runs its format."""
     splits = load_data(data).splits
-    scores = {n: [ort_metrics(a.path, splits[s], data.classes) for s in ("val", "test")] for n, a in models.items()}
-    timed = time_on_targets({n: a.path for n, a in models.items()}, splits["test"].x, b)
+    scores = {n: [runtime_metrics(a.path, splits[s], data.classes) for s in ("val", "test")] for n, a in models.items()}
+    timed = time_on_targets({n: a.path for n, a in models.items()}, splits["test"].x, b, gate_target)
     on = timed[gate_target]
     return Candidates(
         measured={
@@ -47,7 +60,7 @@ def measure(data: DataRef, models: dict[str, Artifact], b: BenchmarkConfig, gate
                 test=test,
                 latency=on.latency[n],
                 artifact=models[n],
-                targets={t: m.latency[n] for t, m in timed.items()},
+                targets={t: m.latency[n] for t, m in timed.items() if n in m.latency},
             )
             for n, (val, test) in scores.items()
         },

@@ -27,6 +27,7 @@ TRAIN_CODE = ("train.py", "models.py", "export.py", "metrics.py", "data")
 STUDENT_CODE = TRAIN_CODE + ("kd", "distill.py", "teachers.py")
 PRUNE_CODE = STUDENT_CODE + ("prune.py",)
 QUANTIZE_CODE = ("quantize.py", "export.py")
+PTE_CODE = STUDENT_CODE + ("pte.py",)
 
 
 def code_version(*paths: str) -> str:
@@ -146,6 +147,18 @@ class QuantizeSpec(Spec):
     mode: str  # "static", "dynamic" or "fp16"
     quantize: QuantizeConfig
     code: str = code_version(*QUANTIZE_CODE)
+
+
+class PteSpec(Spec):
+    """A trained student lowered to an ExecuTorch program for batches of `batch_size`: FP32, or INT8 calibrated on
+    the train samples ONNX Runtime's static INT8 is calibrated on."""
+
+    source: StudentSpec
+    weights: Artifact
+    mode: str  # "fp32" or "int8"
+    batch_size: int
+    quantize: QuantizeConfig
+    code: str = code_version(*PTE_CODE)
 
 
 def out_dir(spec: Spec, stage: str, root: str) -> Path:

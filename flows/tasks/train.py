@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 
 from components.data import Dataset, get_kind
 from components.distill import train_variant
-from components.export import export_onnx, ort_predict
+from components.export import export_onnx, runtime_predict
 from components.metrics import Scores, classification_metrics
 from components.models import build, count_params
 from components.train import CrossEntropy, Epoch, fit, select_device
@@ -19,9 +19,10 @@ from flows.tasks.specs import ExportedTeacher, StudentSpec, TeacherExportSpec, T
 from flows.tasks.weights import kd_teacher, logits_cache, save_weights, teacher_module
 
 
-def ort_metrics(onnx_path: str, data: Dataset, classes: list[str]) -> Scores:
-    """Classification metrics of an exported model on one split, computed from ONNX Runtime's outputs."""
-    return classification_metrics(ort_predict(onnx_path, data.x), data.y, classes)
+def runtime_metrics(path: str, data: Dataset, classes: list[str]) -> Scores:
+    """Classification metrics of an exported model on one split, computed from its runtime's outputs (ONNX Runtime,
+    or ExecuTorch for a `.pte` program)."""
+    return classification_metrics(runtime_predict(path, data.x), data.y, classes)
 
 
 def _progress(name: str, total: int):
@@ -61,7 +62,7 @@ def finish(
         onnx=onnx,
         history=history,
         params=count_params(model),
-        val=ort_metrics(onnx.path, splits["val"], classes),
+        val=runtime_metrics(onnx.path, splits["val"], classes),
         **extra,
     )
 
@@ -92,7 +93,7 @@ def export_teacher(s: TeacherExportSpec) -> ExportedTeacher:
     module = teacher_module(s.teacher, s.data, data.spec)
     out = Path(s.data.root) / ".edgekd" / "artifacts" / "teacher_export" / s.teacher.id
     onnx = export_onnx(module, data.splits["test"].x, out / "model.onnx")
-    return ExportedTeacher(onnx=onnx, val=ort_metrics(onnx.path, data.splits["val"], s.data.classes))
+    return ExportedTeacher(onnx=onnx, val=runtime_metrics(onnx.path, data.splits["val"], s.data.classes))
 
 
 def student_module(s: StudentSpec, pspec: dict) -> torch.nn.Module:

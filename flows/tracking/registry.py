@@ -18,6 +18,7 @@ from flows.tracking.tracker import client
 
 STAGING, PRODUCTION = "staging", "production"
 COMPLETE = "registration_complete"  # the last tag `register` writes
+ONNX_FILE, PTE_FILE = "model.onnx", "model.pte"  # a version's model file, by format
 LATENCY_TAGS = ("p50_ms", "p95_ms", "p95_lo_ms", "p95_hi_ms", "p99_ms", "size_bytes")
 
 
@@ -84,34 +85,63 @@ def fit_description(card: str, limit: int = DESCRIPTION_LIMIT) -> str:
 
 
 def register(
-    run_id: str, name: str, onnx_path: str | Path, input_example, extra_files: list[str], tags: dict, description: str
+    run_id: str, name: str, model_path: str | Path, input_example, extra_files: list[str], tags: dict, description: str
 ) -> str:
-    """Log the ONNX model with signature, input example and extra files, register it with its tags (one request:
-    the version never exists without them), describe it, alias it staging, and mark it complete last."""
-    import onnx
+    """Log the model (an ONNX file, or an ExecuTorch program) with signature, input example and extra files,
+    register it with its tags (one request: the version never exists without them), describe it, alias it staging,
+    and mark it complete last."""
     from mlflow.models import infer_signature
 
-    from components.export import ort_predict
+    from components.export import runtime_predict
 
-    model = onnx.load(str(onnx_path))
-    signature = infer_signature(input_example, ort_predict(onnx_path, input_example))
+    signature = infer_signature(input_example, runtime_predict(model_path, input_example))
+    log = _log_onnx if Path(model_path).suffix == ".onnx" else _log_pte
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.onnx.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=input_example,
-            extra_files=extra_files,
-            save_as_external_data=False,
-            pip_requirements=["onnxruntime", "onnx", "numpy"],
-            onnx_execution_providers=["CPUExecutionProvider"],
-        )
-    version = str(mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()}).version)
+        uri = log(run_id, Path(model_path), signature, input_example, extra_files)
+    version = str(mlflow.register_model(uri, name, tags={k: str(v) for k, v in tags.items()}).version)
     c = client()
     c.update_model_version(name, version, description=fit_description(description))
     c.set_registered_model_alias(name, STAGING, version)
     c.set_model_version_tag(name, version, COMPLETE, "true")  # last: without it, the version is partial
     return version
+
+
+def _log_onnx(run_id: str, path: Path, signature, input_example, extra_files: list[str]) -> str:
+    import onnx
+
+    info = mlflow.onnx.log_model(
+        onnx.load(str(path)),
+        name="model",
+        signature=signature,
+        input_example=input_example,
+        extra_files=extra_files,
+        save_as_external_data=False,
+        pip_requirements=["onnxruntime", "onnx", "numpy"],
+        onnx_execution_providers=["CPUExecutionProvider"],
+    )
+    return info.model_uri
+
+
+def _log_pte(run_id: str, path: Path, signature, input_example, extra_files: list[str]) -> str:
+    """An ExecuTorch program as the run's `model` folder, laid out as MLflow's flavors lay theirs out (MLmodel,
+    the model file, extra_files/). MLflow has no ExecuTorch flavor: MLmodel names the file and the runtime."""
+    import shutil
+    from importlib.metadata import version
+
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        shutil.copyfile(path, folder / PTE_FILE)
+        (folder / "extra_files").mkdir()
+        for f in extra_files:
+            shutil.copyfile(f, folder / "extra_files" / Path(f).name)
+        flavor = {"model": PTE_FILE, "executorch_version": version("executorch"), "delegate": "XNNPACK"}
+        Model(artifact_path="model", run_id=run_id, flavors={"executorch": flavor}, signature=signature).save(
+            str(folder / "MLmodel")
+        )
+        mlflow.log_artifacts(str(folder), artifact_path="model")
+    return f"runs:/{run_id}/model"
 
 
 def version_with_sha256(name: str, sha256: str) -> str | None:
@@ -139,32 +169,37 @@ def drop_partial_versions(name: str, run_ids: list[str]) -> list[str]:
     return dropped
 
 
-def model_onnx_path(c: MlflowClient, name: str, version: str) -> Path:
-    """Local path of a version's ONNX file (downloaded to a temp dir for remote stores)."""
+def model_file(c: MlflowClient, name: str, version: str) -> Path:
+    """Local path of a version's model file, `model.onnx` or `model.pte` (downloaded to a temp dir for remote
+    stores)."""
     mv = c.get_model_version(name, version)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tempfile.mkdtemp()))
-    return local / "model.onnx"
+    found = [local / f for f in (ONNX_FILE, PTE_FILE) if (local / f).is_file()]
+    if not found:
+        raise IntegrityError(f"{name} version {version} holds neither {ONNX_FILE} nor {PTE_FILE}")
+    return found[0]
 
 
 def verify_artifact(c: MlflowClient, name: str, mv) -> Path:
-    """Download a version's ONNX file and check it against the sha256 recorded at registration, then with
-    onnx.checker; returns its local path."""
+    """Download a version's model file and check it against the sha256 recorded at registration (an ONNX file then
+    with onnx.checker); returns its local path."""
     from components.export import check_onnx, file_sha256
 
-    onnx_file = model_onnx_path(c, name, str(mv.version))
-    digest = file_sha256(onnx_file)
+    path = model_file(c, name, str(mv.version))
+    digest = file_sha256(path)
     if digest != mv.tags.get("sha256"):
         raise IntegrityError(
-            f"{name} version {mv.version}: model.onnx has sha256 {digest}, but "
+            f"{name} version {mv.version}: {path.name} has sha256 {digest}, but "
             f"{mv.tags.get('sha256')} was recorded at registration; refusing a tampered artifact"
         )
-    check_onnx(onnx_file)
-    return onnx_file
+    if path.name == ONNX_FILE:
+        check_onnx(path)
+    return path
 
 
 def fetch_verified(name: str, ref: str) -> tuple[Path, dict, object]:
-    """Download a version's artifacts (`ref`: a version number or an alias) and check the ONNX file against the
-    sha256 recorded at registration. Returns (model dir, its preprocessing spec, the ModelVersion)."""
+    """Download a version's artifacts (`ref`: a version number or an alias) and check the model file against the
+    sha256 recorded at registration. Returns (the model file, its preprocessing spec, the ModelVersion)."""
     c = client()
     mv = c.get_model_version(name, ref) if ref.isdigit() else version_by_alias(c, name, ref)
     if mv is None:
@@ -173,8 +208,8 @@ def fetch_verified(name: str, ref: str) -> tuple[Path, dict, object]:
         raise PromotionError(
             f"{name} version {mv.version} was never completely registered (the run that registered it stopped midway)"
         )
-    onnx_file = verify_artifact(c, name, mv)
-    spec_file = onnx_file.parent / "extra_files" / "preprocess.json"
+    path = verify_artifact(c, name, mv)
+    spec_file = path.parent / "extra_files" / "preprocess.json"
     if not spec_file.is_file():
         raise IntegrityError(f"{name} version {mv.version} carries no preprocess.json; re-register it")
-    return onnx_file.parent, json.loads(spec_file.read_text()), mv
+    return path, json.loads(spec_file.read_text()), mv

@@ -156,3 +156,14 @@ def test_speed_rules_compare_intervals_so_a_difference_inside_the_noise_is_not_f
     same_size = {"size_bytes": GOOD["size_bytes"]}
     pruned = decide(V(inside | same_size), V(TEACHER), None, POLICY, source=V(fp32 | same_size), transform="prune")
     assert "no measurable difference from its source's 0.0119 [0.0110, 0.0130] ms" in pruned.reasons[0]
+
+
+def test_a_tie_on_the_metric_goes_to_the_measurably_faster_else_to_the_first_in_table_order():
+    def view(lo, hi):
+        return GateView(metrics={"accuracy": 0.95}, p95_ms=(lo + hi) / 2, p95_lo_ms=lo, p95_hi_ms=hi)
+
+    ok = {"kd_fp32": Decision(True), "kd_pte_fp32": Decision(True)}
+    overlapping = {"kd_fp32": view(0.0112, 0.0121), "kd_pte_fp32": view(0.0111, 0.0116)}
+    assert select_best(overlapping, ok) == "kd_fp32"  # 0.0113 vs 0.0112 is inside the noise
+    apart = {"kd_fp32": view(0.0112, 0.0121), "kd_pte_fp32": view(0.0100, 0.0104)}
+    assert select_best(apart, ok) == "kd_pte_fp32"

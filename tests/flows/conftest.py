@@ -289,11 +289,14 @@ def kill_and_check():
 # A device agent as the edge box starts it, with the packages its install lacks made unimportable: an import of any of
 # them fails at once, so a test of the agent is also a test that its import path needs none of them.
 AGENT_BLOCKED = ("torch", "prefect", "mlflow", "onnx", "dvc", "great_expectations", "pandas", "yaml")
-AGENT = f"""
+
+
+def agent_script(blocked: tuple[str, ...] = AGENT_BLOCKED) -> str:
+    return f"""
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {AGENT_BLOCKED!r}:
+        if name.split(".")[0] in {blocked!r}:
             raise ImportError(f"{{name}} is not installed on the device")
 sys.meta_path.insert(0, Block())
 from flows.cli import main
@@ -304,11 +307,11 @@ sys.exit(main(sys.argv[1:]))
 class DeviceAgent:
     """`edgekd device serve ARGS` in a subprocess with the token `s3cret-token`, its TMPDIR `tmp/work` (where its
     temporary files would stay); `url` once it listens. With `expect_failure`, an agent that exits at once keeps
-    its stderr instead of failing the test."""
+    its stderr instead of failing the test. `without` names more packages its box lacks (e.g. executorch)."""
 
     TOKEN = "s3cret-token"
 
-    def __init__(self, tmp: Path, *args: str, expect_failure: bool = False, port: int = 0):
+    def __init__(self, tmp: Path, *args: str, expect_failure: bool = False, port: int = 0, without: tuple = ()):
         self.work = tmp / "work"
         self.work.mkdir(parents=True, exist_ok=True)
         self.token_file = tmp / "token"
@@ -317,7 +320,7 @@ class DeviceAgent:
         cmd = [
             sys.executable,
             "-c",
-            AGENT,
+            agent_script(AGENT_BLOCKED + tuple(without)),
             "device",
             "serve",
             "--port",
@@ -352,5 +355,5 @@ class DeviceAgent:
 
 @pytest.fixture(scope="session")
 def device_agent():
-    """device_agent(tmp, *args, expect_failure=False, port=0): a DeviceAgent; stop() it when done."""
+    """device_agent(tmp, *args, expect_failure=False, port=0, without=()): a DeviceAgent; stop() it when done."""
     return DeviceAgent

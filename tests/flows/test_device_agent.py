@@ -79,7 +79,8 @@ def test_the_agent_measures_what_it_is_sent_and_keeps_nothing(agent, tmp_path, _
 
     device = Device("board", agent.url, "s3cret-token")
     facts = info(device)
-    assert facts.formats == ["onnx"] and facts.cores == os.cpu_count() and facts.onnxruntime
+    assert facts.formats == ["onnx", "pte"]  # ExecuTorch is installed beside it here
+    assert facts.cores == os.cpu_count() and facts.onnxruntime
     paths = []
     for i, outputs in enumerate((64, 2048)):
         paths.append(str(tmp_path / f"m{i}.onnx"))
@@ -94,6 +95,32 @@ def test_the_agent_measures_what_it_is_sent_and_keeps_nothing(agent, tmp_path, _
     assert list(agent.work.iterdir()) == []
 
 
+def test_an_agent_with_executorch_times_a_pte_program_and_one_without_refuses_it(
+    agent, tmp_path, device_agent, _matmul
+):
+    import torch
+
+    from components.pte import export_pte
+    from flows.infra.device.client import Device, DeviceFailed, measure
+
+    program = tmp_path / "m.pte"
+    export_pte(torch.nn.Linear(64, 256), np.ones((1, 64), np.float32), program)
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(_matmul(256))
+    np.save(tmp_path / "batch.npy", np.ones((1, 64), np.float32))
+    paths, s = [str(onnx), str(program)], Settings(1, 5, 50, 2)
+    raw = measure(Device("board", agent.url, "s3cret-token"), paths, str(tmp_path / "batch.npy"), s, paths[0], 120)
+    assert [len(r) for r in raw.rounds] == [2, 2] and all(r.p50_ms > 0 for r in raw.rounds[1])
+    assert list(agent.work.iterdir()) == []
+    bare = device_agent(tmp_path / "bare", without=("executorch",))
+    try:
+        with pytest.raises(DeviceFailed, match="format 'pte' cannot run here .this agent runs onnx"):
+            measure(Device("bare", bare.url, "s3cret-token"), paths, str(tmp_path / "batch.npy"), s, paths[0], 120)
+    finally:
+        bare.stop()
+    assert list(bare.work.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "case, status, message",
     [
@@ -101,7 +128,7 @@ def test_the_agent_measures_what_it_is_sent_and_keeps_nothing(agent, tmp_path, _
         ("wrong token", 401, "missing or wrong token"),
         ("wrong hash", 422, "does not match"),
         ("oversize", 413, "over the agent's limit of 1048576 bytes"),
-        ("unknown format", 415, "format 'pte' cannot run here"),
+        ("unknown format", 415, "format 'tflite' cannot run here"),
         ("a pickle", 415, "is pickled: refused, never loaded"),
         ("a pickled batch", 415, "the batch is not a plain .npy array"),
         ("not a model", 422, "cannot run the model"),
@@ -119,7 +146,7 @@ def test_the_agent_refuses_and_leaves_nothing_on_disk(agent, case, status, messa
     elif case == "oversize":
         body = _request([model + b"\0" * (1 << 20)])
     elif case == "unknown format":
-        body = _request([model], fmt="pte")
+        body = _request([model], fmt="tflite")
     elif case == "a pickle":
         body = _request([pickle.dumps({"weights": [1, 2, 3]})])
     elif case == "a pickled batch":
@@ -261,7 +288,7 @@ def test_over_tls_the_host_verifies_the_agent_with_its_ca(tmp_path, device_agent
     agent = device_agent(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         assert agent.url.startswith("https://127.0.0.1:")
-        assert info(Device("tls", agent.url, agent.TOKEN, str(ca))).formats == ["onnx"]
+        assert info(Device("tls", agent.url, agent.TOKEN, str(ca))).formats[0] == "onnx"
         with pytest.raises(DeviceFailed, match="certificate is not trusted.*CERTIFICATE_VERIFY_FAILED") as e:
             info(Device("tls", agent.url, agent.TOKEN))  # not without the CA, and not retried
         assert e.value.refused

@@ -163,7 +163,7 @@ def test_format_runs_end_to_end_and_predicts_raw_inputs(project, name, tmp_path)
     from components.export import ort_predict
     from flows.data.layout import load_splits
     from flows.pipelines.run import pipeline
-    from flows.tracking.registry import model_onnx_path
+    from flows.tracking.registry import model_file
 
     outcome = pipeline(project_dir=str(project), dataset=name)
     assert outcome.selected is not None
@@ -172,7 +172,7 @@ def test_format_runs_end_to_end_and_predicts_raw_inputs(project, name, tmp_path)
     assert str(mv.version) == outcome.version
     cfg = load_config(project / "params.yaml", name)
     test = load_splits(project, cfg.data.name)["test"]
-    expected = ort_predict(model_onnx_path(c, name, str(mv.version)), test.x[:20]).argmax(1)
+    expected = ort_predict(model_file(c, name, str(mv.version)), test.x[:20]).argmax(1)
     inputs = _raw_inputs(project, name, cfg, test, tmp_path)
     code = (
         "import sys; from flows.cli import main; rc = main(sys.argv[1:]); "

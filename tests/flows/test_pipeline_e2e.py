@@ -168,9 +168,9 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
     assert float(mv.tags["val.accuracy"]) >= float(mv.tags["plain_val.accuracy"])
     from components.export import ort_accuracy
     from flows.data.layout import load_splits
-    from flows.tracking.registry import model_onnx_path
+    from flows.tracking.registry import model_file
 
-    onnx_file = model_onnx_path(c, "digits", mv.version)
+    onnx_file = model_file(c, "digits", mv.version)
     files = {str(p.relative_to(onnx_file.parent)) for p in onnx_file.parent.rglob("*")}
     assert {
         "model.onnx",
@@ -442,26 +442,27 @@ def _sections(card: str) -> dict[str, str]:
 
 
 def test_model_card_holds_every_item_and_the_production_version_of_its_time(project, first, second):
-    from flows.tracking.registry import fit_description, model_onnx_path
+    from flows.tracking.registry import fit_description, model_file
 
     c = client()
     production, outcome = first.version, second  # version 1 held production when version 2 was registered
     mv = c.get_model_version("digits", outcome.version)
-    card = (model_onnx_path(c, "digits", mv.version).parent / "extra_files" / "model_card.md").read_text()
+    card = (model_file(c, "digits", mv.version).parent / "extra_files" / "model_card.md").read_text()
     assert mv.description == fit_description(card) and len(mv.description) <= 5000  # what PostgreSQL holds
     assert card.startswith(f"# Model card: digits / {outcome.selected}\n")
     s = _sections(card)
     assert list(s) == [
         "Intended use",
         "Data",
-        "Metrics (validation and test splits, measured through ONNX Runtime)",
+        "Metrics (validation and test splits, measured through each model's runtime)",
         "Benchmark",
         "Gate",
         "Lineage",
     ]
     assert "Classifies image inputs into 0, 1," in s["Intended use"]
+    assert "Format: ONNX (`model.onnx`)" in s["Intended use"]
     assert f"`{mv.tags['dataset_hash']}`" in s["Data"] and "Validation (Great Expectations): passed" in s["Data"]
-    metrics = s["Metrics (validation and test splits, measured through ONNX Runtime)"]
+    metrics = s["Metrics (validation and test splits, measured through each model's runtime)"]
     rows = {
         r.split("|")[1].strip(): r.split("|") for r in metrics.splitlines() if r.startswith("| ") and "---" not in r
     }
@@ -526,7 +527,7 @@ def test_predict_raw_inputs_in_a_fresh_process_matches_pipeline_ort(project, fir
 
     from components.export import ort_predict
     from flows.data.layout import load_splits
-    from flows.tracking.registry import model_onnx_path
+    from flows.tracking.registry import model_file
 
     test = load_splits(project, "digits")["test"]
     files = []
@@ -535,7 +536,7 @@ def test_predict_raw_inputs_in_a_fresh_process_matches_pipeline_ort(project, fir
         Image.fromarray(np.rint(test.x[i, 0] * 16).astype(np.uint8)).save(f)
         files.append(str(f))
     mv = client().get_model_version_by_alias("digits", "staging")
-    expected = ort_predict(model_onnx_path(client(), "digits", str(mv.version)), test.x[:20]).argmax(1)
+    expected = ort_predict(model_file(client(), "digits", str(mv.version)), test.x[:20]).argmax(1)
     code = (
         "import sys; from flows.cli import main; rc = main(sys.argv[1:]); "
         "assert 'torch' not in sys.modules, 'predict imported torch'; sys.exit(rc)"
@@ -552,7 +553,7 @@ def test_predict_raw_inputs_in_a_fresh_process_matches_pipeline_ort(project, fir
 
 
 def test_predict_refuses_a_tampered_artifact(project, first, capsys, cli):
-    from flows.tracking.registry import model_onnx_path
+    from flows.tracking.registry import model_file
 
     c = client()
     mv = c.get_model_version_by_alias("digits", "staging")
@@ -569,7 +570,7 @@ def test_predict_refuses_a_tampered_artifact(project, first, capsys, cli):
     finally:
         data[len(data) // 2] ^= 0xFF
         stored.write_bytes(bytes(data))
-    assert model_onnx_path(c, "digits", str(mv.version)).is_file()
+    assert model_file(c, "digits", str(mv.version)).is_file()
 
 
 def _png(path: Path, size: int = 8, value: int = 0) -> None:

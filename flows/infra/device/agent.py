@@ -1,12 +1,14 @@
 """The device agent: a small HTTP server on the edge box that times what the host sends it, as the host times its own.
 
-A request carries the models (ONNX, each with its sha256), a batch (.npy, no pickles) and the measurement settings.
-The agent checks the token (constant time), the size, the format and every hash, writes the files to a temporary
-folder, runs the same children as the host (components.timing: interleaved rounds pinned to its CPUs, then peak
-memory per model) and answers with the rounds, the peaks and the device's facts. The folder is gone before the
-answer leaves. One measurement runs at a time; up to `queue` more wait, and past that a request is told "busy".
+A request carries the models (ONNX, or ExecuTorch `.pte` where ExecuTorch is installed; each with its sha256), a
+batch (.npy, no pickles) and the measurement settings. The agent checks the token (constant time), the size, the
+format and every hash, writes the files to a temporary folder, runs the same children as the host
+(components.timing: interleaved rounds pinned to its CPUs, then peak memory per model) and answers with the rounds,
+the peaks and the device's facts. The folder is gone before the answer leaves. One measurement runs at a time; up to
+`queue` more wait, and past that a request is told "busy".
 
-It imports the standard library, numpy, onnxruntime and pydantic only: `pip install "edgekd[device]"` is enough.
+It imports the standard library, numpy, onnxruntime and pydantic only: `pip install "edgekd[device]"` is enough. With
+`executorch` installed beside it (which brings torch, into the measuring children only) it also times `.pte` programs.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 from components import timing
 
 ROOT = Path(__file__).resolve().parents[3]
-FORMATS = ("onnx",)
+FORMATS = tuple(timing.formats())  # what this agent can time
 PICKLE_PROTOCOL_2_PLUS = b"\x80"
 DRAIN = 16 << 20  # bytes of a refused request's body read before answering
 FOLDER = "edgekd-agent-"  # a request's temporary folder: FOLDER + the agent's pid + "-" + a random part
@@ -121,8 +123,8 @@ class Agent:
             batch = Path(tmp) / "batch.npy"
             batch.write_bytes(job.batch)
             paths = []
-            for i, data in enumerate(job.models.values()):
-                paths.append(str(Path(tmp) / f"{i}.onnx"))
+            for i, (name, data) in enumerate(job.models.items()):
+                paths.append(str(Path(tmp) / f"{i}.{job.formats[name]}"))
                 Path(paths[-1]).write_bytes(data)
             start = paths[list(job.models).index(job.start)]
             try:
@@ -180,10 +182,11 @@ def pickled(data: bytes) -> bool:
 
 @dataclass(frozen=True)
 class Job:
-    """A checked measurement request: the models' bytes by name, the one that opens the runtime, the batch (.npy
-    bytes) and the settings."""
+    """A checked measurement request: the models' bytes and formats by name, the one that opens the runtime, the
+    batch (.npy bytes) and the settings."""
 
     models: dict[str, bytes]
+    formats: dict[str, str]
     start: str
     batch: bytes
     settings: timing.Settings
@@ -209,7 +212,13 @@ def parse(body: bytes) -> Job:
         np.load(io.BytesIO(batch), allow_pickle=False)
     except ValueError as e:
         raise Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"the batch is not a plain .npy array: {e}") from e
-    return Job({m["name"]: m["bytes"] for m in models}, req["start"], batch, timing.Settings(**s))
+    return Job(
+        {m["name"]: m["bytes"] for m in models},
+        {m["name"]: m["format"] for m in models},
+        req["start"],
+        batch,
+        timing.Settings(**s),
+    )
 
 
 def _check(m: dict) -> None:

@@ -121,11 +121,11 @@ def measure(
     models = [
         {
             "name": str(i),
-            "format": "onnx",
+            "format": timing.format_of(p),
             "sha256": hashlib.sha256(data).hexdigest(),
             "data": base64.b64encode(data).decode(),
         }
-        for i, data in enumerate(Path(p).read_bytes() for p in paths)
+        for i, (p, data) in enumerate((p, Path(p).read_bytes()) for p in paths)
     ]
     body = {
         "models": models,
