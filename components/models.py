@@ -202,11 +202,26 @@ DEPTHS: dict[tuple[str, str], tuple[int, ...]] = {("image", "student"): (1, 2, 3
 
 
 def build(
-    kind: str, role: str, spec: dict, num_classes: int, width: int, seed: int, depth: int | None = None
-) -> Classifier:
+    kind: str,
+    role: str,
+    spec: dict,
+    num_classes: int,
+    width: int,
+    seed: int,
+    depth: int | None = None,
+    arch: str = "edgekd",
+) -> nn.Module:
     """Build the `role` ("teacher" or "student") network of data kind `kind` for inputs described by the
-    preprocessing `spec` (components.preprocess), initialised from `seed`. `depth` (None: the architecture's
-    own) is taken by the builders that have one: see DEPTHS."""
+    preprocessing `spec` (components.preprocess), initialised from `seed`: edgekd's family for the kind, or the
+    architecture `arch` names (components.archs). `depth` (None: the architecture's own) is taken by the builders
+    that have one: see DEPTHS."""
+    if arch != "edgekd":
+        from components.archs import build_named
+
+        if depth is not None:
+            raise ValueError(f"architecture {arch!r} has no depth option (only edgekd's image student has)")
+        torch.manual_seed(seed)
+        return build_named(arch, spec, num_classes, width)
     if kind not in ARCHITECTURES:
         raise ValueError(f"no architectures for data kind {kind!r}; expected one of {sorted(ARCHITECTURES)}")
     if role not in ARCHITECTURES[kind]:
@@ -216,6 +231,17 @@ def build(
     torch.manual_seed(seed)
     builder = ARCHITECTURES[kind][role]
     return builder(spec, num_classes, width) if depth is None else builder(spec, num_classes, width, depth=depth)
+
+
+def output_layer(model: nn.Module) -> nn.Module:
+    """The layer that produces the logits, which pruning must leave whole: a Classifier's head, else the model's
+    last nn.Linear (torchvision's classifiers and most users' end in one)."""
+    if isinstance(model, Classifier):
+        return model.output_layer
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear output layer for pruning to leave whole")
+    return linear[-1]
 
 
 def count_params(model: nn.Module) -> int:

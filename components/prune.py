@@ -8,7 +8,7 @@ import torch
 import torch_pruning as tp
 from pydantic import BaseModel, ConfigDict
 
-from components.models import Classifier, count_params
+from components.models import count_params, output_layer
 
 
 class PruneReport(BaseModel):
@@ -37,18 +37,18 @@ def _size(model: torch.nn.Module, example: torch.Tensor) -> tuple[int, int]:
     return int(params), int(macs)
 
 
-def conv_channels(model: Classifier) -> list[int]:
+def conv_channels(model: torch.nn.Module) -> list[int]:
     """Widths of the prunable layers: conv output channels and hidden linear units (not the output layer)."""
-    out = []
+    out, last = [], output_layer(model)
     for m in model.modules():
         if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)):
             out.append(m.out_channels)
-        elif isinstance(m, torch.nn.Linear) and m is not model.output_layer:
+        elif isinstance(m, torch.nn.Linear) and m is not last:
             out.append(m.out_features)
     return out
 
 
-def prune_channels(model: Classifier, example: torch.Tensor, ratio: float) -> tuple[Classifier, PruneReport]:
+def prune_channels(model: torch.nn.Module, example: torch.Tensor, ratio: float) -> tuple[torch.nn.Module, PruneReport]:
     """Remove `ratio` of the channels of every prunable layer by L2 magnitude; the output layer keeps its classes.
     `example` is a batch of real inputs: torch-pruning traces the graph with it.
 
@@ -65,7 +65,7 @@ def prune_channels(model: Classifier, example: torch.Tensor, ratio: float) -> tu
             example,
             importance=tp.importance.GroupMagnitudeImportance(p=2),
             pruning_ratio=ratio,
-            ignored_layers=[model.output_layer],
+            ignored_layers=[output_layer(model)],
             # torch-pruning's default roots leave nn.Embedding whole; a text model's table is most of its size.
             root_module_types=[torch.nn.modules.conv._ConvNd, torch.nn.Linear, torch.nn.LSTM, torch.nn.Embedding],
         )

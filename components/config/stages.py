@@ -48,7 +48,22 @@ class TeacherConfig(TeacherTraining):
         "relative to the project, that maps the prepared inputs to logits. "
         "Nothing is trained then.",
     )
-    width: int = Field(32, ge=1, description="Width of the teacher architecture (first layer's channels or units).")
+    width: int = Field(
+        32,
+        ge=1,
+        description="Width of the teacher architecture: edgekd's first layer's channels or units, or the width "
+        "multiplier of `dscnn`, `dscnn_l` and `resnet8`.",
+    )
+    arch: str = Field(
+        "edgekd",
+        description="The teacher's architecture: `edgekd` (the data kind's own), `dscnn`, `dscnn_l`, `resnet8` "
+        "(MLPerf Tiny's references), `torchvision:NAME`, or `MODULE:FUNCTION` (a factory in your project).",
+    )
+    weights: str | None = Field(
+        None,
+        description="A trained checkpoint of `arch` at `width` to use as the teacher, untrained here: a state "
+        "dict (.pt, loaded with weights_only) or a .safetensors file, relative to the project.",
+    )
     ensemble: int = Field(
         1, ge=1, description="Train N teachers (seeds seed, seed+1, ...) whose averaged logits act as one teacher."
     )
@@ -57,6 +72,20 @@ class TeacherConfig(TeacherTraining):
         description="Widths of the ensemble's members, cycled (default: all "
         "`width`): different architectures instead of seeds only.",
     )
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        return _known_arch(v)
+
+    @model_validator(mode="after")
+    def _one_teacher(self) -> TeacherConfig:
+        if self.source and self.weights:
+            raise ValueError("teacher.source (a file) and teacher.weights (a checkpoint of teacher.arch): give one")
+        if self.weights and self.ensemble > 1:
+            raise ValueError("teacher.weights is one network: it takes no teacher.ensemble")
+        return self
+
     min_margin: float = Field(
         0.01,
         ge=0,
@@ -65,6 +94,12 @@ class TeacherConfig(TeacherTraining):
         "val gate metric beats the plain student's by this much; "
         "otherwise the run warns that KD cannot help.",
     )
+
+
+def _known_arch(v: str) -> str:
+    from components.archs import check_arch
+
+    return check_arch(v)
 
 
 class StudentBudget(Section):
@@ -81,9 +116,28 @@ class StudentBudget(Section):
 
 
 class StudentConfig(StudentBudget):
-    """The student: its width, and the budget every student gets."""
+    """The student: its architecture and width, and the budget every student gets."""
 
-    width: int = Field(16, ge=1, description="Width of the student architecture (first layer's channels or units).")
+    width: int = Field(
+        16,
+        ge=1,
+        description="Width of the student architecture: edgekd's first layer's channels or units, or the width "
+        "multiplier of `dscnn`, `dscnn_l` and `resnet8`.",
+    )
+    arch: str = Field(
+        "edgekd",
+        description="The students' architecture (plain and KD alike): as `teacher.arch`.",
+    )
+    weights: str | None = Field(
+        None,
+        description="Weights every student starts from instead of a random init (a state dict or .safetensors "
+        "file of `arch` at `width`, relative to the project).",
+    )
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        return _known_arch(v)
 
 
 class DistillConfig(Section):

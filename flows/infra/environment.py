@@ -4,6 +4,7 @@ environment variable edgekd reads, declared in one place (the configuration refe
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,16 @@ def configure(project_dir: str | Path) -> Path:
     os.environ.setdefault(LOCK_DIR.name, str(root / ".edgekd" / "locks"))
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps `predict` output to its rows
+    importable(root)
     return root
+
+
+def importable(root: Path) -> None:
+    """The project's own modules importable here and in the Dask workers this process spawns (they start with its
+    sys.path): where `student.arch: MODULE:FUNCTION` finds the user's factory. Last on the path, so a project
+    module never shadows an installed package."""
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
 
 
 TEAM_VARIABLES = {

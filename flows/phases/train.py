@@ -14,7 +14,16 @@ from components.teachers import TORCHSCRIPT_SUFFIXES, TeacherFileError, check_te
 from flows.phases.context import Run, tracked
 from flows.tasks.caching import cached
 from flows.tasks.data import load_data
-from flows.tasks.specs import DataRef, Member, StudentSpec, TeacherExportSpec, TeacherRef, TeacherSpec, TrainedModel
+from flows.tasks.specs import (
+    DataRef,
+    Member,
+    StudentSpec,
+    TeacherExportSpec,
+    TeacherRef,
+    TeacherSpec,
+    TrainedModel,
+    user_file,
+)
 from flows.tasks.train import export_teacher, runtime_metrics, train_student, train_teacher
 
 
@@ -89,21 +98,29 @@ def teacher_warning(metric: str, teacher: float, plain: float, margin: float) ->
 
 
 def train_teachers(run: Run, data: DataRef) -> Teacher:
-    """The KD teacher: a user's file (teacher.source), or N networks trained here (one, or an ensemble)."""
+    """The KD teacher: a user's file (teacher.source), a user's checkpoint of an architecture (teacher.weights), or N
+    networks trained here (one, or an ensemble)."""
     t = run.cfg.teacher
     val_split = load_data(data).splits["val"]
-    with run.tracker.stage("teacher", {"source": t.source or "trained", "ensemble": t.ensemble}) as rid:
+    source = t.source or (f"checkpoint {t.weights}" if t.weights else "trained")
+    with run.tracker.stage("teacher", {"source": source, "arch": t.arch, "ensemble": t.ensemble}) as rid:
         members = []
         if t.source:
             ref = TeacherRef(file=artifact_info(teacher_path(run.root, t.source)))
             check_teacher(load_teacher_file(ref.file.path)[0], val_split.x, len(data.classes), t.source)
+        elif t.weights:  # the user's trained network: loaded, exported and scored, not trained
+            ref = TeacherRef(
+                members=[Member(width=t.width, arch=t.arch, weights=user_file(run.root, t.weights, "teacher.weights"))]
+            )
         else:
             specs = teacher_specs(run.cfg, data)
             members = [
                 tracked(run, "teacher_member", train_teacher, spec, {"member": i}) for i, spec in enumerate(specs)
             ]
-            ref = TeacherRef(members=[Member(width=spec.width, weights=m.weights) for spec, m in zip(specs, members)])
-        if len(ref.members) == 1:
+            ref = TeacherRef(
+                members=[Member(width=sp.width, arch=sp.arch, weights=m.weights) for sp, m in zip(specs, members)]
+            )
+        if len(members) == 1:
             onnx, val = members[0].onnx, members[0].val
         elif ref.file and ref.file.path.endswith(".onnx"):
             onnx, val = ref.file, runtime_metrics(ref.file.path, val_split, data.classes)
@@ -121,7 +138,14 @@ def teacher_specs(cfg: PipelineConfig, data: DataRef) -> list[TeacherSpec]:
     widths = t.ensemble_widths or [t.width]
     recipe = TeacherTraining.model_validate(t.model_dump(include=set(TeacherTraining.model_fields)))
     return [
-        TeacherSpec(data=data, width=widths[i % len(widths)], seed=cfg.train.seed + i, train=cfg.train, recipe=recipe)
+        TeacherSpec(
+            data=data,
+            width=widths[i % len(widths)],
+            arch=t.arch,
+            seed=cfg.train.seed + i,
+            train=cfg.train,
+            recipe=recipe,
+        )
         for i in range(t.ensemble)
     ]
 

@@ -135,8 +135,11 @@ def _teacher(report: Report) -> str:
     t = report.cfg.teacher
     if t.source:
         return f"a file brought by the user (`{t.source}`)"
+    if t.weights:
+        return f"the user's trained `{t.arch}` network (width {t.width}, checkpoint `{t.weights}`)"
     networks = f"an ensemble of {t.ensemble} networks" if t.ensemble > 1 else "one network"
-    return f"{networks} trained here (width {t.ensemble_widths or t.width})"
+    arch = "" if t.arch == "edgekd" else f"`{t.arch}`, "
+    return f"{networks} trained here ({arch}width {t.ensemble_widths or t.width})"
 
 
 def _file(report: Report) -> str:

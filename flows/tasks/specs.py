@@ -15,8 +15,16 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 import components
-from components.config import PipelineConfig, PruneConfig, QuantizeConfig, StudentBudget, TeacherTraining, TrainConfig
-from components.export import Artifact
+from components.config import (
+    ConfigError,
+    PipelineConfig,
+    PruneConfig,
+    QuantizeConfig,
+    StudentBudget,
+    TeacherTraining,
+    TrainConfig,
+)
+from components.export import Artifact, artifact_info
 from components.kd import Variant
 from components.metrics import Scores
 from components.prune import PruneReport
@@ -60,10 +68,12 @@ class DataRef(Spec):
 
 
 class Member(Spec):
-    """One network of a teacher trained here: its width and its saved weights."""
+    """One network of the teacher: its architecture, width and weights (saved by a teacher stage, or the user's
+    checkpoint: `teacher.weights`)."""
 
     width: int
     weights: Artifact
+    arch: str = "edgekd"
 
 
 class TeacherRef(Spec):
@@ -81,6 +91,7 @@ class TeacherRef(Spec):
 class TeacherSpec(Spec):
     data: DataRef
     width: int
+    arch: str = "edgekd"
     seed: int
     train: TrainConfig
     recipe: TeacherTraining
@@ -98,6 +109,8 @@ class StudentSpec(Spec):
     data: DataRef
     width: int
     depth: int | None = None  # None: the architecture's own (the search varies it where the kind has DEPTHS)
+    arch: str = "edgekd"
+    init: Artifact | None = None  # `student.weights`: what every student starts from instead of a random init
     seed: int
     train: TrainConfig
     budget: StudentBudget  # the same for every variant
@@ -122,9 +135,11 @@ class StudentSpec(Spec):
             data=data,
             width=width or cfg.student.width,
             depth=depth,
+            arch=cfg.student.arch,
+            init=user_file(data.root, cfg.student.weights, "student.weights") if cfg.student.weights else None,
             seed=cfg.train.seed if seed is None else seed,
             train=cfg.train,
-            budget=StudentBudget.model_validate(cfg.student.model_dump(exclude={"width"})),
+            budget=StudentBudget.model_validate(cfg.student.model_dump(include=set(StudentBudget.model_fields))),
             variant=variant,
             teacher=None if variant.method == "plain" else teacher,
         )
@@ -159,6 +174,15 @@ class PteSpec(Spec):
     batch_size: int
     quantize: QuantizeConfig
     code: str = code_version(*PTE_CODE)
+
+
+def user_file(root: str, rel: str, key: str) -> Artifact:
+    """A file the user names in params.yaml (relative to the project), with its hash: a change to its content is
+    a change to every stage that reads it."""
+    path = (Path(root) / rel).resolve()
+    if not path.is_file():
+        raise ConfigError(f"{key} {rel!r}: {path} does not exist (paths are relative to the project)")
+    return artifact_info(path)
 
 
 def out_dir(spec: Spec, stage: str, root: str) -> Path:

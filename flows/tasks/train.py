@@ -16,7 +16,7 @@ from components.train import CrossEntropy, Epoch, fit, select_device
 from flows.tasks.caching import CACHED
 from flows.tasks.data import load_data
 from flows.tasks.specs import ExportedTeacher, StudentSpec, TeacherExportSpec, TeacherSpec, TrainedModel, out_dir
-from flows.tasks.weights import kd_teacher, logits_cache, save_weights, teacher_module
+from flows.tasks.weights import kd_teacher, load_weights, logits_cache, save_weights, teacher_module
 
 
 def runtime_metrics(path: str, data: Dataset, classes: list[str]) -> Scores:
@@ -73,7 +73,7 @@ def train_teacher(s: TeacherSpec) -> TrainedModel:
     data = load_data(s.data)
     r = s.recipe
     kw = fit_kwargs(s.data.kind, s.train, r.epochs, r.lr, r.patience, s.seed, f"teacher w{s.width} s{s.seed}")
-    model = build(s.data.kind, "teacher", data.spec, len(s.data.classes), s.width, s.seed)
+    model = build(s.data.kind, "teacher", data.spec, len(s.data.classes), s.width, s.seed, arch=s.arch)
     model, hist = fit(
         model,
         data.splits["train"],
@@ -97,7 +97,9 @@ def export_teacher(s: TeacherExportSpec) -> ExportedTeacher:
 
 
 def student_module(s: StudentSpec, pspec: dict) -> torch.nn.Module:
-    return build(s.data.kind, "student", pspec, len(s.data.classes), s.width, s.seed, s.depth)
+    """The student network before training: its architecture at its width, from `student.weights` where given."""
+    model = build(s.data.kind, "student", pspec, len(s.data.classes), s.width, s.seed, s.depth, arch=s.arch)
+    return load_weights(model, s.init) if s.init else model
 
 
 def objective_kwargs(s: StudentSpec, pspec: dict, pool) -> dict:

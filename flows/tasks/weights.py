@@ -4,13 +4,13 @@ recorded and holds nothing but tensors; and the teacher a KD stage distils from,
 from __future__ import annotations
 
 import hashlib
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from components.archs import UnsafeWeightsError, load_state
 from components.export import Artifact, artifact_info, atomic_path, file_sha256
 from components.models import Ensemble, build
 from components.teachers import load_teacher_file, logits, torch_teacher
@@ -28,19 +28,18 @@ def save_weights(model: torch.nn.Module, path: Path) -> Artifact:
 
 
 def load_weights(model: torch.nn.Module, weights: Artifact) -> torch.nn.Module:
-    """Weights saved by an upstream stage, loaded without unpickling code."""
+    """Weights a stage saved or the user named (a state dict or a safetensors file), loaded only if the file is the
+    one recorded, without unpickling code."""
     path = weights.path
     if file_sha256(path) != weights.sha256:
         raise UntrustedFileError(
-            f"{path}: sha256 differs from the one recorded when the stage saved it; "
+            f"{path}: sha256 differs from the one recorded when it was read; "
             "refusing to load it (delete .edgekd/artifacts to retrain)"
         )
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as e:
-        raise UntrustedFileError(f"{path}: not a plain tensor file; refusing to unpickle it ({e})") from None
-    model.load_state_dict(state)
-    return model.eval()
+        return load_state(model, path).eval()
+    except UnsafeWeightsError as e:
+        raise UntrustedFileError(str(e)) from None
 
 
 def teacher_module(ref: TeacherRef, data: DataRef, pspec: dict) -> torch.nn.Module | None:
@@ -50,7 +49,8 @@ def teacher_module(ref: TeacherRef, data: DataRef, pspec: dict) -> torch.nn.Modu
             raise UntrustedFileError(f"teacher.source {ref.file.path} changed since this run read it")
         return load_teacher_file(ref.file.path)[1]
     nets = [
-        load_weights(build(data.kind, "teacher", pspec, len(data.classes), m.width, 0), m.weights) for m in ref.members
+        load_weights(build(data.kind, "teacher", pspec, len(data.classes), m.width, 0, arch=m.arch), m.weights)
+        for m in ref.members
     ]
     return nets[0] if len(nets) == 1 else Ensemble(nets).eval()
 

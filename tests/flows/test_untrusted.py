@@ -29,7 +29,7 @@ class _Payload:
 def test_weights_that_would_run_code_are_refused_without_running_it(tmp_path, digits_spec):
     marker, weights = tmp_path / "pwned", tmp_path / "weights.pt"
     torch.save({"layer.weight": _Payload(marker)}, weights)
-    with pytest.raises(UntrustedFileError, match="not a plain tensor file; refusing to unpickle it"):
+    with pytest.raises(UntrustedFileError, match="not a plain state dict; refusing to unpickle it"):
         load_weights(build("image", "student", digits_spec, 10, 16, 0), artifact_info(weights))
     assert not marker.exists()
 
