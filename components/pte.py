@@ -46,13 +46,29 @@ def _lower(exported, path: str | Path) -> Artifact:
     return artifact_info(path)
 
 
+def _named(model):
+    """`model` inside a module of its own: ExecuTorch 1.4's XNNPACK batch-norm fusion fails on a network whose
+    parameter names start with a digit (a bare nn.Sequential: "'0_weight_fused_bn' is not in list")."""
+    import torch
+
+    class Named(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x)
+
+    return Named(model).cpu().eval()
+
+
 def export_pte(model, batch: np.ndarray, path: str | Path) -> Artifact:
     """`model` lowered in FP32 for inputs shaped like `batch` (its first axis is the program's batch size)."""
     with _quiet():
         import torch
 
         x = torch.from_numpy(np.ascontiguousarray(batch))
-        return _lower(torch.export.export(model.cpu().eval(), (x,)), path)
+        return _lower(torch.export.export(_named(model), (x,)), path)
 
 
 def quantize_pte(model, batch: np.ndarray, calib_x: np.ndarray, path: str | Path, per_channel: bool = True) -> Artifact:
@@ -67,7 +83,7 @@ def quantize_pte(model, batch: np.ndarray, calib_x: np.ndarray, path: str | Path
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         x = torch.from_numpy(np.ascontiguousarray(batch))
-        graph = torch.export.export(model.cpu().eval(), (x,)).module()
+        graph = torch.export.export(_named(model), (x,)).module()
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
         prepared = prepare_pt2e(graph, quantizer)
         for chunk in _batches(calib_x, len(batch)):

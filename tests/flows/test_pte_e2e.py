@@ -1,19 +1,57 @@
-"""ExecuTorch as a second deployable format: with `export.formats: [onnx, pte]` a digits run builds each student's
-`.pte` programs (FP32 and INT8), scores them through the ExecuTorch runtime, times them on this host (a device
-agent without ExecuTorch times the ONNX candidates only; one with it is tested in test_device_agent.py), and gates
-them like every candidate. A `.pte` version in the registry runs under `edgekd predict` as an ONNX one does."""
+"""A user's own architectures shipped in both formats, in one digits run (one run, to keep the suite's time):
+
+- the teacher is the user's trained ResNet-8 (MLPerf Tiny's reference; a safetensors checkpoint, not trained
+  here), the students come from a factory in the project (`student.arch: MODULE:FUNCTION`);
+- with `export.formats: [onnx, pte]` each student also gets `.pte` programs (FP32 and INT8), scored through the
+  ExecuTorch runtime, timed on this host (a device agent without ExecuTorch times the ONNX candidates only; one
+  with it is tested in test_device_agent.py) and gated like every candidate; a `.pte` version in the registry
+  runs under `edgekd predict` as an ONNX one does."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+import torch
 
 pytestmark = pytest.mark.e2e
 
+FACTORY = '''
+from torch import nn
 
-def test_pte_candidates_are_built_scored_timed_where_they_run_gated_and_predicted(
+
+def build_student(num_classes, input_shape):
+    """A user's student: two convs, global pooling, a linear head."""
+    c = input_shape[0]
+    return nn.Sequential(
+        nn.Conv2d(c, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes),
+    )
+'''
+
+
+def _users_resnet8(path):
+    """What a user brings: a ResNet-8 trained elsewhere (here, briefly, on the digits) saved as safetensors."""
+    from safetensors.torch import save_file
+    from sklearn.datasets import load_digits
+
+    from components.models import build
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.from_numpy((x / 16.0).astype(np.float32).reshape(-1, 1, 8, 8))
+    y = torch.from_numpy(y)
+    model = build("image", "teacher", {"input_shape": [1, 8, 8]}, 10, 1, seed=0, arch="resnet8")
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    model.train()
+    for _ in range(4):
+        for i in torch.randperm(len(x)).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+            opt.step()
+    save_file(model.state_dict(), str(path))
+
+
+def test_users_architectures_as_onnx_and_pte_candidates_built_scored_timed_gated_and_predicted(
     tmp_path, cli, capsys, pipeline_project, small_params, device_agent
 ):
     import mlflow
@@ -29,18 +67,29 @@ def test_pte_candidates_are_built_scored_timed_where_they_run_gated_and_predicte
     params = small_params(
         export={"formats": ["onnx", "pte"]},
         benchmark={"warmup_runs": 2, "timed_runs": 20, "rounds": 2, "targets": targets},
-        teacher={"epochs": 2, "patience": 2},
-        student={"epochs": 3},
+        teacher={"arch": "resnet8", "width": 1, "weights": "resnet8_digits.safetensors"},
+        student={"arch": "user_models:build_student", "epochs": 10},
         prune={"finetune_epochs": 1},
+        gate={"min_accuracy": 0.1, "max_accuracy_drop": 1.0},  # which candidate passes is not the point here
     )
     project = tmp_path / "project"
     project.mkdir()
+    (project / "user_models.py").write_text(FACTORY)
+    _users_resnet8(project / "resnet8_digits.safetensors")
     try:
         with pipeline_project(project, params):
             assert cli(project, "run", "--json", str(tmp_path / "run.json")) == 0
             out = capsys.readouterr().out
             summary = json.loads((tmp_path / "run.json").read_text())
             cands = summary["candidates"]
+            runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("digits").experiment_id])
+            teacher = [r for r in runs if r.data.tags.get("stage") == "teacher"]
+            assert teacher and teacher[0].data.tags["source"] == "checkpoint resnet8_digits.safetensors"
+            assert not [r for r in runs if r.data.tags.get("stage") == "teacher_member"]  # nothing trained for it
+            assert cands["teacher_fp32"]["val"]["accuracy"] > 0.5  # the user's network, scored through ORT
+            # the factory's student (16 channels, no hidden linear layer) is what was trained, pruned and quantized
+            assert cands["plain_fp32"]["size_bytes"] < 8 * 1024 < cands["teacher_fp32"]["size_bytes"]
+            assert cands["plain_pruned_fp32"]["size_bytes"] < cands["plain_fp32"]["size_bytes"]
             students = ["plain", "kd"] if "kd_fp32" in cands else ["plain"]
             pte = [f"{s}_pte_{p}" for s in students for p in ("fp32", "int8")]
             assert set(pte) <= set(cands) and "plain_pte_fp32" in out
@@ -84,15 +133,9 @@ def test_pte_candidates_are_built_scored_timed_where_they_run_gated_and_predicte
                 f = tmp_path / f"{i}.png"
                 Image.fromarray(np.rint(test.x[i, 0] * 16).astype(np.uint8)).save(f)
                 files.append(str(f))
-            proc = subprocess.run(
-                [sys.executable, "-m", "flows.cli", "--project-dir", str(project), "predict", "digits_pte", *files],
-                capture_output=True,
-                text=True,
-                timeout=300,
-                cwd=project,
-            )
-            assert proc.returncode == 0, proc.stderr[-2000:]
-            labels = [line.split("\t")[0] for line in proc.stdout.strip().splitlines()]
+            capsys.readouterr()
+            assert cli(project, "predict", "digits_pte", *files) == 0
+            labels = [line.split("\t")[0] for line in capsys.readouterr().out.strip().splitlines()]
             assert labels == [str(k) for k in runtime_predict(program, test.x[:10]).argmax(1)]
     finally:
         bare.stop()
