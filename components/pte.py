@@ -21,8 +21,6 @@ import numpy as np
 
 from components.export import INPUT_NAME, OUTPUT_NAME, Artifact, artifact_info, atomic_path
 
-SUFFIX = ".pte"
-
 
 @contextmanager
 def _quiet():

@@ -139,6 +139,32 @@ def _matmul_onnx(outputs: int, seed: int = 0) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
 
 
+def _latency(p50_ms: float = 0.01, size_bytes: int = 1000):
+    from components.benchmark import Latency
+
+    return Latency(
+        **{f"p{q}_{k}ms": p50_ms * f for q, f in ((50, 1), (95, 2), (99, 3)) for k in ("", "lo_", "hi_")},
+        mean_ms=p50_ms,
+        throughput_sps=1e3 / p50_ms,
+        peak_mem_mb=1.0,
+        size_bytes=size_bytes,
+        energy_nj=1.0,
+        energy_source="estimate",
+        threads=1,
+        batch_size=1,
+        warmup_runs=1,
+        timed_runs=10,
+        rounds=1,
+    )
+
+
+@pytest.fixture(scope="session")
+def latency():
+    """latency(p50_ms=0.01, size_bytes=1000): a components.benchmark.Latency of point figures (p95 = 2 x p50,
+    p99 = 3 x p50, no interval), for tests of what reads one."""
+    return _latency
+
+
 @pytest.fixture(scope="session")
 def matmul_onnx():
     """matmul_onnx(outputs, seed=0): the bytes of a one-MatMul ONNX model (see _matmul_onnx)."""

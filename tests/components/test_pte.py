@@ -54,23 +54,8 @@ def test_the_harness_times_programs_beside_onnx_files_and_charges_them_no_runtim
     assert 0 <= raw.peak_mem_mb[1] < 50, raw.peak_mem_mb
 
 
-def test_a_program_is_its_own_graph_group_and_a_model_file_needs_a_known_suffix(programs, tmp_path):
-    from components.benchmark import Latency
-
-    lat = Latency(
-        **{f"{p}_{b}ms": 0.01 for p in ("p50", "p95", "p99") for b in ("", "lo_", "hi_")},
-        mean_ms=0.01,
-        throughput_sps=1e5,
-        peak_mem_mb=1.0,
-        size_bytes=1,
-        energy_nj=1.0,
-        energy_source="x",
-        threads=1,
-        batch_size=1,
-        warmup_runs=1,
-        timed_runs=10,
-        rounds=1,
-    )
+def test_a_program_is_its_own_graph_group_and_a_model_file_needs_a_known_suffix(programs, tmp_path, latency):
+    lat = latency()
     paths = {"onnx": programs["onnx"], "fp32": programs["fp32"], "onnx_again": programs["onnx"]}
     res = resolution(dict.fromkeys(paths, lat), paths, lat, BenchmarkConfig(), None)
     assert res.same_graph == [["onnx", "onnx_again"]]

@@ -18,30 +18,15 @@ pytestmark = pytest.mark.integration  # a real registry, commands in subprocesse
 MODEL = "digits"
 
 
-def measurement():
+def measurement(latency):
     """A measured-looking candidate: scores on val and test, a latency, an artifact."""
-    from components.benchmark import Latency
     from components.candidate import Measurement
     from components.export import Artifact
     from components.metrics import Scores
 
     scores = Scores(accuracy=0.99, macro_f1=0.99, precision={"a": 1.0}, recall={"a": 1.0}, confusion=[[1]])
-    latency = Latency(
-        **{f"p{q}_{k}ms": v / 100 for q, v in ((50, 1), (95, 2), (99, 3)) for k in ("", "lo_", "hi_")},
-        mean_ms=0.01,
-        throughput_sps=1e5,
-        peak_mem_mb=1.0,
-        size_bytes=1000,
-        energy_nj=1.0,
-        energy_source="estimate",
-        threads=1,
-        batch_size=1,
-        warmup_runs=1,
-        timed_runs=10,
-        rounds=1,
-    )
     return Measurement(
-        val=scores, test=scores, latency=latency, artifact=Artifact(path="m", size_bytes=1000, sha256="x")
+        val=scores, test=scores, latency=latency(), artifact=Artifact(path="m", size_bytes=1000, sha256="x")
     )
 
 
@@ -59,7 +44,7 @@ def _onnx(path: Path, seed: int) -> Path:
 
 
 @pytest.fixture
-def registry(tmp_path, monkeypatch, repo):
+def registry(tmp_path, monkeypatch, repo, latency):
     """A project with the shipped params.yaml and three registered versions of `digits`."""
     from components.export import file_sha256
     from flows.tracking.registry import metric_tags, register
@@ -71,7 +56,7 @@ def registry(tmp_path, monkeypatch, repo):
     monkeypatch.setenv("EDGEKD_USER", "tester")
     (tmp_path / "mlruns").mkdir()
     tr = Tracker(MODEL, tmp_path / "mlruns")
-    m = measurement()
+    m = measurement(latency)
     for seed in range(3):
         run = tr.start("pipeline", parent=True)
         f = _onnx(tmp_path / f"m{seed}.onnx", seed)
