@@ -150,16 +150,35 @@ def compression_reasons(candidate: GateView, source: GateView, transform: str | 
 
 
 def select_best(
-    candidates: dict[str, GateView], decisions: dict[str, Decision], metric: str = "accuracy"
+    candidates: dict[str, GateView],
+    decisions: dict[str, Decision],
+    metric: str = "accuracy",
+    select: str = "accuracy",
+    tolerance: float = 0.0,
 ) -> str | None:
-    """Name of the passing candidate with the highest `metric`; among those that tie on it, the one measurably
-    faster (p95 intervals apart) than each other, else the first in the candidate table's order (ONNX before an
-    ExecuTorch program, a model before its compressed forms). None if none passes."""
+    """Name of the passing candidate to register, None if none passes. `select` "accuracy": the highest `metric`.
+    "latency": among those within `tolerance` of the highest `metric`, the lowest p95, and among those not
+    measurably slower than it (intervals overlap) the highest `metric`. "size": among the same, the smallest file,
+    then the highest `metric`. Remaining ties go to the one measurably faster than each other, else the first in the
+    candidate table's order (ONNX before an ExecuTorch program, a model before its compressed forms)."""
     passing = [n for n, d in decisions.items() if d.passed]
     if not passing:
         return None
     top = max(candidates[n][metric] for n in passing)
-    tied = [n for n in passing if candidates[n][metric] == top]
+    if select == "accuracy":
+        pool = passing
+    else:
+        near = [n for n in passing if candidates[n][metric] >= top - tolerance]
+        if select == "latency":
+            fastest = min(near, key=lambda n: candidates[n].p95_ms)
+            pool = [n for n in near if compare(candidates[n].p95(), candidates[fastest].p95()) <= 0]
+        elif select == "size":
+            smallest = min(candidates[n].size_bytes for n in near)
+            pool = [n for n in near if candidates[n].size_bytes == smallest]
+        else:
+            raise ValueError(f"gate.select {select!r}: expected accuracy, latency or size")
+    best = max(candidates[n][metric] for n in pool)
+    tied = [n for n in pool if candidates[n][metric] == best]
     for n in tied:
         if all(compare(candidates[n].p95(), candidates[o].p95()) < 0 for o in tied if o != n):
             return n

@@ -282,6 +282,19 @@ class GateConfig(Section):
         le=1,
         description="Allowed loss of the val `metric` vs `plain_fp32`, the same student trained without a teacher.",
     )
+    select: Literal["accuracy", "latency", "size"] = Field(
+        "accuracy",
+        description="Which passing candidate is registered: `accuracy`, the best val `metric`; `latency`, the "
+        "fastest p95 on `target` (measurably, else the best `metric` among those as fast) or `size`, the smallest "
+        "file, among those within `select_tolerance` of the best val `metric`.",
+    )
+    select_tolerance: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description="How far below the best passing val `metric` a candidate may be and still be chosen by "
+        "`latency` or `size` (0.005: half a point).",
+    )
 
 
 class SearchConfig(Section):

@@ -46,5 +46,6 @@ def judge(run: Run, results: dict[str, Measurement]) -> Verdict:
         )
         for n, v in view.items()
     }
-    best = gate.select_best(view, decisions, run.cfg.gate.metric)
+    g = run.cfg.gate
+    best = gate.select_best(view, decisions, g.metric, g.select, g.select_tolerance)
     return Verdict(decisions, best, champion_version, champion_view)

@@ -270,13 +270,18 @@ class Report:
             return "No candidate passed the gate; nothing was registered."
         if not new:
             return (
-                f"{model_name} version {version} already holds this artifact ({self.best}, chosen on val "
-                f"{self.metric}, same sha256): no new version registered, no alias moved."
+                f"{model_name} version {version} already holds this artifact ({self.best}, {self.chosen_by()}, "
+                "same sha256): no new version registered, no alias moved."
             )
-        return (
-            f"Registered {model_name} version {version} ({self.best}, chosen on val {self.metric}) with alias "
-            "'staging'."
-        )
+        return f"Registered {model_name} version {version} ({self.best}, {self.chosen_by()}) with alias 'staging'."
+
+    def chosen_by(self) -> str:
+        """How the registered candidate was chosen among those that passed (`gate.select`)."""
+        g = self.cfg.gate
+        if g.select == "accuracy":
+            return f"chosen on val {self.metric}"
+        what = f"the fastest on {g.target}" if g.select == "latency" else "the smallest"
+        return f"{what} within {g.select_tolerance * 100:g} points of the best val {self.metric}"
 
     def gate_markdown(self, gate_report: GateReport, version: str | None, new: bool, run_id: str) -> str:
         """The gate report of a run as Markdown (the Prefect artifact `gate-<dataset>`)."""

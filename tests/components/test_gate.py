@@ -167,3 +167,26 @@ def test_a_tie_on_the_metric_goes_to_the_measurably_faster_else_to_the_first_in_
     assert select_best(overlapping, ok) == "kd_fp32"  # 0.0113 vs 0.0112 is inside the noise
     apart = {"kd_fp32": view(0.0112, 0.0121), "kd_pte_fp32": view(0.0100, 0.0104)}
     assert select_best(apart, ok) == "kd_pte_fp32"
+
+
+def test_select_latency_or_size_takes_the_fastest_or_smallest_within_the_tolerance_of_the_best():
+    def view(acc, lo, hi, kib):
+        return GateView(
+            metrics={"accuracy": acc}, p95_ms=(lo + hi) / 2, p95_lo_ms=lo, p95_hi_ms=hi, size_bytes=kib * 1024
+        )
+
+    cands = {
+        "kd_fp32": view(0.985, 0.30, 0.32, 40),  # the best val accuracy
+        "kd_pruned_fp32": view(0.982, 0.20, 0.22, 25),  # 0.3 points below, measurably faster
+        "kd_pruned_int8_static": view(0.981, 0.10, 0.12, 9),  # 0.4 points below, the fastest and smallest
+        "kd_pruned_int8_dynamic": view(0.983, 0.11, 0.13, 10),  # as fast within the noise, more accurate
+        "plain_pruned_int8_static": view(0.975, 0.05, 0.06, 8),  # fastest of all, but a point below the best
+    }
+    ok = dict.fromkeys(cands, Decision(True))
+    assert select_best(cands, ok, select="accuracy") == "kd_fp32"
+    assert select_best(cands, ok, select="latency", tolerance=0.005) == "kd_pruned_int8_dynamic"
+    assert select_best(cands, ok, select="size", tolerance=0.005) == "kd_pruned_int8_static"
+    assert select_best(cands, ok, select="latency", tolerance=0.0) == "kd_fp32"  # no room: the best val alone
+    assert select_best(cands, ok, select="latency", tolerance=0.02) == "plain_pruned_int8_static"
+    with pytest.raises(ValueError, match="gate.select 'speed'"):
+        select_best(cands, ok, select="speed", tolerance=0.005)
