@@ -1,10 +1,11 @@
 """Architectures by name, besides edgekd's own families (components/models.py): MLPerf Tiny's reference classifiers,
 torchvision's builders, and a factory in the user's project.
 
-- `dscnn`: MLPerf Tiny's keyword-spotting DS-CNN for (1, frames, coefficients) MFCC input (49 x 10 in the
-  reference): a 10x4 conv with stride 2, four depthwise-separable blocks, average pooling, a linear head. At width 1
-  it is DS-CNN-S (64 channels, 2.7 MMACs at 49 x 10); `width` multiplies the channels.
-- `dscnn_l`: the same with 172 channels at width 1 (DS-CNN-L, 16.4 MMACs at 49 x 10).
+- `dscnn`: MLPerf Tiny's keyword-spotting DS-CNN for MFCC input, laid out as edgekd's audio features are, (1,
+  coefficients, frames): 10 x 49 in the reference, whose (frames, coefficients) layout this transposes: a 4x10
+  conv (4 coefficients by 10 frames) with stride 2, four depthwise-separable blocks, average pooling, a linear
+  head. At width 1 it is DS-CNN-S (64 channels, 2.7 MMACs at 10 x 49); `width` multiplies the channels.
+- `dscnn_l`: the same with 172 channels at width 1 (DS-CNN-L, 16.4 MMACs at 10 x 49).
 - `resnet8`: MLPerf Tiny's image-classification ResNet-8 for (3, 32, 32) images: a 3x3 conv of 16 channels and
   three residual stages of 16, 32 and 64 channels (the last two strided), average pooling, a linear head. At width
   1 it is the reference (78k parameters, 12.5 MMACs); `width` multiplies the channels.
@@ -45,7 +46,7 @@ def _bn_relu(conv: nn.Module, c: int) -> list[nn.Module]:
 
 def _dscnn(spec: dict, num_classes: int, channels: int, blocks: int = 4) -> Classifier:
     c_in = spec["input_shape"][0]
-    layers = _bn_relu(nn.Conv2d(c_in, channels, (10, 4), stride=2, padding=(5, 1), bias=False), channels)
+    layers = _bn_relu(nn.Conv2d(c_in, channels, (4, 10), stride=2, padding=(1, 5), bias=False), channels)
     layers.append(nn.Dropout(0.2))
     for _ in range(blocks):
         layers += _bn_relu(nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False), channels)

@@ -91,14 +91,16 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
 
 
 def log_mel(spec: dict, waves: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """(N, samples) -> (N, n_mels, 1 + samples // hop) log mel power: frames centred on multiples of `hop`
-    (n_fft // 2 zeros on each side), periodic Hann window, log(power + log_eps)."""
+    """(N, samples) -> (N, n_mels, frames) log mel power: frames centred on multiples of `hop` (n_fft // 2 zeros
+    on each side: 1 + samples // hop frames) or, with spec["center"] false, starting at them (1 + (samples - n_fft)
+    // hop frames, MLPerf Tiny's KWS framing); periodic Hann window, log(power + log_eps)."""
     n_fft, hop = spec["n_fft"], spec["hop"]
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
     fb = mel_filterbank(
         spec["sample_rate"], n_fft, spec["n_mels"], spec.get("fmin", 0.0), spec.get("fmax", spec["sample_rate"] / 2)
     )
-    padded = np.pad(np.asarray(waves, dtype=np.float32).reshape(len(waves), -1), ((0, 0), (n_fft // 2, n_fft // 2)))
+    pad = n_fft // 2 if spec.get("center", True) else 0
+    padded = np.pad(np.asarray(waves, dtype=np.float32).reshape(len(waves), -1), ((0, 0), (pad, pad)))
     frames_per_wave = 1 + (padded.shape[1] - n_fft) // hop
     out = [np.zeros((0, spec["n_mels"], frames_per_wave), np.float32)]
     for i in range(0, len(padded), chunk):  # bounded memory: frames and spectra of `chunk` waves at a time
@@ -108,10 +110,27 @@ def log_mel(spec: dict, waves: np.ndarray, chunk: int = 256) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) orthonormal DCT-II: what turns log-mel bands into cepstral coefficients."""
+    k, n = np.arange(n_out)[:, None], np.arange(n_in)[None]
+    d = np.sqrt(2.0 / n_in) * np.cos(np.pi / n_in * (n + 0.5) * k)
+    d[0] /= np.sqrt(2.0)
+    return d.astype(np.float32)
+
+
+def audio_features(spec: dict, waves: np.ndarray) -> np.ndarray:
+    """(N, samples) -> (N, rows, frames): log-mels (rows = n_mels), or with spec["features"] "mfcc" the first
+    n_mfcc cepstral coefficients of them (the DCT-II of each frame's log-mel bands, rows = n_mfcc)."""
+    x = log_mel(spec, waves)
+    if spec.get("features", "log_mel") == "mfcc":
+        x = np.einsum("km,nmt->nkt", dct_matrix(spec["n_mfcc"], spec["n_mels"]), x)
+    return x.astype(np.float32)
+
+
 def audio_transform(spec: dict, samples) -> np.ndarray:
-    """Mono waveforms at spec["sample_rate"] -> (N, 1, n_mels, frames) float32 log-mels, normalised with the train
-    split's mean and std."""
-    x = log_mel(spec, fixed_length(spec, samples))
+    """Mono waveforms at spec["sample_rate"] -> (N, 1, rows, frames) float32 log-mels or MFCCs, normalised with the
+    train split's mean and std."""
+    x = audio_features(spec, fixed_length(spec, samples))
     return ((x - np.float32(spec["mean"])) / np.float32(spec["std"]))[:, None].astype(np.float32)
 
 

@@ -218,18 +218,21 @@ class AudioKind:
     # --- preprocessing ---------------------------------------------------------------------------------------
 
     def fit(self, train: RawData, options: AudioOptions) -> dict:
-        from components.preprocess import fixed_length, log_mel
+        from components.preprocess import audio_features, fixed_length
 
         rates = np.asarray(train.meta["sample_rate"])
         values, counts = np.unique(rates, return_counts=True)
         sr = int(options.sample_rate or values[counts.argmax()])
         o = options
         spec = {"kind": "audio", "sample_rate": sr, "seconds": float(o.seconds), "n_fft": o.n_fft, "hop": o.hop,
-                "n_mels": o.n_mels, "fmin": float(o.fmin), "fmax": float(o.fmax or sr / 2)}
+                "n_mels": o.n_mels, "fmin": float(o.fmin), "fmax": float(o.fmax or sr / 2), "center": o.center,
+                "features": o.features, "n_mfcc": o.n_mfcc}
         if not 0 <= spec["fmin"] < spec["fmax"] <= sr / 2:
             raise DataError(f"audio options fmin={spec['fmin']}, fmax={spec['fmax']}: need 0 <= fmin < fmax <= "
                             f"sample_rate / 2 = {sr / 2}")
-        feats = log_mel(spec, fixed_length(spec, train.samples))
+        if o.features == "mfcc" and not 1 <= o.n_mfcc <= o.n_mels:
+            raise DataError(f"audio options n_mfcc={o.n_mfcc}: need 1 <= n_mfcc <= n_mels = {o.n_mels}")
+        feats = audio_features(spec, fixed_length(spec, train.samples))
         spec |= {"mean": float(feats.mean()), "std": float(feats.std()) or 1.0}
         spec |= {"input_shape": [1, *feats.shape[1:]], "input_dtype": "float32"}
         return spec

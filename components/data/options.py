@@ -58,6 +58,11 @@ class AudioOptions(KindOptions):
     fmin: float = Field(0.0, ge=0, description="Preprocessing: lowest mel frequency (Hz).")
     fmax: float | None = Field(None, gt=0, description="Preprocessing: highest mel frequency (Hz; default: half the "
                                                        "sample rate).")
+    center: bool = Field(True, description="Preprocessing: frames centred on multiples of `hop` (false: starting "
+                                           "at them, MLPerf Tiny's KWS framing: 49 frames of 40 ms every 20 ms in 1 s).")
+    features: Literal["log_mel", "mfcc"] = Field("log_mel", description="Preprocessing: the model input's rows, "
+                                                 "log-mel bands or MFCCs (MLPerf Tiny's KWS input: 10 of them).")
+    n_mfcc: int = Field(10, ge=1, description="Preprocessing: cepstral coefficients kept with `features: mfcc`.")
 
 
 class TabularOptions(KindOptions):

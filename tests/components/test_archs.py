@@ -32,7 +32,7 @@ def build_student(num_classes, input_shape):
 
 ROUTES = {  # arch: (kind, input shape, classes, width)
     "edgekd": ("image", (1, 8, 8), 10, 4),
-    "dscnn": ("audio", (1, 49, 10), 12, 1),
+    "dscnn": ("audio", (1, 10, 49), 12, 1),  # 10 MFCCs by 49 frames
     "resnet8": ("image", (3, 16, 16), 10, 1),  # 16 x 16 for speed: its pooling is adaptive
     "user_models:build_student": ("image", (3, 16, 16), 4, 1),
 }
@@ -89,8 +89,8 @@ def test_reference_sizes_at_width_1():
             build(kind, "student", {"input_shape": list(shape)}, n, 1, 0, arch=arch).eval(), torch.zeros(1, *shape)
         )
         for arch, (kind, shape, n) in {
-            "dscnn": ("audio", (1, 49, 10), 12),
-            "dscnn_l": ("audio", (1, 49, 10), 12),
+            "dscnn": ("audio", (1, 10, 49), 12),
+            "dscnn_l": ("audio", (1, 10, 49), 12),
             "resnet8": ("image", (3, 32, 32), 10),
         }.items()
     }

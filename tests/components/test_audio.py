@@ -329,6 +329,29 @@ def test_fit_normalises_with_train_statistics(tmp_path):
     assert abs(float(other.mean())) > 1e-3
 
 
+def test_mfcc_is_the_orthonormal_dct_of_the_log_mels_in_mlperf_tinys_kws_framing(tmp_path):
+    from components.preprocess import audio_features, dct_matrix
+
+    d = dct_matrix(40, 40)
+    np.testing.assert_allclose(d @ d.T, np.eye(40), atol=1e-5)  # orthonormal: nothing lost, nothing scaled
+    spec = SPEC | {"n_fft": 320, "hop": 160, "center": False, "features": "mfcc", "n_mfcc": 10}
+    x = tone(1000, 1.0)[None]
+    mfcc = audio_features(spec, x)
+    lm = log_mel(spec, x)
+    assert mfcc.shape == (1, 10, 49) and lm.shape == (1, 40, 49)  # 1 + (8000 - 320) // 160 frames
+    # coefficient 0 is the frame's mean log-mel times sqrt(40); coefficient 1 weighs low bands against high ones
+    np.testing.assert_allclose(mfcc[0, 0], lm[0].mean(axis=0) * np.sqrt(40), rtol=1e-4)
+    np.testing.assert_allclose(mfcc[0, 1], d[1] @ lm[0], rtol=1e-4, atol=1e-4)
+
+    write_fsdd_like(tmp_path)
+    raw = KIND.load(str(tmp_path), parse(KIND.name, {}))
+    options = {"n_fft": 320, "hop": 160, "center": False, "features": "mfcc", "n_mfcc": 10}
+    spec = KIND.fit(raw, parse(KIND.name, options))
+    assert spec["input_shape"] == [1, 10, 49] and transform(spec, raw.samples).shape == (12, 1, 10, 49)
+    with pytest.raises(DataError, match="n_mfcc=50"):
+        KIND.fit(raw, parse(KIND.name, options | {"n_mfcc": 50}))
+
+
 def test_spec_augment_shifts_and_masks_only():
     x = torch.arange(2 * 1 * 4 * 10, dtype=torch.float32).reshape(2, 1, 4, 10) + 1
     g = torch.Generator().manual_seed(0)
