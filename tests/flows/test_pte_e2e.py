@@ -43,7 +43,7 @@ def _users_resnet8(path):
     model = build("image", "teacher", {"input_shape": [1, 8, 8]}, 10, 1, seed=0, arch="resnet8")
     opt = torch.optim.Adam(model.parameters(), 1e-2)
     model.train()
-    for _ in range(4):
+    for _ in range(2):
         for i in torch.randperm(len(x)).split(64):
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x[i]), y[i]).backward()
@@ -68,7 +68,7 @@ def test_users_architectures_as_onnx_and_pte_candidates_built_scored_timed_gated
         export={"formats": ["onnx", "pte"]},
         benchmark={"warmup_runs": 2, "timed_runs": 20, "rounds": 2, "targets": targets},
         teacher={"arch": "resnet8", "width": 1, "weights": "resnet8_digits.safetensors"},
-        student={"arch": "user_models:build_student", "epochs": 10},
+        student={"arch": "user_models:build_student", "epochs": 6},
         prune={"finetune_epochs": 1},
         gate={"min_accuracy": 0.1, "max_accuracy_drop": 1.0},  # which candidate passes is not the point here
     )
