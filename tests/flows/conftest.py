@@ -261,13 +261,14 @@ def wait_for():
     return _wait_for
 
 
-def _kill_and_check(proc: subprocess.Popen, url: str | None = None) -> None:
+def _kill_and_check(proc: subprocess.Popen, url: str | None = None) -> list[str]:
     from flows.infra.environment import REAPER_TOKEN
     from flows.infra.processes import healthy, marked
 
     # /proc/PID/environ shows a process's environment as it was at exec: the token is read off a child.
     token = psutil.Process(proc.pid).children()[0].environ()[REAPER_TOKEN.name]
     started = marked(REAPER_TOKEN.name, token)
+    commands = [" ".join(p.cmdline()) for p in started]
     assert len(started) >= 2, "expected the watchdog and at least one process the command started"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
@@ -277,12 +278,14 @@ def _kill_and_check(proc: subprocess.Popen, url: str | None = None) -> None:
     assert not left, f"left running after SIGKILL: {[' '.join(p.cmdline()) for p in left]}"
     if url:
         assert not healthy(url)
+    return commands
 
 
 @pytest.fixture(scope="session")
 def kill_and_check():
     """kill_and_check(proc, url=None): SIGKILL an `edgekd` subprocess and check that its watchdog ended every
-    process the command started (and, with `url`, that the server there no longer answers)."""
+    process the command started (and, with `url`, that the server there no longer answers); returns the command
+    lines of the processes it saw started and then ended."""
     return _kill_and_check
 
 

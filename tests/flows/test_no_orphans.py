@@ -25,7 +25,8 @@ def test_sigkill_of_serve_stops_its_server(served, free_port, edgekd, wait_for, 
     log = root / "serve.log"
     with edgekd(root, environ, log, "serve", "--port", str(port)) as proc:
         wait_for("serving", lambda: "serving deployment" in log.read_text(), proc, log, timeout=240, every=0.5)
-        kill_and_check(proc, f"http://127.0.0.1:{port}/api")
+        ended = kill_and_check(proc, f"http://127.0.0.1:{port}/api")
+    assert any("prefect" in c and "server" in c for c in ended), ended  # the server was among what it ended
 
 
 def test_sigkill_of_deploy_mid_flow_run_stops_server_worker_and_run(
@@ -48,4 +49,5 @@ def test_sigkill_of_deploy_mid_flow_run_stops_server_worker_and_run(
         )
         # The worker starts the flow run in a process of its own session: wait until it is there.
         wait_for("flow run process", lambda: len(descendants(proc)) > before, proc, log, timeout=60, every=0.5)
-        kill_and_check(proc, url)
+        ended = kill_and_check(proc, url)
+    assert any("worker" in c for c in ended), ended  # the worker was among what it ended
