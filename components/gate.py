@@ -59,6 +59,7 @@ class GateView(BaseModel):
 
 QUANTIZING = {
     "int8": "INT8",
+    "qat": "INT8 (QAT)",
     "pte_int8": "INT8",
     "fp16": "FP16",
 }  # transforms that change precision: they must pay in speed

@@ -195,8 +195,9 @@ def _epoch(
     return run_loss / len(y_all), run_correct / len(y_all)
 
 
-def shift_augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:
-    """Shift each image independently by up to `max_shift` pixels (zero padding)."""
+def shift_augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1, flip: bool = False) -> torch.Tensor:
+    """Shift each image independently by up to `max_shift` pixels (zero padding); with `flip`, also mirror a random
+    half of them left to right (natural photos: CIFAR-10's standard augmentation with `max_shift` 4)."""
     n, c, h, w = x.shape
     p = max_shift
     xp = F.pad(x, (p, p, p, p))
@@ -204,7 +205,11 @@ def shift_augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> 
     dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
     rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :]
-    return xp[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    out = xp[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    if flip:
+        mirror = torch.rand(n, generator=gen) < 0.5
+        out = torch.where(mirror[:, None, None, None], out.flip(-1), out)
+    return out
 
 
 def set_seed(seed: int) -> None:

@@ -12,6 +12,7 @@ from components.config.base import Section
 from components.config.data import DIGITS, DataConfig, ValidationConfig
 from components.config.stages import (
     BenchmarkConfig,
+    ClassicConfig,
     DistillConfig,
     ExportConfig,
     GateConfig,
@@ -31,6 +32,7 @@ __all__ = [
     "DIGITS",
     "STAGE_SECTIONS",
     "BenchmarkConfig",
+    "ClassicConfig",
     "TargetConfig",
     "ConfigError",
     "DataConfig",
@@ -67,6 +69,7 @@ class PipelineConfig(Section):
     prune: PruneConfig = PruneConfig()
     quantize: QuantizeConfig = QuantizeConfig()
     export: ExportConfig = ExportConfig()
+    classic: ClassicConfig = ClassicConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     gate: GateConfig = GateConfig()
     search: SearchConfig = SearchConfig()
@@ -95,6 +98,7 @@ STAGE_SECTIONS = (
     "prune",
     "quantize",
     "export",
+    "classic",
     "benchmark",
     "gate",
     "search",

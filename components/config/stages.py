@@ -17,7 +17,15 @@ class TrainConfig(Section):
     seed: int = Field(0, description="Seed of weight init and batch order (`edgekd bench kd` varies the students').")
     batch_size: int = Field(64, ge=1, description="Mini-batch size.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
-    augment: bool = Field(True, description="The data kind's training augmentation (images: 1-pixel shifts).")
+    augment: bool = Field(
+        True, description="The data kind's training augmentation (images: shifts, `shift` and `flip` below)."
+    )
+    shift: int = Field(1, ge=0, description="Images: the largest random shift in pixels (zero padding).")
+    flip: bool = Field(
+        False,
+        description="Images: also mirror a random half of each batch left to right (natural "
+        "photos; not digits or text).",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when available.")
 
 
@@ -174,10 +182,37 @@ class PruneConfig(Section):
 
 
 class QuantizeConfig(Section):
-    """ONNX Runtime's INT8 quantization of the pruned students (static INT8 is calibrated on train samples)."""
+    """ONNX Runtime's INT8 quantization of the pruned students (static INT8 is calibrated on train samples), and
+    the quantization-aware fine-tune where static INT8 loses too much."""
 
     calibration_samples: int = Field(256, ge=1, description="Train-split samples used to calibrate static INT8.")
     per_channel: bool = Field(True, description="Per-channel weight scales for static INT8.")
+    qat_threshold: float = Field(
+        0.01,
+        ge=-1,
+        le=1,
+        description="When a pruned student's static INT8 loses more than this of val `gate.metric` against its FP32 "
+        "source, a quantization-aware fine-tune of that source (with its own objective: KD against the teacher for "
+        "the KD student) becomes the candidate `*_pruned_int8_qat`; negative: always.",
+    )
+    qat_epochs: int = Field(5, ge=1, description="Epochs of the quantization-aware fine-tune.")
+    qat_lr: float = Field(5e-4, gt=0, description="Learning rate of the quantization-aware fine-tune.")
+
+
+class ClassicConfig(Section):
+    """The classical baseline `classic_fp32`: a scikit-learn model on the same inputs, chosen on val, exported with
+    skl2onnx and measured and gated like every network (components/classic.py)."""
+
+    families: list[Literal["logreg", "svm", "gbm"]] | None = Field(
+        None,
+        description="Families tried on image, audio and tabular inputs: `logreg` (logistic regression), `svm` (RBF "
+        "SVM), `gbm` (gradient boosting); the best on val is kept. Default: all three for tabular data, `logreg` and "
+        "`svm` for images and audio (boosting is slow on pixels). Text always gets TF-IDF with logistic "
+        "regression. An empty list: no classical candidate.",
+    )
+    max_rows: int = Field(
+        5000, ge=10, description="At most this many train rows fit it (a stratified, seeded subset beyond that)."
+    )
 
 
 class ExportConfig(Section):

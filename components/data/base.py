@@ -174,7 +174,8 @@ def split_indices(raw: RawData, classes: list[str], val_fraction: float, test_fr
     """Train/val/test indices after dropping duplicates (equal `hashes`, default the raw content's, so no sample
     sits in two splits; the first in source order stays). Samples the source puts in a split (`raw.split`) stay
     there; a split the source leaves empty is drawn from the samples it puts nowhere, stratified by label: test
-    first (`test_fraction` of them), then val (`val_fraction` of them before test was drawn); the rest is train.
+    first (`test_fraction` of them), then val (`val_fraction` of them before test was drawn); the rest is train. A
+source that fixes train and test but not val (CIFAR-10's folders) gives `val_fraction` of its train to val.
 
     Returns the indices and the number of duplicates dropped.
     """
@@ -190,6 +191,9 @@ def split_indices(raw: RawData, classes: list[str], val_fraction: float, test_fr
                                                random_state=seed)
             left -= fraction
     idx["train"] = np.concatenate([idx["train"], free])
+    if len(idx["train"]) and len(idx["test"]) and not len(idx["val"]):  # train/ and test/ only: val from train
+        idx["train"], idx["val"] = train_test_split(idx["train"], test_size=val_fraction,
+                                                    stratify=raw.labels[idx["train"]], random_state=seed)
     empty = [s for s in SPLITS if not len(idx[s])]
     if empty:
         raise DataError(f"the source's own splits leave {' and '.join(empty)} without a sample")
@@ -197,14 +201,15 @@ def split_indices(raw: RawData, classes: list[str], val_fraction: float, test_fr
 
 
 def has_split_folders(root: Path) -> bool:
-    """Whether the folder `root` brings its own splits as sub-folders train/, val/ and test/, each laid out as
-    `root` would be without them. Only some of them, or other folders beside them, are refused."""
+    """Whether the folder `root` brings its own splits as sub-folders train/, val/ and test/ (or train/ and test/,
+    val then drawn from train), each laid out as `root` would be without them. Other sets of them, or other
+    folders beside them, are refused."""
     names = {p.name for p in root.iterdir() if p.is_dir()}
     if not names & set(SPLITS):
         return False
-    if names != set(SPLITS):
-        raise DataError(f"{root}: sub-folders {sorted(names)}; expected exactly train/, val/ and test/ (the "
-                        "source's own splits) or none of them")
+    if names not in (set(SPLITS), {"train", "test"}):
+        raise DataError(f"{root}: sub-folders {sorted(names)}; expected exactly train/, val/ and test/, or train/ "
+                        "and test/ (the source's own splits), or none of them")
     return True
 
 

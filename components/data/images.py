@@ -2,6 +2,7 @@
 sub-folders of PNG/JPEG files (optionally inside train/, val/ and test/)."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,15 @@ class ImageKind:
 
         return shift_augment
 
+    def augment_with(self, train):
+        """The augmentation as a TrainConfig sets it: shifts up to `train.shift` pixels, mirroring with `flip`."""
+        return functools.partial(self.augment, max_shift=train.shift, flip=train.flip)
+
+    @staticmethod
+    def dedupe_keys(samples, options: ImageOptions) -> np.ndarray:
+        """The intensities as float32, so that an 8-bit image file and the same image in an .npz are one sample."""
+        return np.asarray(samples, dtype=np.float32)
+
     def load(self, source: str, options: ImageOptions) -> RawData:
         if source == "sklearn:digits":
             from sklearn.datasets import load_digits
@@ -34,7 +44,7 @@ class ImageKind:
             return RawData(d.images.astype(np.float32), d.target.astype(str), {}, {"scale": 16.0})
         path = Path(source)
         if path.is_dir():
-            return self._load_folder(path, options.mode)
+            return self._load_folder(path, options.mode, options.train_per_class)
         if path.suffix == ".npz":
             return self._load_npz(path)
         raise DataError(f"image source {source}: expected 'sklearn:digits', an .npz file or a folder of class folders")
@@ -96,26 +106,29 @@ class ImageKind:
             raise DataError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
         return x.astype(np.float32), y, scale, None
 
-    def _load_folder(self, root: Path, mode: str) -> RawData:
+    def _load_folder(self, root: Path, mode: str, train_per_class: int | None = None) -> RawData:
         splits = has_split_folders(root)
         files = sorted(p for p in root.glob("*/*/*" if splits else "*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"{root}: no PNG/JPEG files in class sub-folders"
-                            + (" of train/, val/ and test/" if splits else ""))
+                            + (" of the split folders" if splits else ""))
+        if train_per_class is not None:
+            files = _first_per_class(root, files, splits, train_per_class)
         images, rel = self._read_images(root, files, mode)
         split = np.array([p.relative_to(root).parts[0] for p in files]) if splits else None
         return RawData(images, np.array([p.parent.name for p in files]), {"file": rel}, {"scale": 255.0}, split)
 
     @staticmethod
     def _read_images(root: Path, files: list[Path], mode: str) -> tuple[np.ndarray, np.ndarray]:
-        """(N, H, W) or (N, C, H, W) float32 images of one size, and the files relative to `root`."""
+        """(N, H, W) or (N, C, H, W) 8-bit images of one size, as the files hold them, and the files relative to
+        `root`."""
         from PIL import Image, UnidentifiedImageError
 
         images, size = [], None
         for p in files:
             try:
                 with Image.open(p) as im:
-                    a = np.asarray(im.convert(mode), dtype=np.float32)
+                    a = np.asarray(im.convert(mode), dtype=np.uint8)
             except (UnidentifiedImageError, OSError) as e:
                 raise DataError(f"{p}: unreadable or corrupt image ({e})") from e
             if size is None:
@@ -154,6 +167,20 @@ class ImageKind:
         shape = list(np.asarray(train.samples).shape[1:])
         return {"kind": "image", "scale": float(train.info["scale"]), "input_dtype": "float32",
                 "input_shape": [1, *shape] if len(shape) == 2 else shape, "value_range": [0.0, 1.0]}
+
+
+def _first_per_class(root: Path, files: list[Path], splits: bool, n: int) -> list[Path]:
+    """`files` (sorted) with at most the first `n` of each class outside val/ and test/."""
+    kept, seen = [], {}
+    for p in files:
+        parts = p.relative_to(root).parts
+        if splits and parts[0] != "train":
+            kept.append(p)
+            continue
+        seen[parts[-2]] = seen.get(parts[-2], 0) + 1
+        if seen[parts[-2]] <= n:
+            kept.append(p)
+    return kept
 
 
 def _read_medmnist(path: Path, f) -> tuple[np.ndarray, np.ndarray, None, np.ndarray]:

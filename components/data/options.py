@@ -26,6 +26,9 @@ class KindOptions(BaseModel):
 class ImageOptions(KindOptions):
     mode: Literal["L", "RGB"] = Field("L", description="Colour mode images are read in: 'L' grayscale or 'RGB' "
                                                        "(folders of image files only).")
+    train_per_class: int | None = Field(None, ge=1, description="Folders of image files only: read at most this "
+                                        "many images of each class outside val/ and test/, the first in file-name "
+                                        "order (a documented subset for a CPU, e.g. CIFAR-10's 5,000 a class).")
 
 
 class TestRule(BaseModel):

@@ -9,17 +9,20 @@ from components.export import Artifact
 from components.recipes import Recipe, recipes
 from flows.phases.context import Run, tracked
 from flows.phases.train import Student, Trained
-from flows.tasks.compress import lower_pte, prune_student, quantize_int8
-from flows.tasks.specs import DataRef, PruneSpec, PteSpec, QuantizeSpec
+from flows.tasks.compress import lower_pte, prune_student, qat_student, quantize_int8
+from flows.tasks.data import load_data
+from flows.tasks.specs import DataRef, PruneSpec, PteSpec, QatSpec, QuantizeSpec
+from flows.tasks.train import runtime_metrics
 
 
 @dataclass(frozen=True)
 class Made:
     """A candidate's file (ONNX, or an ExecuTorch program), and for a trained student or its FP32 program the student
-    itself (what a pruning or an ExecuTorch INT8 starts from)."""
+    itself (what a pruning or an ExecuTorch INT8 starts from), for a pruned one the pruning (what QAT starts from)."""
 
     artifact: Artifact
     student: Student | None = None
+    pruning: tuple[PruneSpec, Artifact] | None = None  # a pruned student's: its pruning and fine-tuned weights
 
 
 def compress(run: Run, data: DataRef, trained: Trained) -> dict[str, Made]:
@@ -27,9 +30,14 @@ def compress(run: Run, data: DataRef, trained: Trained) -> dict[str, Made]:
     sources = {"teacher": Made(trained.teacher.onnx), "plain": _made(trained.plain)}
     if trained.kd:
         sources["kd"] = _made(trained.kd)
+    if trained.classic:
+        sources["classic"] = Made(trained.classic.onnx)
     made: dict[str, Made] = {}
-    for r in recipes(("plain", "kd") if trained.kd else ("plain",), tuple(run.cfg.export.formats)):
-        made[r.name] = TRANSFORMS[r.transform](run, data, r, sources.get(r.source) or made[r.source])
+    students = ("plain", "kd") if trained.kd else ("plain",)
+    for r in recipes(students, tuple(run.cfg.export.formats), classic=trained.classic is not None):
+        out = TRANSFORMS[r.transform](run, data, r, sources.get(r.source) or made[r.source], made)
+        if out is not None:  # a conditional recipe (QAT) whose condition did not hold made nothing
+            made[r.name] = out
     return made
 
 
@@ -37,23 +45,24 @@ def _made(student: Student) -> Made:
     return Made(student.model.onnx, student)
 
 
-def _export(run: Run, data: DataRef, r: Recipe, source: Made) -> Made:
+def _export(run: Run, data: DataRef, r: Recipe, source: Made, made: dict[str, Made]) -> Made:
     return source
 
 
-def _prune(run: Run, data: DataRef, r: Recipe, source: Made) -> Made:
+def _prune(run: Run, data: DataRef, r: Recipe, source: Made, made: dict[str, Made]) -> Made:
     s = source.student
     spec = PruneSpec(source=s.spec, weights=s.model.weights, prune=run.cfg.prune)
-    return Made(tracked(run, "prune", prune_student, spec, {"candidate": r.name}).onnx)
+    pruned = tracked(run, "prune", prune_student, spec, {"candidate": r.name})
+    return Made(pruned.onnx, pruning=(spec, pruned.weights))
 
 
-def _int8(run: Run, data: DataRef, r: Recipe, source: Made) -> Made:
+def _int8(run: Run, data: DataRef, r: Recipe, source: Made, made: dict[str, Made]) -> Made:
     spec = QuantizeSpec(data=data, fp32=source.artifact, mode=r.options["mode"], quantize=run.cfg.quantize)
     return Made(tracked(run, "quantize", quantize_int8, spec, {"candidate": r.name}))
 
 
 def _pte(mode: str):
-    def lower(run: Run, data: DataRef, r: Recipe, source: Made) -> Made:
+    def lower(run: Run, data: DataRef, r: Recipe, source: Made, made: dict[str, Made]) -> Made:
         s = source.student
         spec = PteSpec(
             source=s.spec,
@@ -67,4 +76,29 @@ def _pte(mode: str):
     return lower
 
 
-TRANSFORMS = {"export": _export, "prune": _prune, "int8": _int8, "pte": _pte("fp32"), "pte_int8": _pte("int8")}
+def _qat(run: Run, data: DataRef, r: Recipe, source: Made, made: dict[str, Made]) -> Made | None:
+    """A quantization-aware fine-tune of a pruned student, when its static INT8 lost more than
+    quantize.qat_threshold of val metric against it."""
+    q, metric = run.cfg.quantize, run.cfg.gate.metric
+    val = load_data(data).splits["val"]
+    before = runtime_metrics(source.artifact.path, val, data.classes).get(metric)
+    after = runtime_metrics(made[r.options["after"]].artifact.path, val, data.classes).get(metric)
+    if before - after <= q.qat_threshold:
+        run.log.info(
+            f"{r.name}: not made, static INT8 lost {before - after:+.4f} of val {metric} "
+            f"(<= quantize.qat_threshold {q.qat_threshold})"
+        )
+        return None
+    run.log.info(f"{r.name}: static INT8 lost {before - after:.4f} of val {metric} (> {q.qat_threshold}): QAT")
+    spec = QatSpec(prune=source.pruning[0], pruned=source.pruning[1], quantize=q)
+    return Made(tracked(run, "qat", qat_student, spec, {"candidate": r.name}))
+
+
+TRANSFORMS = {
+    "export": _export,
+    "prune": _prune,
+    "int8": _int8,
+    "qat": _qat,
+    "pte": _pte("fp32"),
+    "pte_int8": _pte("int8"),
+}

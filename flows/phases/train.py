@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components import kd
+from components.classic import families_for
 from components.config import PipelineConfig, TeacherTraining
 from components.export import Artifact, artifact_info
 from components.metrics import Scores
@@ -15,6 +16,8 @@ from flows.phases.context import Run, tracked
 from flows.tasks.caching import cached
 from flows.tasks.data import load_data
 from flows.tasks.specs import (
+    ClassicModel,
+    ClassicSpec,
     DataRef,
     Member,
     StudentSpec,
@@ -24,7 +27,7 @@ from flows.tasks.specs import (
     TrainedModel,
     user_file,
 )
-from flows.tasks.train import export_teacher, runtime_metrics, train_student, train_teacher
+from flows.tasks.train import export_teacher, runtime_metrics, train_classic, train_student, train_teacher
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Trained:
     kd_variant: str | None  # its label
     variants: dict[str, Student]  # every KD variant trained, by label
     teacher_strong: bool
+    classic: ClassicModel | None = None  # the scikit-learn baseline; None when classic.families is empty
 
 
 def train(run: Run, data: DataRef, variants: list[kd.Variant]) -> Trained:
@@ -77,7 +81,24 @@ def train(run: Run, data: DataRef, variants: list[kd.Variant]) -> Trained:
         )
     chosen = None if best is None or best == "plain" else best
     run.tracker.tags(run.parent, {"kd_variant": best or "none", "teacher_clearly_stronger": strong})
-    return Trained(teacher, plain, outs[chosen] if chosen else None, chosen, outs, strong)
+    return Trained(
+        teacher, plain, outs[chosen] if chosen else None, chosen, outs, strong, train_classic_model(run, data)
+    )
+
+
+def train_classic_model(run: Run, data: DataRef) -> ClassicModel | None:
+    """The classical baseline (classic.*), or None when no family is asked for."""
+    cfg = run.cfg
+    if not families_for(data.kind, cfg.classic.families):
+        return None
+    spec = ClassicSpec(data=data, classic=cfg.classic, metric=cfg.gate.metric, seed=cfg.train.seed)
+    out = tracked(run, "classic", train_classic, spec)
+    run.log.info(
+        f"classical baseline: {out.family} (val {cfg.gate.metric} "
+        + ", ".join(f"{k} {v:.4f}" for k, v in out.val_scores.items())
+        + f"; {out.seconds:.1f} s)"
+    )
+    return out
 
 
 def _teacher_strong(run: Run, teacher: float, plain: float) -> bool:

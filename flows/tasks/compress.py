@@ -8,12 +8,13 @@ from prefect import task
 
 from components import pte, quantize, timing
 from components.distill import train_variant
-from components.export import Artifact
+from components.export import Artifact, export_onnx
 from components.prune import prune_channels
+from components.qat import fake_quantized
 from components.train import evaluate
 from flows.tasks.caching import CACHED
 from flows.tasks.data import load_data
-from flows.tasks.specs import PruneSpec, PteSpec, QuantizeSpec, TrainedModel, out_dir
+from flows.tasks.specs import PruneSpec, PteSpec, QatSpec, QuantizeSpec, TrainedModel, out_dir
 from flows.tasks.train import finish, fit_kwargs, objective_kwargs, student_module
 from flows.tasks.weights import load_weights
 
@@ -42,6 +43,32 @@ def prune_student(p: PruneSpec) -> TrainedModel:
             pruned, s.variant, splits["train"], splits["val"], **objective_kwargs(s, data.spec, data.pool), **kw
         )
     return finish(pruned, out_dir(p, "pruned", s.data.root), hist, splits, s.data.classes, prune=report)
+
+
+def pruned_student(p: PruneSpec, weights: Artifact, example: torch.Tensor) -> torch.nn.Module:
+    """The network a pruning made (its structure redone from its source, deterministically) with `weights`."""
+    s = p.source
+    student = load_weights(student_module(s, load_data(s.data).spec), p.weights)
+    return load_weights(prune_channels(student, example, p.prune.ratio)[0], weights)
+
+
+@task(**CACHED)
+def qat_student(q: QatSpec) -> Artifact:
+    """A pruned student fine-tuned with INT8 simulated (components/qat.py) and the objective it was trained with,
+    then exported and quantized to static INT8 on the same calibration samples as every static INT8."""
+    s = q.prune.source
+    data = load_data(s.data)
+    splits = data.splits
+    model = pruned_student(q.prune, q.pruned, torch.from_numpy(splits["train"].x[:2]))
+    kw = fit_kwargs(s.data.kind, s.train, q.quantize.qat_epochs, q.quantize.qat_lr, s.budget.patience, s.seed, "qat")
+    with fake_quantized(model):
+        model, _ = train_variant(
+            model, s.variant, splits["train"], splits["val"], **objective_kwargs(s, data.spec, data.pool), **kw
+        )
+    out = out_dir(q, "qat", s.data.root)
+    fp32 = export_onnx(model, splits["test"].x, out / "fp32.onnx")
+    calib = quantize.calibration_sample(splits["train"].x, q.quantize.calibration_samples, 0)
+    return quantize.quantize_static_int8(fp32.path, out / "model.onnx", calib, q.quantize.per_channel)
 
 
 @task(**CACHED)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 import components
 from components.config import (
+    ClassicConfig,
     ConfigError,
     PipelineConfig,
     PruneConfig,
@@ -36,6 +37,8 @@ STUDENT_CODE = TRAIN_CODE + ("kd", "distill.py", "teachers.py")
 PRUNE_CODE = STUDENT_CODE + ("prune.py",)
 QUANTIZE_CODE = ("quantize.py", "export.py")
 PTE_CODE = STUDENT_CODE + ("pte.py",)
+QAT_CODE = PRUNE_CODE + ("qat.py", "quantize.py")
+CLASSIC_CODE = ("classic.py", "export.py", "metrics.py", "data")
 
 
 def code_version(*paths: str) -> str:
@@ -164,6 +167,16 @@ class QuantizeSpec(Spec):
     code: str = code_version(*QUANTIZE_CODE)
 
 
+class QatSpec(Spec):
+    """A pruned student (its pruning's spec and fine-tuned weights) fine-tuned with INT8 simulated, then quantized
+    to static INT8 as `quantize` says."""
+
+    prune: PruneSpec
+    pruned: Artifact
+    quantize: QuantizeConfig
+    code: str = code_version(*QAT_CODE)
+
+
 class PteSpec(Spec):
     """A trained student lowered to an ExecuTorch program for batches of `batch_size`: FP32, or INT8 calibrated on
     the train samples ONNX Runtime's static INT8 is calibrated on."""
@@ -174,6 +187,28 @@ class PteSpec(Spec):
     batch_size: int
     quantize: QuantizeConfig
     code: str = code_version(*PTE_CODE)
+
+
+class ClassicSpec(Spec):
+    """The classical baseline: the families tried (chosen on val by `metric`), on at most `classic.max_rows` train
+    rows drawn with `seed`."""
+
+    data: DataRef
+    classic: ClassicConfig
+    metric: str
+    seed: int
+    code: str = code_version(*CLASSIC_CODE)
+
+
+class ClassicModel(BaseModel):
+    """The classical baseline as one ONNX file, the family kept and every family's val score."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    onnx: Artifact
+    family: str
+    val_scores: dict[str, float]
+    seconds: float
 
 
 def user_file(root: str, rel: str, key: str) -> Artifact:

@@ -15,7 +15,16 @@ from components.models import build, count_params
 from components.train import CrossEntropy, Epoch, fit, select_device
 from flows.tasks.caching import CACHED
 from flows.tasks.data import load_data
-from flows.tasks.specs import ExportedTeacher, StudentSpec, TeacherExportSpec, TeacherSpec, TrainedModel, out_dir
+from flows.tasks.specs import (
+    ClassicModel,
+    ClassicSpec,
+    ExportedTeacher,
+    StudentSpec,
+    TeacherExportSpec,
+    TeacherSpec,
+    TrainedModel,
+    out_dir,
+)
 from flows.tasks.weights import kd_teacher, load_weights, logits_cache, save_weights, teacher_module
 
 
@@ -39,6 +48,10 @@ def _progress(name: str, total: int):
 def fit_kwargs(kind: str, train, epochs: int, lr: float, patience: int, seed: int, name: str) -> dict:
     """What `fit` takes besides the model and data: the budget, the shared training settings (`train`, a
     TrainConfig), the kind's augmentation and progress lines in the run's log."""
+    data_kind = get_kind(kind)
+    augment = data_kind.augment if train.augment else None
+    if augment is not None and hasattr(data_kind, "augment_with"):
+        augment = data_kind.augment_with(train)
     return dict(
         epochs=epochs,
         lr=lr,
@@ -47,7 +60,7 @@ def fit_kwargs(kind: str, train, epochs: int, lr: float, patience: int, seed: in
         seed=seed,
         device=select_device(train.device),
         weight_decay=train.weight_decay,
-        augment=get_kind(kind).augment if train.augment else None,
+        augment=augment,
         on_epoch=_progress(name, epochs),
     )
 
@@ -127,3 +140,30 @@ def train_student(s: StudentSpec) -> TrainedModel:
         **kw,
     )
     return finish(model, out_dir(s, "student", s.data.root), hist, data.splits, s.data.classes)
+
+
+@task(**CACHED)
+def train_classic(s: ClassicSpec) -> ClassicModel:
+    """The classical baseline (components/classic.py): each family fitted on (at most `max_rows` of) train, the best
+    on val by the gate's metric kept and exported to ONNX."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from components import classic
+
+    data, log = load_data(s.data), get_run_logger()
+    train, val = data.splits["train"], data.splits["val"]
+    x, y = train.x, train.y
+    if len(y) > s.classic.max_rows:
+        x, _, y, _ = train_test_split(x, y, train_size=s.classic.max_rows, stratify=y, random_state=s.seed)
+        log.info(f"[classic] fitting on {len(y)} of {len(train.y)} train rows (classic.max_rows)")
+    families = classic.families_for(s.data.kind, s.classic.families)
+
+    def score(probabilities: np.ndarray, labels: np.ndarray) -> float:
+        logits = np.log(np.clip(probabilities, classic.MIN_PROBABILITY, None))
+        return classification_metrics(logits, labels, s.data.classes).get(s.metric)
+
+    fitted = classic.fit(data.spec, (x, y), (val.x, val.y), score, families, s.seed, log.info)
+    onnx = classic.export(fitted, data.spec, len(s.data.classes), out_dir(s, "classic", s.data.root) / "model.onnx")
+    log.info(f"[classic] kept {fitted.family} (val {s.metric} {fitted.val_scores[fitted.family]:.4f})")
+    return ClassicModel(onnx=onnx, family=fitted.family, val_scores=fitted.val_scores, seconds=fitted.seconds)
