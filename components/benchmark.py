@@ -143,6 +143,9 @@ def _latency(path: Path, rounds: list[Round], b: BenchmarkConfig, peak: float) -
         nj, source = sum(uj) * 1e3 / (len(uj) * b.timed_runs), "measured: RAPL package counter over the timed runs"
     elif timing.format_of(path) != "onnx":
         nj, source = float("nan"), "not estimated: the estimate counts an ONNX graph, and RAPL is not readable here"
+    elif not energy.countable(path):
+        nj, source = float("nan"), "not estimated: ONNX-ML operators, which the estimate does not model, and RAPL is "
+        "not readable here"
     else:
         nj, source = energy.estimate_nj(energy.count(path, b.batch_size)), energy.SOURCE
     return Latency(

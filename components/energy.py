@@ -85,6 +85,14 @@ def count(path: str | Path, batch_size: int = 1) -> OpCounts:
     return OpCounts(macs, int(sum(a.nbytes for a in weights.values())), act, precision_of(model))
 
 
+def countable(path: str | Path) -> bool:
+    """Whether `count` sees the model's work: not where ONNX-ML operators (scikit-learn's SVMs, trees, linear
+    models exported by skl2onnx) do it, whose arithmetic the estimate does not model."""
+    import onnx
+
+    return not any(n.domain == "ai.onnx.ml" for n in onnx.load(str(path)).graph.node)
+
+
 def _weight_shape(node, weights: dict, shapes: dict) -> list[int] | None:
     """Shape of a MAC op's weight: its second input, or, in a QDQ graph, the initializer behind the
     DequantizeLinear that feeds it."""

@@ -110,7 +110,7 @@ def _tables(report: Report) -> tuple[list[str], list[str]]:
                     f"{r.p99_ms:.4f}",
                     f"{r.throughput_sps:.0f}",
                     f"{r.peak_mem_mb:.1f}",
-                    f"{r.energy_nj:.0f}",
+                    "—" if r.energy_nj != r.energy_nj else f"{r.energy_nj:.0f}",  # NaN: not estimated
                 ]
             )
         )

@@ -176,6 +176,31 @@ def test_png_folders_in_train_val_test_keep_their_splits(tmp_path):
         KIND.load(str(src), parse(KIND.name, {}))
 
 
+def test_train_and_test_folders_only_get_val_from_train_and_a_subset_per_class(tmp_path):
+    """CIFAR-10's layout: train/ and test/ without val/. `train_per_class` keeps the first N train images of each
+    class by file name; val is drawn from them, stratified and seeded; test is the source's, whole."""
+    src, value = tmp_path / "src", iter(range(0, 256 * 3, 3))
+    for split, n in (("train", 10), ("test", 3)):
+        for label in ("cat", "dog"):
+            (src / split / label).mkdir(parents=True)
+            for i in range(n):
+                v = next(value)
+                image = np.stack([np.full((4, 4), v % 256, np.uint8), np.full((4, 4), v // 256, np.uint8)] * 2, -1)
+                Image.fromarray(image[..., :3]).save(src / split / label / f"{i:04d}.png")
+    raw = KIND.load(str(src), parse(KIND.name, {"mode": "RGB", "train_per_class": 8}))
+    assert raw.samples.shape == (16 + 6, 3, 4, 4) and raw.samples.dtype == np.uint8  # the files' own 8 bits
+    train_files = [f for f in raw.meta["file"] if f.startswith("train/")]
+    assert sorted(train_files) == [f"train/{c}/{i:04d}.png" for c in ("cat", "dog") for i in range(8)]
+
+    idx, _ = split_indices(raw, ["cat", "dog"], 0.25, 0.2, 0)
+    again, _ = split_indices(raw, ["cat", "dog"], 0.25, 0.2, 0)
+    assert {s: len(i) for s, i in idx.items()} == {"train": 12, "val": 4, "test": 6}
+    assert all(raw.meta["file"][i].startswith("train/") for i in idx["val"])
+    assert sorted(raw.labels[idx["val"]]) == ["cat", "cat", "dog", "dog"]  # stratified
+    assert all(np.array_equal(idx[s], again[s]) for s in idx)  # seeded
+    assert all(raw.meta["file"][i].startswith("test/") for i in idx["test"])
+
+
 def test_mixed_image_sizes_and_corrupt_files_name_the_file(tmp_path):
     (tmp_path / "a").mkdir()
     Image.fromarray(np.zeros((6, 6), np.uint8)).save(tmp_path / "a" / "0.png")

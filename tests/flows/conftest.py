@@ -26,7 +26,7 @@ SMALL = {
     "teacher": {"epochs": 4, "patience": 4},
     "student": {"epochs": 4},
     "prune": {"finetune_epochs": 2},
-    "quantize": {"calibration_samples": 64},
+    "quantize": {"calibration_samples": 64, "qat_threshold": 1.0, "qat_epochs": 1},  # QAT only where a test asks
     "benchmark": {"warmup_runs": 5, "timed_runs": 50},
     "gate": {"min_accuracy": 0.5, "max_accuracy_drop": 0.5, "max_p95_ms": 50.0, "max_size_kb": 200.0},
 }

@@ -27,7 +27,11 @@ CANDIDATES = (
     "kd_pruned_fp32",
     "kd_pruned_int8_static",
     "kd_pruned_int8_dynamic",
+    "plain_pruned_int8_qat",
+    "kd_pruned_int8_qat",
+    "classic_fp32",
 )
+QAT = {"qat_threshold": -1.0, "qat_epochs": 1, "calibration_samples": 64}  # every static INT8 "loses too much"
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,7 @@ def write_params(small_params):
 def project(tmp_path_factory, pipeline_project, small_params):
     """A fresh project with the shipped params.yaml, shrunk for tests."""
     root = tmp_path_factory.mktemp("project")
-    with pipeline_project(root, small_params(), EDGEKD_USER="e2e-tester"):
+    with pipeline_project(root, small_params(quantize=QAT), EDGEKD_USER="e2e-tester"):
         yield root
 
 
@@ -101,6 +105,8 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first):
         "student_kd",
         "prune",
         "quantize",
+        "qat",
+        "classic",
         "benchmark",
         "gate",
     }
@@ -220,6 +226,21 @@ def test_every_candidate_has_latency_intervals_and_the_run_states_its_resolution
     # one runtime call with no model in it costs less than any model's
     assert 0 < res["floor_p50"]["value"] < min(c["p50"]["value"] for c in cands.values())
     assert "Timing resolution: medians of 5 interleaved rounds" in first.summary
+
+
+def test_qat_and_classical_candidates_are_measured_and_gated_like_the_others(first):
+    """With quantize.qat_threshold below any loss, each pruned student gets a QAT candidate: static INT8 of weights
+    fine-tuned with INT8 simulated, judged like an INT8 against its FP32 source; the classical baseline is a
+    candidate with val, test, size and latency."""
+    for s in ("plain", "kd"):
+        qat, static = first.candidates[f"{s}_pruned_int8_qat"], first.candidates[f"{s}_pruned_int8_static"]
+        assert qat.artifact.sha256 != static.artifact.sha256  # other weights, the same recipe after them
+        assert qat.val.accuracy > 0.5 and qat.latency.p95_ms > 0
+        speed = [r for r in first.decisions[f"{s}_pruned_int8_qat"] if "FP32 on this device" in r]
+        assert all(r.startswith("INT8 (QAT) ") for r in speed)
+    classic = first.candidates["classic_fp32"]
+    assert classic.val.accuracy > 0.9 and classic.test.accuracy > 0.9  # an SVM or logistic regression on digits
+    assert classic.artifact.size_bytes > 0 and classic.latency.p50_ms > 0
 
 
 def test_gate_report_and_candidate_table_are_artifacts_of_the_flow_run(first):
