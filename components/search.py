@@ -1,9 +1,10 @@
 """Hardware-aware search: the space of recipes, how a trial's measurements are judged, the Pareto front and the
 pick. Pure: the study (Optuna), the cluster (Dask) and the tracking live in flows/search.py.
 
-A recipe is a student (width, depth where the data kind's student has one, KD method and options, "plain"
-included), a prune ratio (0: none) and a precision ("fp32", "fp16", "int8_static" per-channel,
-"int8_static_per_tensor", "int8_dynamic"). Each trial trains it on the student budget of params.yaml, the same for
+A recipe is a student (architecture, width, depth where edgekd's student of the data kind has one, KD method and
+options, "plain" included), a prune ratio (0: none) and a precision ("fp32", "fp16", "int8_static" per-channel,
+"int8_static_per_tensor", "int8_dynamic", "int8_qat": a quantization-aware fine-tune with the student's own
+objective, then static INT8). Each trial trains it on the student budget of params.yaml, the same for
 every trial and for the references, so that the front compares like with like.
 """
 
@@ -27,6 +28,7 @@ PRECISIONS = {
     "int8_static": {"mode": "static", "per_channel": True},
     "int8_static_per_tensor": {"mode": "static", "per_channel": False},
     "int8_dynamic": {"mode": "dynamic"},
+    "int8_qat": {"mode": "qat", "per_channel": True},  # a quantization-aware fine-tune, then static INT8
 }
 OBJECTIVES = {"accuracy": "maximize", "p95": "minimize", "size": "minimize", "energy": "minimize"}
 PICKS = ("latency", "accuracy", "size")
@@ -68,13 +70,15 @@ class Space:
     """The choices of one search, resolved against the dataset's config."""
 
     widths: tuple[int, ...]
-    depths: tuple[int, ...] | None  # None: the kind's student has one depth
+    depths: tuple[int, ...] | None  # None: the kind's student has one depth (edgekd's image student has three)
     methods: dict[str, dict]  # method -> its options from params.yaml (plain: {})
     prune_ratios: tuple[float, ...]
     precisions: tuple[str, ...]
+    archs: tuple[str, ...] = ("edgekd",)
 
     def describe(self) -> dict:
         return {
+            "archs": list(self.archs),
             "widths": list(self.widths),
             "depths": list(self.depths) if self.depths else None,
             "methods": sorted(self.methods),
@@ -83,10 +87,13 @@ class Space:
         }
 
 
-def space(search: SearchConfig, kind: str, student_width: int, distill, feature_teacher: bool) -> Space:
-    """The search space of a dataset: `search.widths` or factors 0.5-4 of its student width; the depths its
-    student has; `search.methods` with their distill.* options (methods that need one teacher's features are left
-    out when the teacher is a file or an ensemble)."""
+def space(
+    search: SearchConfig, kind: str, student_width: int, distill, feature_teacher: bool, arch: str = "edgekd"
+) -> Space:
+    """The search space of a dataset: `search.archs` or its student's `arch`; `search.widths` or factors 0.5-4 of
+    its student width; the depths edgekd's student of the kind has; `search.methods` with their distill.* options
+    (methods that need one teacher's features are left out when the teacher is a file or an ensemble)."""
+    archs = tuple(search.archs) or (arch,)
     widths = search.widths or sorted({max(1, round(student_width * f)) for f in (0.5, 0.75, 1, 1.5, 2, 3, 4)})
     methods = {}
     for name in search.methods:
@@ -100,9 +107,8 @@ def space(search: SearchConfig, kind: str, student_width: int, distill, feature_
     bad = [p for p in search.precisions if p not in PRECISIONS]
     if bad:
         raise SearchConfigError(f"search.precisions {bad}: expected some of {list(PRECISIONS)}")
-    return Space(
-        tuple(widths), DEPTHS.get((kind, "student")), methods, tuple(search.prune_ratios), tuple(search.precisions)
-    )
+    depths = DEPTHS.get((kind, "student")) if "edgekd" in archs else None
+    return Space(tuple(widths), depths, methods, tuple(search.prune_ratios), tuple(search.precisions), archs)
 
 
 class SearchRecipe(BaseModel):
@@ -111,6 +117,7 @@ class SearchRecipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    arch: str = "edgekd"
     width: int
     depth: int | None
     method: str
@@ -121,7 +128,8 @@ class SearchRecipe(BaseModel):
     def label(self) -> str:
         """'w8 d1 dkd(T=8) prune0.25 int8_static': the recipe on one line."""
         t = f"(T={self.options['temperature']:g})" if "temperature" in self.options else ""
-        parts = [f"w{self.width}"] + ([f"d{self.depth}"] if self.depth else []) + [self.method + t]
+        arch = [] if self.arch == "edgekd" else [self.arch]
+        parts = arch + [f"w{self.width}"] + ([f"d{self.depth}"] if self.depth else []) + [self.method + t]
         return " ".join(parts + ([f"prune{self.prune_ratio:g}"] if self.prune_ratio else []) + [self.precision])
 
 
@@ -137,9 +145,11 @@ def suggest(trial, sp: Space) -> SearchRecipe:
     for opt, factors in SEARCHED_OPTIONS.items():
         if opt in options:
             options[opt] = options[opt] * trial.suggest_categorical(f"{method}.{opt}_factor", factors)
+    arch = trial.suggest_categorical("arch", sp.archs) if len(sp.archs) > 1 else sp.archs[0]
     return SearchRecipe(
+        arch=arch,
         width=trial.suggest_categorical("width", sp.widths),
-        depth=trial.suggest_categorical("depth", sp.depths) if sp.depths else None,
+        depth=trial.suggest_categorical("depth", sp.depths) if sp.depths and arch == "edgekd" else None,
         method=method,
         options=options,
         prune_ratio=trial.suggest_categorical("prune_ratio", sp.prune_ratios),
@@ -178,7 +188,9 @@ def reasons(
     fall below, and at least the val gate metric of the default recipe's model (`default`) less
     `default_tolerance`."""
     final, pruned, precision = chain.final, chain.pruned, chain.precision
-    transform = None if precision == "fp32" else "fp16" if precision == "fp16" else "int8"
+    transform = (
+        None if precision == "fp32" else "fp16" if precision == "fp16" else "qat" if precision == "int8_qat" else "int8"
+    )
     out = gate.decide(
         final,
         teacher,

@@ -335,6 +335,11 @@ class GateConfig(Section):
 class SearchConfig(Section):
     """`edgekd search`: the space of recipes, what a chosen point must beat, where trials run and the study lives."""
 
+    archs: list[str] = Field(
+        [],
+        description="Student architectures to try, each as `student.arch` takes it (default: `student.arch` only); "
+        "`student.weights` applies to `student.arch` alone.",
+    )
     widths: list[int] = Field([], description="Student widths to try (default: 0.5x to 4x of student.width).")
     methods: list[str] = Field(
         ["plain", "hinton", "dkd", "dist"],
@@ -344,9 +349,10 @@ class SearchConfig(Section):
     )
     prune_ratios: list[float] = Field([0.0, 0.25, 0.5], min_length=1, description="Prune ratios to try (0: none).")
     precisions: list[str] = Field(
-        ["fp32", "fp16", "int8_static", "int8_static_per_tensor", "int8_dynamic"],
+        ["fp32", "fp16", "int8_static", "int8_static_per_tensor", "int8_dynamic", "int8_qat"],
         min_length=1,
-        description="Precisions to try: fp32, fp16, int8_static (per-channel), int8_static_per_tensor, int8_dynamic.",
+        description="Precisions to try: fp32, fp16, int8_static (per-channel), int8_static_per_tensor, int8_dynamic, "
+        "int8_qat (a quantization-aware fine-tune of `quantize.qat_epochs`, then static INT8).",
     )
     default_tolerance: float = Field(
         0.0, ge=0, le=1, description="A point may score at most this much below the default recipe's val `gate.metric`."
@@ -368,6 +374,11 @@ class SearchConfig(Section):
         description="After the trials, the front and both references are "
         "measured again side by side this many rounds (median).",
     )
+
+    @field_validator("archs")
+    @classmethod
+    def _archs(cls, v: list[str]) -> list[str]:
+        return [_known_arch(a) for a in v]
 
 
 class TeamConfig(Section):

@@ -90,7 +90,8 @@ def _qat(run: Run, data: DataRef, r: Recipe, source: Made, made: dict[str, Made]
         )
         return None
     run.log.info(f"{r.name}: static INT8 lost {before - after:.4f} of val {metric} (> {q.qat_threshold}): QAT")
-    spec = QatSpec(prune=source.pruning[0], pruned=source.pruning[1], quantize=q)
+    prune, weights = source.pruning
+    spec = QatSpec(source=prune.source, weights=weights, prune=prune, quantize=q)
     return Made(tracked(run, "qat", qat_student, spec, {"candidate": r.name}))
 
 

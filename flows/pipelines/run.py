@@ -1,6 +1,6 @@
-"""The pipeline flow: validate (DVC + GX) -> train (teacher, plain student, KD variants; the best KD variant on
-val) -> compress (the recipe table) -> measure (ORT on val and test, latency) -> judge (the gate, on val, against
-the equal-budget plain student) -> publish (report, model card, registry, JSON summary)."""
+"""The pipeline flow: validate (DVC + GX) -> train (teacher, plain student, KD variants, the best KD variant on
+val; the classical baseline) -> compress (the recipe table) -> measure (ORT on val and test, latency) -> judge (the
+gate, on val, against the equal-budget plain student) -> publish (report, model card, registry, JSON summary)."""
 
 from __future__ import annotations
 

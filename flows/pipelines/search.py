@@ -56,6 +56,7 @@ def search(
         cfg.student.width,
         cfg.distill,
         feature_teacher=not cfg.teacher.source and cfg.teacher.ensemble == 1,
+        arch=cfg.student.arch,
     )
     with tracked_run(root, cfg, "search", overrides) as run:
         data = validate(run)

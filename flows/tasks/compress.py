@@ -54,12 +54,16 @@ def pruned_student(p: PruneSpec, weights: Artifact, example: torch.Tensor) -> to
 
 @task(**CACHED)
 def qat_student(q: QatSpec) -> Artifact:
-    """A pruned student fine-tuned with INT8 simulated (components/qat.py) and the objective it was trained with,
-    then exported and quantized to static INT8 on the same calibration samples as every static INT8."""
-    s = q.prune.source
+    """A trained student or its pruned form fine-tuned with INT8 simulated (components/qat.py) and the objective it
+    was trained with, then exported and quantized to static INT8 on the same calibration samples as every static
+    INT8."""
+    s = q.source
     data = load_data(s.data)
     splits = data.splits
-    model = pruned_student(q.prune, q.pruned, torch.from_numpy(splits["train"].x[:2]))
+    if q.prune is None:
+        model = load_weights(student_module(s, data.spec), q.weights)
+    else:
+        model = pruned_student(q.prune, q.weights, torch.from_numpy(splits["train"].x[:2]))
     kw = fit_kwargs(s.data.kind, s.train, q.quantize.qat_epochs, q.quantize.qat_lr, s.budget.patience, s.seed, "qat")
     with fake_quantized(model):
         model, _ = train_variant(

@@ -131,15 +131,19 @@ class StudentSpec(Spec):
         seed: int | None = None,
         width: int | None = None,
         depth: int | None = None,
+        arch: str | None = None,
     ) -> StudentSpec:
         """What a student stage reads: the same budget for every variant, the teacher only when the variant has
-        one; the seed, width and depth of the config's student unless given."""
+        one; the seed, width, depth and architecture of the config's student unless given (`student.weights`
+        start the config's architecture only)."""
+        arch = arch or cfg.student.arch
+        init = cfg.student.weights if arch == cfg.student.arch else None
         return cls(
             data=data,
             width=width or cfg.student.width,
             depth=depth,
-            arch=cfg.student.arch,
-            init=user_file(data.root, cfg.student.weights, "student.weights") if cfg.student.weights else None,
+            arch=arch,
+            init=user_file(data.root, init, "student.weights") if init else None,
             seed=cfg.train.seed if seed is None else seed,
             train=cfg.train,
             budget=StudentBudget.model_validate(cfg.student.model_dump(include=set(StudentBudget.model_fields))),
@@ -168,11 +172,12 @@ class QuantizeSpec(Spec):
 
 
 class QatSpec(Spec):
-    """A pruned student (its pruning's spec and fine-tuned weights) fine-tuned with INT8 simulated, then quantized
-    to static INT8 as `quantize` says."""
+    """A trained student, or its pruned form (`prune`: the pruning whose structure `weights` have), fine-tuned with
+    INT8 simulated, then quantized to static INT8 as `quantize` says."""
 
-    prune: PruneSpec
-    pruned: Artifact
+    source: StudentSpec
+    weights: Artifact
+    prune: PruneSpec | None = None
     quantize: QuantizeConfig
     code: str = code_version(*QAT_CODE)
 

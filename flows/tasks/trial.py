@@ -11,9 +11,9 @@ from components.candidate import Measurement
 from components.config import PipelineConfig
 from components.metrics import Scores
 from flows.tasks.caching import cached
-from flows.tasks.compress import prune_student, quantize_int8
+from flows.tasks.compress import prune_student, qat_student, quantize_int8
 from flows.tasks.measure import measure
-from flows.tasks.specs import DataRef, PruneSpec, QuantizeSpec, StudentSpec, TeacherRef
+from flows.tasks.specs import DataRef, PruneSpec, QatSpec, QuantizeSpec, StudentSpec, TeacherRef
 from flows.tasks.train import train_student
 
 
@@ -35,19 +35,26 @@ def trial(number: int, data: DataRef, teacher: TeacherRef, cfg: PipelineConfig, 
 
     torch.set_num_threads(1)  # one core per worker: trials side by side do not fight over threads
     variant = S.variant(recipe)
-    spec = StudentSpec.of(cfg, data, variant, teacher, width=recipe.width, depth=recipe.depth)
+    spec = StudentSpec.of(cfg, data, variant, teacher, width=recipe.width, depth=recipe.depth, arch=recipe.arch)
     student, _ = cached(train_student, spec)
     plain = None
     if variant.method != "plain":  # KD is judged against this very student trained alone on the same budget
         plain = cached(train_student, spec.alone())[0].val
-    pruned = None
+    pruned, prune_spec, weights = None, None, student.weights
     if recipe.prune_ratio:
         prune = cfg.prune.model_copy(update={"ratio": recipe.prune_ratio})
-        pruned = cached(prune_student, PruneSpec(source=spec, weights=student.weights, prune=prune))[0].onnx
+        prune_spec = PruneSpec(source=spec, weights=student.weights, prune=prune)
+        pruned_model = cached(prune_student, prune_spec)[0]
+        pruned, weights = pruned_model.onnx, pruned_model.weights
     final = pruned or student.onnx
     if precision := S.PRECISIONS[recipe.precision]:
         quantize = cfg.quantize.model_copy(update={k: v for k, v in precision.items() if k != "mode"})
-        final = cached(quantize_int8, QuantizeSpec(data=data, fp32=final, mode=precision["mode"], quantize=quantize))[0]
+        if precision["mode"] == "qat":
+            qat = QatSpec(source=spec, weights=weights, prune=prune_spec, quantize=quantize)
+            final = cached(qat_student, qat)[0]
+        else:
+            q = QuantizeSpec(data=data, fp32=final, mode=precision["mode"], quantize=quantize)
+            final = cached(quantize_int8, q)[0]
     # Trials measure side by side on the workers: unpinned, since a pinned core would be shared. The front is
     # timed again with the workers idle (flows.phases.front).
     models = {"student": student.onnx, "final": final} | ({"pruned": pruned} if pruned else {})

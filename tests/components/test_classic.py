@@ -14,7 +14,7 @@ def _accuracy(p, y):
     return float((p.argmax(1) == y).mean())
 
 
-def test_image_rows_the_family_best_on_val_is_kept_and_its_onnx_agrees_with_sklearn(digits_splits, digits_spec, tmp_path):
+def test_image_rows_the_best_family_on_val_is_kept_and_its_onnx_agrees(digits_splits, digits_spec, tmp_path):
     tr, va, te = digits_splits["train"], digits_splits["val"], digits_splits["test"]
     seen = []
     fitted = classic.fit(digits_spec, (tr.x, tr.y), (va.x, va.y), _accuracy, ["logreg", "svm"], 0, seen.append)

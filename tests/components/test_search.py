@@ -73,6 +73,7 @@ def test_suggest_reads_a_trial_and_scales_the_temperature():
     )
     recipe = S.suggest(trial, sp)
     assert recipe.model_dump() == {
+        "arch": "edgekd",
         "width": 8,
         "depth": 1,
         "method": "dkd",
@@ -81,6 +82,27 @@ def test_suggest_reads_a_trial_and_scales_the_temperature():
         "precision": "int8_static_per_tensor",
     }
     assert recipe.label() == "w8 d1 dkd(T=8) prune0.25 int8_static_per_tensor"
+
+
+def test_architectures_are_a_knob_and_only_edgekds_image_student_has_depths():
+    distill = DistillConfig(method="dkd")
+    sp = S.space(SearchConfig(archs=["edgekd", "resnet8"], widths=[1]), "image", 1, distill, True)
+    assert sp.archs == ("edgekd", "resnet8") and sp.depths == (1, 2, 3) and sp.describe()["archs"] == list(sp.archs)
+    fixed = {"method": "plain", "width": 1, "prune_ratio": 0.0, "precision": "int8_qat"}
+    recipe = S.suggest(optuna.trial.FixedTrial(fixed | {"arch": "resnet8", "depth": 2}), sp)
+    assert (recipe.arch, recipe.depth) == ("resnet8", None) and recipe.label() == "resnet8 w1 plain int8_qat"
+    assert S.suggest(optuna.trial.FixedTrial(fixed | {"arch": "edgekd", "depth": 2}), sp).depth == 2
+    alone = S.space(SearchConfig(widths=[1]), "image", 1, distill, True, arch="resnet8")  # the student's own arch
+    assert alone.archs == ("resnet8",) and alone.depths is None
+    with pytest.raises(ValueError, match="nope"):
+        SearchConfig(archs=["nope"])
+
+
+def test_a_qat_trial_is_judged_as_an_int8_against_its_fp32_source():
+    student, slower = view(0.95, 0.010, 20), view(0.95, 0.020, 8)
+    chain = S.Chain(student=student, pruned=None, final=slower, precision="int8_qat")
+    why = S.reasons(chain, TEACHER, PLAIN, POLICY, default=None, default_tolerance=0.0)
+    assert why == ["INT8 (QAT) slower than FP32 on this device: p95 0.0200 ms vs its FP32 source's 0.0100 ms"]
 
 
 def test_a_trial_is_refused_for_a_slower_int8_a_useless_pruning_and_falling_short_of_the_default():
