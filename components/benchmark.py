@@ -144,8 +144,8 @@ def _latency(path: Path, rounds: list[Round], b: BenchmarkConfig, peak: float) -
     elif timing.format_of(path) != "onnx":
         nj, source = float("nan"), "not estimated: the estimate counts an ONNX graph, and RAPL is not readable here"
     elif not energy.countable(path):
-        nj, source = float("nan"), "not estimated: ONNX-ML operators, which the estimate does not model, and RAPL is "
-        "not readable here"
+        nj = float("nan")
+        source = "not estimated: ONNX-ML operators, which the estimate does not model, and RAPL is not readable here"
     else:
         nj, source = energy.estimate_nj(energy.count(path, b.batch_size)), energy.SOURCE
     return Latency(
