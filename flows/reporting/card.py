@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from flows.reporting.gate_report import GateReport
 from flows.reporting.report import Report
 
-ROLES = {"teacher_fp32": "teacher", "plain_fp32": "plain student (no teacher, same budget)", "kd_fp32": "KD student"}
+ROLES = {
+    "teacher_fp32": "teacher",
+    "plain_fp32": "plain student (no teacher, same budget)",
+    "kd_fp32": "KD student",
+    "classic_fp32": "classical baseline (scikit-learn, no network)",
+}
 INPUTS = {"image": "image files", "audio": "WAV files", "text": "text lines", "tabular": "rows of feature values"}
 
 
