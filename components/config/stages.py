@@ -21,11 +21,7 @@ class TrainConfig(Section):
         True, description="The data kind's training augmentation (images: shifts, `shift` and `flip` below)."
     )
     shift: int = Field(1, ge=0, description="Images: the largest random shift in pixels (zero padding).")
-    flip: bool = Field(
-        False,
-        description="Images: also mirror a random half of each batch left to right (natural "
-        "photos; not digits or text).",
-    )
+    flip: bool = Field(False, description="Images: also mirror a random half of each batch (photos, not digits).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when available.")
 
 
@@ -182,8 +178,7 @@ class PruneConfig(Section):
 
 
 class QuantizeConfig(Section):
-    """ONNX Runtime's INT8 quantization of the pruned students (static INT8 is calibrated on train samples), and
-    the quantization-aware fine-tune where static INT8 loses too much."""
+    """ONNX Runtime's INT8 of the pruned students (static: calibrated on train samples), and QAT where it loses."""
 
     calibration_samples: int = Field(256, ge=1, description="Train-split samples used to calibrate static INT8.")
     per_channel: bool = Field(True, description="Per-channel weight scales for static INT8.")
@@ -210,9 +205,7 @@ class ClassicConfig(Section):
         "`svm` for images and audio (boosting is slow on pixels). Text always gets TF-IDF with logistic "
         "regression. An empty list: no classical candidate.",
     )
-    max_rows: int = Field(
-        5000, ge=10, description="At most this many train rows fit it (a stratified, seeded subset beyond that)."
-    )
+    max_rows: int = Field(5000, ge=10, description="At most this many train rows fit it (a seeded, stratified subset).")
 
 
 class ExportConfig(Section):

@@ -237,13 +237,13 @@ class _Terminal(io.StringIO):
 @pytest.mark.parametrize(
     "name,yes,stdin,message",
     [
-        ("nope", True, None, r"unknown dataset 'nope'; .*params.yaml defines \['breast_cancer', 'digits'"),
+        ("nope", True, None, r"unknown dataset 'nope'; .*params.yaml defines \['breast_cancer', 'cifar10', "),
         (
             "digits",
             True,
             None,
             r"'digits' is the default dataset \(`dataset` in .*\); set `dataset:` to one of "
-            r"\['breast_cancer', 'fsdd', 'sms_spam'\] first",
+            r"\['breast_cancer', 'fsdd', 'sms_spam', 'cifar10', 'cifar10_full'\] first",
         ),
         ("breast_cancer", False, io.StringIO("y\n"), "no terminal to confirm on; pass --yes"),
         ("breast_cancer", False, _Terminal("n\n"), None),
