@@ -13,9 +13,10 @@ from flows.cli import bench, data, device, registry, run, search, serve, team
 from flows.cli.exits import Exit
 from flows.infra.environment import configure
 
-# Commands that start processes (a Prefect server, a worker, flow runs, Dask workers): a watchdog ends them if the
-# command is killed. Only from the command line (argv None): a test calling main() in-process has its own clean-up.
-GUARDED = {"run", "bench", "search", "serve", "deploy"}
+# Commands that start processes (a Prefect server, a worker, flow runs, Dask workers): SIGTERM and SIGINT stop them
+# within seconds (flows/infra/signals.py), and a watchdog ends what they started if they are killed. Only from the
+# command line (argv None): a test calling main() in-process has its own clean-up.
+GUARDED = {"run", "bench", "search", "serve", "deploy", "reproduce"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,13 +42,23 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args))
     configure(args.project_dir)
     if argv is None and args.command in GUARDED:
+        from flows.infra import signals
         from flows.infra.watchdog import guard
 
         guard()
+        signals.install()
     try:
         return int(args.fn(args))
     except Failed as e:
         return e.code
+    except KeyboardInterrupt as e:
+        code = getattr(e, "exit_code", 130)
+        print(
+            f"{args.command} stopped ({e or 'interrupted'}): nothing half-registered; finished stages are cached, the "
+            "same command resumes from there",
+            file=sys.stderr,
+        )
+        return code
     except Exception as e:
         if (code := _store_failure(e)) is not None:
             return code

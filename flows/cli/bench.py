@@ -1,4 +1,4 @@
-"""`edgekd bench kd` and `edgekd bench rerun`: benchmarks, not tests."""
+"""`edgekd bench kd`, `bench rerun` and `bench soak`: benchmarks, not tests."""
 
 from __future__ import annotations
 
@@ -99,6 +99,28 @@ def add_parser(sub) -> None:
     br.add_argument("--keep", action="store_true", help="keep the clone (its logs, store and data) for inspection")
     br.add_argument("--json", metavar="PATH", help="write both wall times, the ratio and the version counts here")
     br.set_defaults(fn=cmd_bench_rerun)
+    _add_soak(bsub)
+
+
+def _add_soak(bsub) -> None:
+    bs = bsub.add_parser(
+        "soak",
+        help="run the scheduled pipeline N times through `edgekd serve` and check that no long-lived process "
+        "grows run over run (RSS, open files, threads, children, database connections)",
+    )
+    bs.add_argument("--runs", type=positive, default=20, metavar="N", help="completed scheduled runs (default 20)")
+    bs.add_argument(
+        "--schedule",
+        type=positive,
+        default=30,
+        metavar="SECONDS",
+        help="the serve interval (default 30); longer than one run leaves an idle moment to sample in",
+    )
+    bs.add_argument("--port", type=int, default=4201, help="port of the local Prefect server `serve` starts")
+    add_dataset(bs)
+    add_set(bs, SET_HELP.replace("for this run", "for every scheduled run"))
+    bs.add_argument("--json", metavar="PATH", help="write the samples and the growth per quantity here")
+    bs.set_defaults(fn=cmd_bench_soak)
 
 
 def cmd_bench_kd(args) -> int:
@@ -139,4 +161,44 @@ def cmd_bench_rerun(args) -> int:
     if args.json:
         write_json(args.json, result.as_json())
         print(f"bench results written to {args.json}")
+    return Exit.OK
+
+
+def cmd_bench_soak(args) -> int:
+    from components.config import ConfigError
+    from components.soak import WARMUP, growth_table, table
+    from flows.cli.common import error
+    from flows.infra.processes import ServerStartError
+    from flows.pipelines.soak import SoakError, soak
+
+    if args.runs <= WARMUP + 1:
+        error(
+            f"error: --runs {args.runs}: a soak needs at least {WARMUP + 2} runs (a warm-up of {WARMUP}, then growth)"
+        )
+        return Exit.ERROR
+    try:
+        config(args)  # a bad params file or --set fails now, not in every scheduled run
+    except ConfigError as e:
+        error(f"error: {e}")
+        return Exit.ERROR
+    serve_args = (["--dataset", args.dataset] if args.dataset else []) + [
+        a for kv in args.set or [] for a in ("--set", kv)
+    ]
+    root = Path(args.project_dir).resolve()
+    try:
+        result = soak(root, args.runs, args.schedule, args.port, serve_args, log=lambda m: print(m, flush=True))
+    except (SoakError, ServerStartError) as e:
+        error(f"error: {e}")
+        return Exit.ERROR
+    print(f"\n{table(result.samples)}\n\n{growth_table(result.growth)}")
+    if args.json:
+        write_json(
+            args.json,
+            {"samples": [s.model_dump() for s in result.samples], "growth": [g.model_dump() for g in result.growth]},
+        )
+        print(f"soak results written to {args.json}")
+    if result.grows:
+        error(f"error: grows run over run: {', '.join(result.grows)} (serve's log: {result.log})")
+        return Exit.ERROR
+    print(f"nothing but artifact storage grew over {args.runs} runs")
     return Exit.OK

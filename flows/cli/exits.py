@@ -14,6 +14,7 @@ class Exit(IntEnum):
     BUSY = 5  # another process holds DVC's lock or the SQLite store: try again
     UNREACHABLE = 6  # the MLflow tracking server stopped answering
     DEVICE = 7  # a device agent (a measurement target) refused or stopped answering
+    NOT_REPRODUCED = 8  # `reproduce`: the rebuild differs from the registered version, or its record cannot hold
 
 
 MEANING = {
@@ -27,4 +28,6 @@ MEANING = {
     Exit.UNREACHABLE: "the MLflow tracking server stopped answering; run the command again when it is back",
     Exit.DEVICE: "a device agent (a measurement target) refused the request or stopped answering; nothing was "
     "registered, and the run resumes from cache once it answers",
+    Exit.NOT_REPRODUCED: "`reproduce` rebuilt something other than the registered version (the report says what "
+    "differs), or the version's record cannot hold (its commit, config or data hash)",
 }

@@ -1,9 +1,9 @@
-"""`edgekd promote`, `rollback`, `history` and `predict`: the registry's versions, their `production` alias and
-what a registered model predicts."""
+"""`edgekd promote`, `rollback`, `history`, `predict` and `reproduce`: the registry's versions, their `production`
+alias, what a registered model predicts, and whether its record rebuilds it."""
 
 from __future__ import annotations
 
-from flows.cli.common import DATASET_HELP, config, error
+from flows.cli.common import DATASET_HELP, config, error, write_json
 from flows.cli.exits import Exit
 
 
@@ -26,6 +26,14 @@ def add_parsers(sub) -> None:
     pd_.add_argument("inputs", nargs="+", help="image or wav files, text lines, or CSV rows of features")
     pd_.add_argument("--ref", default="staging", help="a version number or an alias (default: staging)")
     pd_.set_defaults(fn=cmd_predict)
+    rp = sub.add_parser(
+        "reproduce",
+        help="rebuild a registered version from its record (commit, config, data hash) in a temporary worktree and "
+        "compare; registers and moves nothing",
+    )
+    rp.add_argument("ref", metavar="NAME@VERSION", help="registered model and version number or alias, e.g. digits@1")
+    rp.add_argument("--json", metavar="PATH", help="also write the comparison here")
+    rp.set_defaults(fn=cmd_reproduce)
 
 
 def _name(args) -> str:
@@ -118,3 +126,38 @@ def cmd_predict(args) -> int:
     for arg, out in zip(args.inputs, predict(path, spec, raw)):
         print(f"{out.label}\t{out.probability:.4f}\t{arg}")
     return Exit.OK
+
+
+def cmd_reproduce(args) -> int:
+    from pathlib import Path
+
+    from flows.pipelines.reproduce import ReproduceError, reproduce
+    from flows.tracking.errors import PromotionError
+
+    try:
+        out = reproduce(Path(args.project_dir).resolve(), args.ref, log=lambda line: print(line, flush=True))
+    except ValueError as e:
+        error(f"error: {e}")
+        return Exit.ERROR
+    except PromotionError as e:
+        error(f"refused: {e}")
+        return Exit.REFUSED
+    except ReproduceError as e:
+        error(f"not reproduced: {e}")
+        return Exit.NOT_REPRODUCED
+    print(f"{out.name} version {out.version} ({out.candidate}, commit {out.commit[:12]}): {out.verdict}")
+    if out.verdict == "identical artifact":
+        print(f"  sha256 {out.recorded_sha256} rebuilt bit for bit")
+    for line in out.details:
+        print(f"  {line}")
+    if not out.identical:
+        print(f"  recorded sha256 {out.recorded_sha256}, rebuilt {out.rebuilt_sha256 or '(no such candidate)'}")
+        if out.rebuilt_candidate != out.candidate:
+            print(f"  the rebuild selected {out.rebuilt_candidate or 'nothing'}")
+        print(f"  first stage whose val metrics differ: {out.first_differing_stage or 'none (measuring or selection)'}")
+    for k, d in sorted(out.metric_deltas.items()):
+        print(f"  {k}: {d:+.4f} against the record")
+    if args.json:
+        write_json(args.json, out.as_json())
+        print(f"comparison written to {args.json}")
+    return Exit.OK if out.identical else Exit.NOT_REPRODUCED

@@ -55,12 +55,14 @@ def up_to_date(args) -> int | None:
 def cmd_run(args) -> int:
     if (code := up_to_date(args)) is not None:
         return code
+    from flows.infra.prefect_server import shared_api
     from flows.pipelines import uptodate
     from flows.pipelines.run import pipeline
 
     with pipeline_errors("nothing was trained or registered"):
         cfg = checked_config(args)
-        outcome = pipeline(project_dir=args.project_dir, dataset=args.dataset, overrides=overrides(args))
+        with shared_api():
+            outcome = pipeline(project_dir=args.project_dir, dataset=args.dataset, overrides=overrides(args))
     print(outcome.summary, end="")
     if args.json:
         write_json(args.json, outcome.json)

@@ -61,19 +61,35 @@ def cmd_ui(args) -> int:
 
 
 def _runner(name: str):
-    """The Prefect Runner that `flow.serve` runs, stopping on SIGTERM the way it does on Ctrl-C: Prefect 3.8's own
-    SIGTERM handler calls the runner's async stop() without awaiting it and raises SystemExit mid event loop."""
+    """The Prefect Runner that `flow.serve` runs, whose SIGTERM goes to edgekd's handler (signals.py) rather than
+    Prefect 3.8's own, which calls the runner's async stop() without awaiting it and raises SystemExit mid event
+    loop."""
     import signal
 
     from prefect.runner import Runner
 
+    from flows.infra.signals import received
+
     class StoppableRunner(Runner):
         def handle_sigterm(self, *args, **kwargs) -> None:
-            signal.raise_signal(signal.SIGINT)  # asyncio.run's Ctrl-C path: cancel, pause the schedule, return
+            received(signal.SIGTERM)
 
     # limit=1: two runs of one project at once would contend for DVC's lock and the same artifacts; a run due
     # while another one runs starts when it ends.
     return StoppableRunner(name=name, limit=1)
+
+
+def _stop(runner):
+    """The first signal's action while serving: cancel the flow run in progress (Prefect marks it Cancelled and
+    ends its process), pause the schedule and return from runner.start()."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()  # the handler runs in the main thread, inside the runner's event loop
+
+    def stop(signum: int) -> None:
+        loop.call_soon_threadsafe(lambda: loop.create_task(runner.astop()))
+
+    return stop
 
 
 def _schedule(args):
@@ -94,7 +110,8 @@ def cmd_serve(args) -> int:
 
     from components.config import ConfigError
     from flows.infra.prefect_server import prefect_server
-    from flows.infra.processes import reap_children, sigterm_as_interrupt
+    from flows.infra.processes import reap_children
+    from flows.infra.signals import on_first_signal
 
     try:
         config(args)  # a bad params file or --set fails now, not in every scheduled run
@@ -108,7 +125,7 @@ def cmd_serve(args) -> int:
     }
     os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
     try:
-        with sigterm_as_interrupt(), prefect_server(args.port):
+        with prefect_server(args.port):
             # Imported once PREFECT_API_URL points at the server, so the flow's client talks to it.
             from flows.pipelines.run import pipeline
 
@@ -118,10 +135,15 @@ def cmd_serve(args) -> int:
             runner.add_flow(pipeline, name=args.name, schedule=schedule, parameters=parameters)
             print(
                 f"serving deployment 'edgekd-pipeline/{args.name}' {when} with parameters {parameters} "
-                f"(Ctrl-C: stop once a run in progress ends; twice: stop now)",
+                f"(Ctrl-C or SIGTERM: cancel a run in progress and stop)",
                 flush=True,
             )
-            asyncio.run(runner.start())
+
+            async def serve():
+                with on_first_signal(_stop(runner)):
+                    await runner.start()
+
+            asyncio.run(serve())
     except KeyboardInterrupt:
         print("stopped serving", flush=True)
     finally:
@@ -143,7 +165,7 @@ def _pool(spec: Path) -> tuple[list[dict], str]:
 
 
 def cmd_deploy(args) -> int:
-    from flows.infra.processes import reap_children, sigterm_as_interrupt
+    from flows.infra.processes import reap_children
 
     root = Path(args.project_dir).resolve()
     try:
@@ -159,8 +181,7 @@ def cmd_deploy(args) -> int:
         return Exit.ERROR
     os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
     try:
-        with sigterm_as_interrupt():
-            return _deploy(args, root, deployments, pool)
+        return _deploy(args, root, deployments, pool)
     except KeyboardInterrupt:
         pass
     finally:

@@ -51,19 +51,40 @@ def prefect_server(port: int, startup_timeout: float = 180.0):
 @contextmanager
 def shared_api():
     """PREFECT_API_URL for the block, so that processes started in it (Dask workers) report to the same server:
-    the one set, or Prefect's temporary server started now (the one this process then uses too)."""
+    the one set, or Prefect's temporary server started now (the one this process then uses too), in a session of
+    its own: a signal to the command's process group (Ctrl-C, `timeout`) must not stop it before the flow run has
+    reported how it ended. Prefect stops it at exit; the watchdog if this process is killed."""
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()  # Prefect's own singleton: this process's flow runs find it running
+    server = _detached_server()
     server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         yield server.api_url
     finally:
         os.environ.pop("PREFECT_API_URL", None)
+
+
+def _detached_server():
+    """Prefect's own singleton temporary server (this process's flow runs find it running), started in a new
+    session."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    class Detached(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            popen = subprocess.Popen
+
+            def in_own_session(*args, **kwargs):
+                return popen(*args, **kwargs, start_new_session=True)
+
+            subprocess.Popen = in_own_session  # Prefect builds the command line and environment; only this differs
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                subprocess.Popen = popen
+
+    return Detached()
 
 
 def prefect(*args: str, cwd: str | Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -76,8 +97,8 @@ def prefect(*args: str, cwd: str | Path | None = None, check: bool = True) -> su
 
 @contextmanager
 def process_worker(pool: str, cwd: str | Path):
-    """`prefect worker start --pool POOL` for the block; on exit it gets SIGTERM (Prefect turns it into a graceful
-    stop that lets running flow runs finish), is killed after 60 s, and any flow run it left is ended."""
+    """`prefect worker start --pool POOL` for the block; on exit (a signal to `deploy`) it gets SIGTERM, is killed
+    after 5 s, and any flow run it left is ended: a stop must take seconds (signals.py)."""
     log = _log("worker.log")
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool],
@@ -93,5 +114,5 @@ def process_worker(pool: str, cwd: str | Path):
         print(f"process worker polling work pool {pool!r} (log: {log.name})", flush=True)
         yield proc
     finally:
-        stop_tree(proc, signal.SIGTERM, grace=60)
+        stop_tree(proc, signal.SIGTERM, grace=5)
         log.close()

@@ -1,5 +1,5 @@
 """Processes: whether one is alive, finding the ones an environment variable marks, ending a process with all it
-started, waiting until a server answers, and turning SIGTERM into a clean stop."""
+started, and waiting until a server answers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -41,8 +40,8 @@ def marked(var: str, value: str) -> list:
     return found
 
 
-def reap(processes) -> None:
-    """Terminate, then kill, those of `processes` (psutil.Process) still alive."""
+def reap(processes, grace_s: float = 10.0) -> None:
+    """Terminate, then kill after `grace_s` seconds, those of `processes` (psutil.Process) still alive."""
     import psutil
 
     running = [p for p in processes if p.is_running()]
@@ -51,7 +50,7 @@ def reap(processes) -> None:
             p.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, running = psutil.wait_procs(running, timeout=10)
+    _, running = psutil.wait_procs(running, timeout=grace_s)
     for p in running:
         try:
             p.kill()
@@ -79,7 +78,7 @@ def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 
     reap(left)
 
 
-def reap_children() -> None:
+def reap_children(grace_s: float = 10.0) -> None:
     """End every process this one started that is still running (e.g. a flow run left by an interrupted runner).
     multiprocessing's resource tracker is left alone: it ignores SIGTERM and exits as soon as this process does."""
     import psutil
@@ -90,7 +89,7 @@ def reap_children() -> None:
         except psutil.Error:
             return False
 
-    reap([p for p in psutil.Process().children(recursive=True) if not tracker(p)])
+    reap([p for p in psutil.Process().children(recursive=True) if not tracker(p)], grace_s)
 
 
 def healthy(url: str) -> bool:
@@ -135,23 +134,3 @@ def tail(path: Path, n: int = 20) -> str:
     except OSError as e:
         return f"({path} unreadable: {e})"
     return "\n".join("  " + line for line in lines) or "  (empty)"
-
-
-@contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM and SIGINT raise KeyboardInterrupt in the block, so `finally` clauses stop the server before the
-    process ends (Python's default on SIGTERM is to die on the spot). Prefect's runner may install its own handler
-    inside."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    # A shell starts a background command with SIGINT ignored, and Python keeps that: Ctrl-C, `kill -INT` and
-    # the runner's SIGTERM path (which raises SIGINT) would then do nothing. Stopping must work however started.
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)

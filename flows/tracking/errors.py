@@ -1,4 +1,5 @@
-"""What the registry refuses, and how to tell a tracking server that stopped answering from one that refused."""
+"""What the registry refuses, how to tell a tracking server that stopped answering from one that refused, and a
+run stopped by a signal from one that failed."""
 
 from __future__ import annotations
 
@@ -26,3 +27,11 @@ def unreachable(error: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def stopped(error: BaseException | None) -> bool:
+    """Whether `error` is a stop by SIGTERM or SIGINT (flows/infra/signals.py's KeyboardInterrupt, or Prefect's
+    TerminationSignal, which its SIGTERM bridge raises inside a running flow or task) rather than a failure."""
+    from prefect.exceptions import TerminationSignal
+
+    return isinstance(error, KeyboardInterrupt | TerminationSignal)

@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from components.candidate import Measurement
 from components.gate import GateView
-from flows.tracking.errors import IntegrityError, PromotionError
+from flows.tracking.errors import IntegrityError, PromotionError, unreachable
 from flows.tracking.tracker import client
 
 STAGING, PRODUCTION = "staging", "production"
@@ -89,7 +89,8 @@ def register(
 ) -> str:
     """Log the model (an ONNX file, or an ExecuTorch program) with signature, input example and extra files,
     register it with its tags (one request: the version never exists without them), describe it, alias it staging,
-    and mark it complete last."""
+    and mark it complete last. Interrupted (a signal, an error) before that, it undoes itself: the version is
+    deleted and `staging` goes back where it was."""
     from mlflow.models import infer_signature
 
     from components.export import runtime_predict
@@ -98,11 +99,19 @@ def register(
     log = _log_onnx if Path(model_path).suffix == ".onnx" else _log_pte
     with mlflow.start_run(run_id=run_id):
         uri = log(run_id, Path(model_path), signature, input_example, extra_files)
-    version = str(mlflow.register_model(uri, name, tags={k: str(v) for k, v in tags.items()}).version)
     c = client()
-    c.update_model_version(name, version, description=fit_description(description))
-    c.set_registered_model_alias(name, STAGING, version)
-    c.set_model_version_tag(name, version, COMPLETE, "true")  # last: without it, the version is partial
+    before = version_by_alias(c, name, STAGING)
+    try:
+        version = str(mlflow.register_model(uri, name, tags={k: str(v) for k, v in tags.items()}).version)
+        c.update_model_version(name, version, description=fit_description(description))
+        c.set_registered_model_alias(name, STAGING, version)
+        c.set_model_version_tag(name, version, COMPLETE, "true")  # last: without it, the version is partial
+    except BaseException as e:
+        if not unreachable(e):  # else the next run drops it (tracker.close_dead_runs)
+            drop_partial_versions(name, [run_id])
+            if before is not None:
+                c.set_registered_model_alias(name, STAGING, str(before.version))
+        raise
     return version
 
 

@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from flows.infra.processes import alive
-from flows.tracking.errors import unreachable
+from flows.tracking.errors import stopped, unreachable
 
 
 def client() -> MlflowClient:
@@ -86,22 +86,24 @@ class Tracker:
             yield rid
         except BaseException as e:
             if not unreachable(e):  # else fail_open_runs' reason: the next run closes it
-                self.end(rid, ok=False)
+                self.end(rid, ok=False, error=e)
             raise
         self.end(rid)
 
-    def end(self, run_id: str, ok: bool = True) -> None:
-        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+    def end(self, run_id: str, ok: bool = True, error: BaseException | None = None) -> None:
+        """Close a run: FINISHED, or FAILED; KILLED when `error` is a stop by a signal."""
+        status = RunStatus.FINISHED if ok else RunStatus.KILLED if stopped(error) else RunStatus.FAILED
+        self.client.set_terminated(run_id, RunStatus.to_string(status))
         if run_id in self._open:
             self._open.remove(run_id)
 
     def fail_open_runs(self, error: BaseException | None = None) -> None:
-        """Mark this process's open runs FAILED, unless `error` is the tracking server not answering: that would
-        only wait for it again, and the next run marks them (close_dead_runs)."""
+        """Mark this process's open runs FAILED (KILLED when stopped by a signal), unless `error` is the tracking
+        server not answering: that would only wait for it again, and the next run marks them (close_dead_runs)."""
         if error is not None and unreachable(error):
             return
         for rid in list(reversed(self._open)):
-            self.end(rid, ok=False)
+            self.end(rid, ok=False, error=error)
 
     def metrics(self, run_id: str, values: dict, step: int = 0) -> None:
         ts = int(datetime.now().timestamp() * 1000)

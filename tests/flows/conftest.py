@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -279,6 +280,51 @@ def _kill_and_check(proc: subprocess.Popen, url: str | None = None) -> list[str]
     if url:
         assert not healthy(url)
     return commands
+
+
+def _stop_and_check(proc: subprocess.Popen, sig: int = signal.SIGTERM, group: bool = True) -> float:
+    """Send `sig` as a supervisor does (to the process group, as `timeout` and systemd do, or to the process) and
+    check the promise of flows/infra/signals.py: the command exits within 10 s with 128 + sig (or 0 for `serve`),
+    and every process it started is gone soon after. Returns the seconds it took to exit."""
+    from flows.infra.environment import REAPER_TOKEN
+    from flows.infra.processes import marked
+
+    token = psutil.Process(proc.pid).children()[0].environ()[REAPER_TOKEN.name]
+    t0 = time.monotonic()
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    try:
+        code = proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running 10 s after {signal.Signals(sig).name}")
+    took = time.monotonic() - t0
+    assert code in (0, 128 + sig), code
+    deadline = time.monotonic() + 15
+    while (left := [p for p in marked(REAPER_TOKEN.name, token) if p.is_running()]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"left running after {signal.Signals(sig).name}: {[' '.join(p.cmdline()) for p in left]}"
+    return took
+
+
+@pytest.fixture(scope="session")
+def stop_and_check():
+    """stop_and_check(proc, sig=SIGTERM, group=True): signal an `edgekd` subprocess, check it exits within 10 s
+    and leaves nothing running; returns how long it took."""
+    return _stop_and_check
+
+
+def _flow_run_states(prefect_home: Path) -> list[str]:
+    with sqlite3.connect(Path(prefect_home) / "prefect.db") as db:
+        return [s for (s,) in db.execute("SELECT state_type FROM flow_run ORDER BY expected_start_time")]
+
+
+@pytest.fixture(scope="session")
+def flow_run_states():
+    """flow_run_states(prefect_home): the state types of the flow runs in the database of the Prefect server that
+    ran with that home (read once the server is gone), by expected start."""
+    return _flow_run_states
 
 
 @pytest.fixture(scope="session")

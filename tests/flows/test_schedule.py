@@ -46,6 +46,10 @@ def completed(url: str, deployment: str, log: Path) -> list:
     return [r for r in runs if r.state_type and r.state_type.value == "COMPLETED"]
 
 
+def running(url: str, deployment: str) -> list:
+    return [r for r in flow_runs(url, deployment) if r.state_type and r.state_type.value == "RUNNING"]
+
+
 def at_least(n: int, items: list) -> list | None:
     return items if len(items) >= n else None
 
@@ -98,7 +102,9 @@ def test_deploy_runs_the_flow_from_a_work_pool_through_a_process_worker(served, 
     print(f"\ndeploy: worker ready {ready:.0f} s, run completed {ran:.0f} s after trigger, stopped in {stopped:.0f} s")
 
 
-def test_serve_on_an_interval_completes_scheduled_runs_and_stops_cleanly(served, free_port, edgekd, wait_for):
+def test_serve_on_an_interval_completes_scheduled_runs_and_stops_mid_run(
+    served, free_port, edgekd, wait_for, stop_and_check, flow_run_states
+):
     root, environ = served
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
@@ -137,5 +143,45 @@ def test_serve_on_an_interval_completes_scheduled_runs_and_stops_cleanly(served,
             r.parameters == {"project_dir": str(root), "dataset": None, "overrides": {"gate.max_p95_ms": 45}}
             for r in runs
         )
-        stopped = stop(proc, signal.SIGTERM, url)
-    print(f"\nserve: two scheduled runs completed {two:.0f} s after start, stopped in {stopped:.0f} s")
+        # SIGTERM while the third scheduled run runs: it is cancelled and `serve` ends within 10 s.
+        wait_for("a third run in progress", lambda: running(url, "edgekd-test"), proc, log, timeout=120, every=0.5)
+        taken = stop_and_check(proc, signal.SIGTERM, group=False)
+        assert not healthy(url)
+    states = [s for s in flow_run_states(root / ".prefect" / "serve") if s != "SCHEDULED"]
+    assert states.count("COMPLETED") >= 2 and states.count("CANCELLED") + states.count("CRASHED") == 1, states
+    assert "RUNNING" not in states and "PENDING" not in states, states
+    print(f"\nserve: two scheduled runs completed {two:.0f} s after start; SIGTERM mid-run: exited in {taken:.1f} s")
+
+
+def test_a_short_soak_samples_every_run_and_finds_nothing_growing(served, free_port, edgekd):
+    import json
+
+    root, environ = served
+    environ = environ | {"PREFECT_HOME": str(root / ".prefect" / "soak")}
+    log = root / "soak.log"
+    port = str(free_port())
+    with edgekd(
+        root,
+        environ,
+        log,
+        "bench",
+        "soak",
+        "--runs",
+        "5",
+        "--schedule",
+        "15",
+        "--port",
+        port,
+        "--json",
+        str(root / "soak.json"),
+    ) as proc:
+        assert proc.wait(timeout=600) == 0, log.read_text()[-5000:]
+    out = json.loads((root / "soak.json").read_text())
+    assert [s["run"] for s in out["samples"]] == [1, 2, 3, 4, 5]
+    assert all(s["rss_mib"] > 50 and s["threads"] > 1 and s["children"] == 0 for s in out["samples"])
+    assert all(s["storage"]["mlruns"] > 0 for s in out["samples"])
+    assert {g["quantity"] for g in out["growth"]} >= {"rss_mib", "open_files", "threads", "children", "db_connections"}
+    assert not [g["quantity"] for g in out["growth"] if g["grows"]]
+    text = log.read_text()
+    assert "| run | RSS MiB | open files |" in text and "nothing but artifact storage grew over 5 runs" in text
+    assert not healthy(f"http://127.0.0.1:{port}/api")  # the soak's serve and its server are gone

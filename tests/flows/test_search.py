@@ -1,6 +1,7 @@
 """`edgekd search` on a real Dask cluster (`dask scheduler` + two `dask worker` processes) and a real Prefect
-server, as a team would scale out: a worker killed mid-search, then the whole search killed mid-study and run
-again. The study (Optuna, SQLite) must end with every trial done once, none lost, none duplicated."""
+server, as a team would scale out: a worker killed mid-search, then the whole search stopped by SIGTERM mid-trial
+(it must end within 10 s, its flow run crashed and its MLflow runs KILLED) and run again. The study (Optuna,
+SQLite) must end with every trial done once, none lost, none duplicated."""
 
 import os
 import signal
@@ -141,7 +142,7 @@ def _study(root):
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def test_search_survives_a_lost_worker_and_a_killed_search(cluster):
+def test_search_survives_a_lost_worker_and_a_stopped_search(cluster, stop_and_check):
     import httpx
     import optuna
     from distributed import Client
@@ -162,7 +163,7 @@ def test_search_survives_a_lost_worker_and_a_killed_search(cluster):
                 time.sleep(0.1)
             names = {w: info["name"] for w, info in client.scheduler_info(n_workers=-1)["workers"].items()}
         _stop(procs[names[busy[0]]])
-        # Then the whole search is killed mid-study, once both first trials are done and a third one runs.
+        # Then the whole search is stopped mid-study, once both first trials are done and a third one runs.
         deadline = time.monotonic() + 300
         while not (
             "trial 0 done;" in (text := log.read_text())
@@ -171,7 +172,15 @@ def test_search_survives_a_lost_worker_and_a_killed_search(cluster):
         ):
             assert search.poll() is None and time.monotonic() < deadline, text[-4000:]
             time.sleep(0.1)
-        _stop(search)
+        took = stop_and_check(search, signal.SIGTERM)
+    print(f"\nSIGTERM mid-trial: the search exited in {took:.1f} s")
+    [stopped] = httpx.post(
+        f"{env['PREFECT_API_URL']}/flow_runs/filter", json={"flow_runs": {"name": {"like_": "search-"}}}
+    ).json()
+    assert stopped["state_type"] == "CRASHED", stopped["state"]
+    c = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    exp = c.get_experiment_by_name("digits").experiment_id
+    assert {r.info.status for r in c.search_runs([exp], "tags.stage = 'search'")} == {"KILLED"}
     study = _study(root)
     kept = {t.number: t.datetime_complete for t in study.trials if t.state == complete}
     orphans = [t.number for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
@@ -194,8 +203,7 @@ def test_search_survives_a_lost_worker_and_a_killed_search(cluster):
     assert sorted(t.user_attrs["retry_of"] for t in retried) == with_recipe and with_recipe  # each once
     assert all(t.params == study.trials[t.user_attrs["retry_of"]].params for t in retried)
 
-    c = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    exp = c.get_experiment_by_name("digits").experiment_id
+    assert not [r.data.tags.get("stage") for r in c.search_runs([exp]) if r.info.status == "RUNNING"]
     assert len(c.search_model_versions("name='digits'")) <= 1
     parent = next(r for r in c.search_runs([exp], order_by=["start_time DESC"]) if r.data.tags.get("stage") == "search")
     assert {"pareto_front.png", "search.json"} <= {a.path for a in c.list_artifacts(parent.info.run_id)}

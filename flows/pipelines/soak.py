@@ -1,0 +1,159 @@
+"""`edgekd bench soak`: the scheduled pipeline run N times through a served deployment (`edgekd serve` on a local
+Prefect server), sampling after each run what the long-lived processes hold and what the stores weigh.
+
+The long-lived processes are `serve` and everything it started before its first run (the Prefect server and its
+workers, the watchdog). After each completed flow run, once the processes of that run are gone (up to
+SETTLE_S seconds), it samples their RSS, open files, threads and open database files, counts the processes
+started for earlier runs that are still there ("children": a leak), and sizes mlruns/, .edgekd/, DVC's cache and
+the Prefect home. components/soak.py judges the growth.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.soak import Growth, Sample, growth
+from flows.infra.processes import ServerStartError, stop_tree, tail
+from flows.infra.resources import folder_bytes, held
+
+DEPLOYMENT = "edgekd-soak"
+SETTLE_S = 20.0
+READY_S = 300.0
+
+
+class SoakError(RuntimeError):
+    """A scheduled run failed, or `serve` stopped or stalled: the soak cannot go on."""
+
+
+@dataclass
+class SoakResult:
+    samples: list[Sample]
+    growth: list[Growth]
+    log: Path
+
+    @property
+    def grows(self) -> list[str]:
+        return [g.quantity for g in self.growth if g.grows]
+
+
+def stores(root: Path) -> dict[str, Path]:
+    from flows.data import dvc
+
+    cache = dvc.run(root, ["cache", "dir"], timeout=60).stdout.strip() or str(root / ".dvc" / "cache")
+    return {
+        "mlruns": root / "mlruns",
+        "edgekd": root / ".edgekd",
+        "dvc_cache": Path(cache),
+        "prefect_home": Path(os.environ["PREFECT_HOME"]),
+    }
+
+
+def soak(root: Path, runs: int, every_s: int, port: int, serve_args: list[str], log=print) -> SoakResult:
+    """Serve the pipeline every `every_s` seconds until `runs` runs completed, sampling after each."""
+    import psutil
+
+    if os.environ.get("PREFECT_API_URL"):
+        raise SoakError("bench soak measures the local servers `serve` starts: unset PREFECT_API_URL (team mode)")
+    home = Path(os.environ["PREFECT_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    out = home / "soak-serve.log"
+    url = f"http://127.0.0.1:{port}/api"
+    cmd = [sys.executable, "-m", "flows.cli", "--project-dir", str(root), "serve", "--interval", str(every_s)]
+    with open(out, "wb") as f:
+        proc = subprocess.Popen(
+            [*cmd, "--name", DEPLOYMENT, "--port", str(port), *serve_args],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait(lambda: "serving deployment" in out.read_text(errors="replace"), proc, out, READY_S, "serving")
+        serve = psutil.Process(proc.pid)
+        long_lived = [serve, *serve.children(recursive=True)]
+        keep = {(p.pid, p.create_time()) for p in long_lived}
+        log(f"serving every {every_s} s; long-lived processes: {len(long_lived)} (serve, its Prefect server, ...)")
+        samples: list[Sample] = []
+        where = stores(root)
+        while len(samples) < runs:
+            n = len(samples) + 1
+            _wait(lambda n=n: _completed(url, out) >= n, proc, out, every_s + READY_S, f"run {n} to complete")
+            done_at = time.time()
+            left = _settle(serve, keep, done_at)
+            s = Sample(
+                run=n,
+                children=len(left),
+                storage={k: folder_bytes(v) for k, v in where.items()},
+                **vars(held(long_lived, lambda p: _label(p, serve.pid))),
+            )
+            samples.append(s)
+            log(
+                f"run {n}/{runs}: RSS {s.rss_mib:.1f} MiB, {s.open_files} open files, {s.threads} threads, "
+                f"{s.children} children left, {s.db_connections} DB files open"
+            )
+        return SoakResult(samples, growth(samples), out)
+    finally:
+        stop_tree(proc, signal.SIGTERM, grace=30)
+
+
+def _label(p, serve_pid: int) -> str:
+    """A long-lived process's name in the soak's table."""
+    if p.pid == serve_pid:
+        return "serve"
+    cmd = " ".join(p.cmdline())
+    if "prefect" in cmd and ("server" in cmd or "uvicorn" in cmd):
+        return "prefect server"
+    if "flows.infra.watchdog" in cmd:
+        return "watchdog"
+    return p.name()
+
+
+def _transient(serve, keep: set, before: float) -> list:
+    """Processes under `serve` started for runs that completed before `before` (not long-lived)."""
+    import psutil
+
+    found = []
+    for p in serve.children(recursive=True):
+        try:
+            if (p.pid, p.create_time()) not in keep and p.create_time() < before and p.is_running():
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _settle(serve, keep: set, done_at: float) -> list:
+    """Wait until the processes of finished runs are gone; the ones still there after SETTLE_S (leaks)."""
+    deadline = time.monotonic() + SETTLE_S
+    while (left := _transient(serve, keep, done_at)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def _completed(url: str, out: Path) -> int:
+    """Completed flow runs of the soak's deployment; SoakError on a failed or crashed one."""
+    import httpx
+
+    body = {"deployments": {"name": {"any_": [DEPLOYMENT]}}}
+    try:
+        runs = httpx.post(f"{url}/flow_runs/filter", json=body, timeout=10).json()
+    except httpx.HTTPError:
+        return 0  # the server is busy: ask again
+    if bad := [r for r in runs if r["state_type"] in ("FAILED", "CRASHED", "CANCELLED")]:
+        raise SoakError(f"scheduled run {bad[0]['name']} ended {bad[0]['state_type']}; see {out}:\n{tail(out)}")
+    return sum(r["state_type"] == "COMPLETED" for r in runs)
+
+
+def _wait(check, proc: subprocess.Popen, out: Path, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if proc.poll() is not None:
+            raise ServerStartError(f"`serve` exited with {proc.returncode} waiting for {what}; {out}:\n{tail(out)}")
+        if time.monotonic() > deadline:
+            raise SoakError(f"no {what} within {timeout:.0f} s; {out}:\n{tail(out)}")
+        time.sleep(1)
