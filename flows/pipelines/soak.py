@@ -2,10 +2,10 @@
 Prefect server), sampling after each run what the long-lived processes hold and what the stores weigh.
 
 The long-lived processes are `serve` and everything it started before its first run (the Prefect server and its
-workers, the watchdog). After each completed flow run, once the processes of that run are gone (up to
-SETTLE_S seconds), it samples their RSS, open files, threads and open database files, counts the processes
-started for earlier runs that are still there ("children": a leak), and sizes mlruns/, .edgekd/, DVC's cache and
-the Prefect home. components/soak.py judges the growth.
+workers). After each completed flow run, at a moment no run is in progress (when the schedule leaves one) and once
+the processes of that run are gone (up to SETTLE_S seconds), it samples their RSS, open files, threads and open
+database files, counts the processes started for earlier runs that are still there ("children": a leak), and
+sizes mlruns/, .edgekd/, DVC's cache and the Prefect home. components/soak.py judges the growth.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def soak(root: Path, runs: int, every_s: int, port: int, serve_args: list[str], 
             n = len(samples) + 1
             _wait(lambda n=n: _completed(url, out) >= n, proc, out, every_s + READY_S, f"run {n} to complete")
             done_at = time.time()
+            _idle(url, every_s)
             left = _settle(serve, keep, done_at)
             s = Sample(
                 run=n,
@@ -114,16 +115,20 @@ def _label(p, serve_pid: int) -> str:
 
 
 def _transient(serve, keep: set, before: float) -> list:
-    """Processes under `serve` started for runs that completed before `before` (not long-lived)."""
+    """Processes under `serve` started for runs that completed before `before` (not long-lived, and not
+    multiprocessing's resource tracker, which the first run starts and serve keeps)."""
     import psutil
 
     found = []
     for p in serve.children(recursive=True):
         try:
-            if (p.pid, p.create_time()) not in keep and p.create_time() < before and p.is_running():
-                found.append(p)
+            if (p.pid, p.create_time()) in keep or p.create_time() >= before or not p.is_running():
+                continue
+            if "multiprocessing.resource_tracker" in " ".join(p.cmdline()):
+                continue  # started with the first flow run's process, one per serve: not a run's leftover
         except psutil.Error:
             continue
+        found.append(p)
     return found
 
 
@@ -133,6 +138,22 @@ def _settle(serve, keep: set, done_at: float) -> list:
     while (left := _transient(serve, keep, done_at)) and time.monotonic() < deadline:
         time.sleep(0.5)
     return left
+
+
+def _idle(url: str, within_s: float) -> None:
+    """Wait (up to `within_s`) for a moment with no flow run in progress, so that a sample sees the servers at
+    rest rather than serving the next run; runs back to back leave none, and the sample is taken anyway."""
+    import httpx
+
+    deadline = time.monotonic() + within_s
+    body = {"flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING"]}}}}
+    while time.monotonic() < deadline:
+        try:
+            if not httpx.post(f"{url}/flow_runs/filter", json=body, timeout=10).json():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
 
 
 def _completed(url: str, out: Path) -> int:

@@ -50,11 +50,25 @@ def write_params(small_params):
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, pipeline_project, small_params):
+def project(tmp_path_factory, pipeline_project, small_params, repo):
     """A fresh project with the shipped params.yaml, shrunk for tests."""
     root = tmp_path_factory.mktemp("project")
     with pipeline_project(root, small_params(quantize=QAT), EDGEKD_USER="e2e-tester"):
+        git(root, "init", "-q")  # a git repository, so that versions record a commit `reproduce` can rebuild
+        shutil.copy(repo / ".gitignore", root)
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", "project")
         yield root
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def run(root: Path):
@@ -690,3 +704,36 @@ def test_a_held_dvc_lock_gets_bounded_retries_and_a_clear_message(project, first
         lock.unlock()
     assert "the DVC repository is locked by another process; nothing was trained" in capsys.readouterr().err
     assert took < 120  # three attempts with 2 s and 8 s back-off, never a hang
+
+
+def test_reproduce_rebuilds_the_recorded_commit_and_names_a_tampered_data_hash(project, first, capsys, cli):
+    c = client()
+    recorded = git(project, "rev-parse", "HEAD")
+    # A later commit changes a training default: version 1 is still rebuilt from its own commit.
+    stages = project / "components" / "config" / "stages.py"
+    stages.write_text(
+        stages.read_text().replace(
+            'Field(200, ge=1, description="Maximum epochs of every student.")',
+            'Field(150, ge=1, description="Maximum epochs of every student.")',
+        )
+    )
+    git(project, "commit", "-q", "-am", "students train 150 epochs at most")
+    registry = sorted((str(v.version), sorted(v.aliases)) for v in c.search_model_versions("name='digits'"))
+    out = project / "reproduce.json"
+    assert cli(project, "reproduce", "digits@1", "--json", str(out)) == 0, capsys.readouterr()
+    got = json.loads(out.read_text())
+    assert got["commit"] == recorded and got["identical"], got
+    assert got["verdict"] in ("identical artifact", "identical test predictions"), got
+    assert f"digits version 1 ({got['candidate']}, commit {recorded[:12]}): {got['verdict']}" in capsys.readouterr().out
+    assert "edgekd-reproduce" not in git(project, "worktree", "list")  # removed afterwards
+
+    # A tampered record: the data hash is named, exit 8, and nothing registered or moved.
+    hash_ = c.get_model_version("digits", "1").tags["dataset_hash"]
+    c.set_model_version_tag("digits", "1", "dataset_hash", "0" * 32)
+    try:
+        assert cli(project, "reproduce", "digits@1") == 8
+    finally:
+        c.set_model_version_tag("digits", "1", "dataset_hash", hash_)
+    err = capsys.readouterr().err
+    assert f"records dataset_hash {'0' * 32}, but the data of commit {recorded[:12]} prepares to {hash_}" in err, err
+    assert sorted((str(v.version), sorted(v.aliases)) for v in c.search_model_versions("name='digits'")) == registry
