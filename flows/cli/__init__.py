@@ -52,12 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     except Failed as e:
         return e.code
     except KeyboardInterrupt as e:
+        from flows.infra import signals
+
         code = getattr(e, "exit_code", 130)
         print(
             f"{args.command} stopped ({e or 'interrupted'}): nothing half-registered; finished stages are cached, the "
             "same command resumes from there",
             file=sys.stderr,
         )
+        signals.finish(code)
         return code
     except Exception as e:
         if (code := _store_failure(e)) is not None:

@@ -35,10 +35,12 @@ class Interrupted(KeyboardInterrupt):
 
 _first: list[int] = []  # the first signal's number, once received
 _actions: list = []  # what the first signal does instead of raising Interrupted (innermost last)
+_installed: list[bool] = []  # whether install() ran in this process (the command line, not a test's main())
 
 
 def install() -> None:
     """Handle SIGTERM and SIGINT in this process (the main thread) as described above."""
+    _installed.append(True)
     signal.signal(signal.SIGTERM, received)
     # A shell starts a background command with SIGINT ignored, and Python keeps that: stopping must work however
     # the command was started.
@@ -89,3 +91,19 @@ def hard_exit(signum: int, why: str) -> None:
         reap_children(grace_s=1.0)
     finally:
         os._exit(EXIT_OFFSET + signum)
+
+
+def finish(code: int) -> None:
+    """After a stopped command has unwound (its flow run marked, its MLflow runs closed): end the process now with
+    `code` and whatever it started, rather than through the interpreter's shutdown, where a Dask client or a log
+    worker can wait forever on a thread that shutdown has already frozen. Only where install() ran."""
+    if not _installed:
+        return
+    from flows.infra.processes import reap_children
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        reap_children(grace_s=2.0)
+    finally:
+        os._exit(code)
