@@ -140,34 +140,31 @@ def _settle(serve, keep: set, done_at: float) -> list:
     return left
 
 
+def _count(url: str, *states: str) -> int | None:
+    """Flow runs of the soak's deployment in `states`, by Prefect's count route (a number, not the growing list
+    of runs: the soak must not itself make the server hold more memory run after run); None if it did not answer."""
+    import httpx
+
+    body = {"flow_runs": {"state": {"type": {"any_": list(states)}}}, "deployments": {"name": {"any_": [DEPLOYMENT]}}}
+    try:
+        return int(httpx.post(f"{url}/flow_runs/count", json=body, timeout=10).json())
+    except (httpx.HTTPError, ValueError, TypeError):
+        return None
+
+
 def _idle(url: str, within_s: float) -> None:
     """Wait (up to `within_s`) for a moment with no flow run in progress, so that a sample sees the servers at
     rest rather than serving the next run; runs back to back leave none, and the sample is taken anyway."""
-    import httpx
-
     deadline = time.monotonic() + within_s
-    body = {"flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING"]}}}}
-    while time.monotonic() < deadline:
-        try:
-            if not httpx.post(f"{url}/flow_runs/filter", json=body, timeout=10).json():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    while time.monotonic() < deadline and _count(url, "RUNNING", "PENDING") != 0:
+        time.sleep(1)
 
 
 def _completed(url: str, out: Path) -> int:
-    """Completed flow runs of the soak's deployment; SoakError on a failed or crashed one."""
-    import httpx
-
-    body = {"deployments": {"name": {"any_": [DEPLOYMENT]}}}
-    try:
-        runs = httpx.post(f"{url}/flow_runs/filter", json=body, timeout=10).json()
-    except httpx.HTTPError:
-        return 0  # the server is busy: ask again
-    if bad := [r for r in runs if r["state_type"] in ("FAILED", "CRASHED", "CANCELLED")]:
-        raise SoakError(f"scheduled run {bad[0]['name']} ended {bad[0]['state_type']}; see {out}:\n{tail(out)}")
-    return sum(r["state_type"] == "COMPLETED" for r in runs)
+    """Completed flow runs of the soak's deployment; SoakError once one failed, crashed or was cancelled."""
+    if _count(url, "FAILED", "CRASHED", "CANCELLED"):
+        raise SoakError(f"a scheduled run failed, crashed or was cancelled; see {out}:\n{tail(out)}")
+    return _count(url, "COMPLETED") or 0
 
 
 def _wait(check, proc: subprocess.Popen, out: Path, timeout: float, what: str) -> None:
