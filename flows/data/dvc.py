@@ -33,6 +33,11 @@ def run(root: Path, args: list[str], timeout: float, module: bool = True) -> sub
         return subprocess.CompletedProcess(cmd, 124, "", f"ERROR: no answer within {timeout:.0f} s")
 
 
+def cache_dir(root: Path) -> Path:
+    """The project's DVC cache folder (`dvc cache dir`; .dvc/cache unless configured)."""
+    return Path(run(root, ["cache", "dir"], timeout=60).stdout.strip() or root / ".dvc" / "cache")
+
+
 def repro(root: Path, stage: str, log=print) -> list[str]:
     """`dvc repro STAGE` (with its upstream stages); returns the stages that actually ran. TimeoutError when
     another process holds DVC's lock; DvcError otherwise."""

@@ -83,13 +83,18 @@ def reap_children(grace_s: float = 10.0) -> None:
     multiprocessing's resource tracker is left alone: it ignores SIGTERM and exits as soon as this process does."""
     import psutil
 
-    def tracker(p) -> bool:
-        try:
-            return "multiprocessing.resource_tracker" in " ".join(p.cmdline())
-        except psutil.Error:
-            return False
+    reap([p for p in psutil.Process().children(recursive=True) if not resource_tracker(p)], grace_s)
 
-    reap([p for p in psutil.Process().children(recursive=True) if not tracker(p)], grace_s)
+
+def resource_tracker(p) -> bool:
+    """Whether psutil.Process `p` is multiprocessing's resource tracker (one per parent, started with its first
+    child process, gone when the parent is)."""
+    import psutil
+
+    try:
+        return "multiprocessing.resource_tracker" in " ".join(p.cmdline())
+    except psutil.Error:
+        return False
 
 
 def healthy(url: str) -> bool:

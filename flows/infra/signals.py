@@ -84,26 +84,24 @@ def _deadline(signum: int, stop_within_s: float) -> None:
 
 def hard_exit(signum: int, why: str) -> None:
     """End this process now with everything it started (children terminated, then killed after 1 s)."""
-    from flows.infra.processes import reap_children
-
     print(f"{why}: ending now", file=sys.stderr, flush=True)
-    try:
-        reap_children(grace_s=1.0)
-    finally:
-        os._exit(EXIT_OFFSET + signum)
+    _exit_now(EXIT_OFFSET + signum, grace_s=1.0)
 
 
 def finish(code: int) -> None:
     """After a stopped command has unwound (its flow run marked, its MLflow runs closed): end the process now with
     `code` and whatever it started, rather than through the interpreter's shutdown, where a Dask client or a log
     worker can wait forever on a thread that shutdown has already frozen. Only where install() ran."""
-    if not _installed:
-        return
+    if _installed:
+        _exit_now(code, grace_s=2.0)
+
+
+def _exit_now(code: int, grace_s: float) -> None:
     from flows.infra.processes import reap_children
 
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        reap_children(grace_s=2.0)
+        reap_children(grace_s=grace_s)
     finally:
         os._exit(code)

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from flows.data import dvc
-from flows.tracking.errors import PromotionError
 
 
 class ReproduceError(RuntimeError):
@@ -62,20 +61,15 @@ def parse_ref(ref: str) -> tuple[str, str]:
 
 
 def record(name: str, ref: str):
-    """The version (by number or alias) and its parent run, after checking it was completely registered."""
-    from flows.tracking.registry import COMPLETE, version_by_alias
+    """The version (by number or alias, completely registered) and its parent run."""
+    from flows.tracking.registry import complete_version
     from flows.tracking.tracker import client
 
-    c = client()
-    mv = c.get_model_version(name, ref) if ref.isdigit() else version_by_alias(c, name, ref)
-    if mv is None:
-        raise PromotionError(f"{name} has no version with alias {ref!r}")
-    if COMPLETE not in mv.tags:
-        raise PromotionError(f"{name} version {mv.version} was never completely registered")
+    mv = complete_version(client(), name, ref)
     for tag in ("git_commit", "params_hash", "dataset_hash", "sha256", "candidate"):
         if not mv.tags.get(tag) or mv.tags[tag] == "unknown":
             raise ReproduceError(f"{name} version {mv.version} records no {tag}: it cannot be rebuilt")
-    return mv, c.get_run(mv.run_id)
+    return mv, client().get_run(mv.run_id)
 
 
 def reproduce(root: Path, ref: str, log=print) -> Reproduction:
@@ -133,8 +127,7 @@ def link_data(root: Path, wt: Path, dataset: str, overrides: dict) -> None:
     if not target.exists() and original.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(original, target_is_directory=True)
-    cache = dvc.run(root, ["cache", "dir"], timeout=60).stdout.strip()
-    dvc.run(wt, ["config", "--local", "cache.dir", cache], timeout=60)
+    dvc.run(wt, ["config", "--local", "cache.dir", str(dvc.cache_dir(root))], timeout=60)
 
 
 def rebuild_env(wt: Path, tmp: Path, root: Path) -> dict[str, str]:

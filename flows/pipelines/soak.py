@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.soak import Growth, Sample, growth
-from flows.infra.processes import ServerStartError, stop_tree, tail
+from flows.infra.processes import ServerStartError, resource_tracker, stop_tree, tail
 from flows.infra.resources import folder_bytes, held
 
 DEPLOYMENT = "edgekd-soak"
@@ -45,11 +45,10 @@ class SoakResult:
 def stores(root: Path) -> dict[str, Path]:
     from flows.data import dvc
 
-    cache = dvc.run(root, ["cache", "dir"], timeout=60).stdout.strip() or str(root / ".dvc" / "cache")
     return {
         "mlruns": root / "mlruns",
         "edgekd": root / ".edgekd",
-        "dvc_cache": Path(cache),
+        "dvc_cache": dvc.cache_dir(root),
         "prefect_home": Path(os.environ["PREFECT_HOME"]),
     }
 
@@ -124,11 +123,10 @@ def _transient(serve, keep: set, before: float) -> list:
         try:
             if (p.pid, p.create_time()) in keep or p.create_time() >= before or not p.is_running():
                 continue
-            if "multiprocessing.resource_tracker" in " ".join(p.cmdline()):
-                continue  # started with the first flow run's process, one per serve: not a run's leftover
         except psutil.Error:
             continue
-        found.append(p)
+        if not resource_tracker(p):  # started with the first flow run, one per serve: not a run's leftover
+            found.append(p)
     return found
 
 

@@ -206,10 +206,8 @@ def verify_artifact(c: MlflowClient, name: str, mv) -> Path:
     return path
 
 
-def fetch_verified(name: str, ref: str) -> tuple[Path, dict, object]:
-    """Download a version's artifacts (`ref`: a version number or an alias) and check the model file against the
-    sha256 recorded at registration. Returns (the model file, its preprocessing spec, the ModelVersion)."""
-    c = client()
+def complete_version(c: MlflowClient, name: str, ref: str):
+    """A version by number or alias; PromotionError when there is none or it was never completely registered."""
     mv = c.get_model_version(name, ref) if ref.isdigit() else version_by_alias(c, name, ref)
     if mv is None:
         raise PromotionError(f"{name} has no version with alias {ref!r}")
@@ -217,6 +215,14 @@ def fetch_verified(name: str, ref: str) -> tuple[Path, dict, object]:
         raise PromotionError(
             f"{name} version {mv.version} was never completely registered (the run that registered it stopped midway)"
         )
+    return mv
+
+
+def fetch_verified(name: str, ref: str) -> tuple[Path, dict, object]:
+    """Download a version's artifacts (`ref`: a version number or an alias) and check the model file against the
+    sha256 recorded at registration. Returns (the model file, its preprocessing spec, the ModelVersion)."""
+    c = client()
+    mv = complete_version(c, name, ref)
     path = verify_artifact(c, name, mv)
     spec_file = path.parent / "extra_files" / "preprocess.json"
     if not spec_file.is_file():
