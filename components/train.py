@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -27,6 +29,25 @@ def select_device(preference: str = "auto") -> torch.device:
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(preference)
+
+
+@contextmanager
+def torch_settings(threads: int, deterministic: bool = True) -> Iterator[None]:
+    """Torch on `threads` intra-op threads, with deterministic algorithms or not, for the block; both set back after.
+
+    A float sum rounds differently when a different number of threads share it, so training is repeatable only at
+    a fixed thread count; the count is set here, in the training's own thread, not left to whatever the process
+    (or the thread pool a Prefect task runs in) happens to have."""
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    if deterministic and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1])
 
 
 class Objective:
@@ -119,44 +140,48 @@ def fit(
     augment: Augment | None = None,
     on_epoch: EpochCallback | None = None,
     checkpoint: str = "best",
+    threads: int = 1,
+    deterministic: bool = True,
 ) -> tuple[nn.Module, list[Epoch]]:
     """Train with AdamW + cosine schedule, early stopping after `patience` epochs without validation gain.
 
     Returns the model (on CPU, in eval mode) with the weights of the best validation epoch (`checkpoint` "best") or
-    of the last epoch ("last"), and one history row per epoch.
+    of the last epoch ("last"), and one history row per epoch. Torch runs on `threads` threads meanwhile
+    (`torch_settings`).
     """
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    objective = (objective or Objective()).to(device)
-    model.to(device)
-    opt = torch.optim.AdamW([*model.parameters(), *objective.parameters()], lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    best_key, best_state, stale, history = (-1.0, 0.0), None, 0, []
-    for epoch in range(1, epochs + 1):
-        objective.start_epoch(epoch, epochs)
-        loss, accuracy = _epoch(model, objective, opt, train, batch_size, gen, device, augment, epoch)
-        sched.step()
-        v = evaluate(model, val, device)
-        history.append(
-            row := Epoch(
-                epoch=epoch, train_loss=loss, train_accuracy=accuracy, val_loss=v.loss, val_accuracy=v.accuracy
+    with torch_settings(threads, deterministic):
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        objective = (objective or Objective()).to(device)
+        model.to(device)
+        opt = torch.optim.AdamW([*model.parameters(), *objective.parameters()], lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        best_key, best_state, stale, history = (-1.0, 0.0), None, 0, []
+        for epoch in range(1, epochs + 1):
+            objective.start_epoch(epoch, epochs)
+            loss, accuracy = _epoch(model, objective, opt, train, batch_size, gen, device, augment, epoch)
+            sched.step()
+            v = evaluate(model, val, device)
+            history.append(
+                row := Epoch(
+                    epoch=epoch, train_loss=loss, train_accuracy=accuracy, val_loss=v.loss, val_accuracy=v.accuracy
+                )
             )
-        )
-        if on_epoch is not None:
-            on_epoch(epoch, row)
-        if (v.accuracy, -v.loss) > best_key:
-            best_key, best_state, stale = (v.accuracy, -v.loss), copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    objective.close()
-    assert best_state is not None
-    if checkpoint == "best":
-        model.load_state_dict(best_state)
-    return model.cpu().eval(), history
+            if on_epoch is not None:
+                on_epoch(epoch, row)
+            if (v.accuracy, -v.loss) > best_key:
+                best_key, best_state, stale = (v.accuracy, -v.loss), copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= patience:
+                    break
+        objective.close()
+        assert best_state is not None
+        if checkpoint == "best":
+            model.load_state_dict(best_state)
+        return model.cpu().eval(), history
 
 
 def _epoch(

@@ -24,9 +24,9 @@ from components.config.stages import (
     TargetConfig,
     TeacherConfig,
     TeacherTraining,
-    TeamConfig,
     TrainConfig,
 )
+from components.config.team import TeamConfig
 
 __all__ = [
     "DIGITS",

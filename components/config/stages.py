@@ -1,6 +1,6 @@
 """The stage sections of params.yaml: what every model's training shares, the teacher, the students' budget,
-distillation, pruning, quantization, the deployable formats, the device profile, the gate, the search, and the
-team's servers. Each field has its default and a description: the configuration reference is generated from them."""
+distillation, pruning, quantization, the deployable formats, the device profile, the gate and the search. Each
+field has its default and a description: the configuration reference is generated from them."""
 
 from __future__ import annotations
 
@@ -23,6 +23,16 @@ class TrainConfig(Section):
     shift: int = Field(1, ge=0, description="Images: the largest random shift in pixels (zero padding).")
     flip: bool = Field(False, description="Images: also mirror a random half of each batch (photos, not digits).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when available.")
+    threads: int = Field(
+        1,
+        ge=1,
+        description="Torch's CPU threads while a model trains. A float sum rounds differently on a different "
+        "thread count, so a model is rebuilt bit for bit only at the count it was trained with; one thread gives "
+        "the same numbers on every machine and in every worker (`edgekd bench kd`'s Dask workers too).",
+    )
+    deterministic: bool = Field(
+        True, description="Torch's deterministic algorithms while training (on CUDA: slower, reproducible kernels)."
+    )
 
 
 class TeacherTraining(Section):
@@ -372,29 +382,3 @@ class SearchConfig(Section):
     @classmethod
     def _archs(cls, v: list[str]) -> list[str]:
         return [_known_arch(a) for a in v]
-
-
-class TeamConfig(Section):
-    """Shared servers of a team (docs: Team mode). Each tool's own environment variable wins over its
-    key here; with none set, everything stays in the project folder."""
-
-    mlflow_tracking_uri: str | None = Field(
-        None,
-        pattern=r"^https?://",
-        description="The team's `mlflow server`, http://HOST:5000 "
-        "(env MLFLOW_TRACKING_URI wins; none: mlruns/mlflow.db).",
-    )
-    prefect_api_url: str | None = Field(
-        None,
-        pattern=r"^https?://.+/api/?$",
-        description="The team's Prefect server, http://HOST:4200/api (env "
-        "PREFECT_API_URL wins; none: a temporary server per command).",
-    )
-    database_url: str | None = Field(
-        None,
-        pattern=r"^postgres(ql)?://",
-        description="PostgreSQL whose advisory locks serialize promotions across "
-        "machines, postgresql://USER@HOST:5432/edgekd; the password from "
-        "PGPASSWORD or ~/.pgpass (env EDGEKD_DATABASE_URL wins; none: a file "
-        "lock that guards this machine only).",
-    )

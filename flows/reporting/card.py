@@ -183,6 +183,18 @@ def _profile(report: Report) -> str:
     )
 
 
+def _training(report: Report) -> str:
+    """What a rebuild needs besides the commit and the data: the settings that change trained weights."""
+    import torch
+
+    t = report.cfg.train
+    return (
+        f"- Training: seed {t.seed}, torch {torch.__version__} on {t.threads} CPU thread(s), deterministic "
+        f"algorithms {'on' if t.deterministic else 'off'} (`train.*`: another thread count rounds sums differently, "
+        "so `edgekd reproduce` rebuilds the same file only with these)"
+    )
+
+
 def model_card(report: Report, gate: GateReport, facts: CardFacts) -> str:
     d = report.cfg.data
     quality, bench = _tables(report)
@@ -234,5 +246,6 @@ def model_card(report: Report, gate: GateReport, facts: CardFacts) -> str:
         f"- Pipeline run (MLflow): `{facts.run_id}`; Prefect flow run: `{facts.lineage.get('prefect_flow_run_id')}`",
         f"- Git commit: `{facts.lineage.get('git_commit')}`; params hash: `{facts.lineage.get('params_hash')}`",
         f"- `{_file(report)}` sha256: `{facts.sha256}`",
+        _training(report),
     ]
     return "\n".join(lines) + "\n"

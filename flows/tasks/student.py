@@ -1,10 +1,8 @@
-"""A student of the KD bench: trained (or taken from the cache) single-threaded, so that its numbers are the same
-whether the bench trains its students one after another here or side by side on Dask workers, and scored on val
-and test through ONNX Runtime."""
+"""A student of the KD bench: trained (or taken from the cache) on `train.threads` threads, as `edgekd run` trains
+it, so that its numbers are the same whether the bench trains its students one after another here or side by side
+on Dask workers, and scored on val and test through ONNX Runtime."""
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 from prefect import task
 
@@ -16,22 +14,8 @@ from flows.tasks.specs import StudentSpec
 from flows.tasks.train import train_student
 
 
-@contextmanager
-def one_thread():
-    """Torch on one intra-op thread for the block: its float sums then come out the same in every process."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def bench_student(spec: StudentSpec) -> Accuracy:
-    with one_thread():
-        out, _ = cached(train_student, spec)
+    out, _ = cached(train_student, spec)
     test = load_data(spec.data).splits["test"]
     return Accuracy(val_accuracy=out.val.accuracy, test_accuracy=ort_accuracy(out.onnx.path, test.x, test.y))
 

@@ -60,6 +60,8 @@ def fit_kwargs(kind: str, train, epochs: int, lr: float, patience: int, seed: in
         seed=seed,
         device=select_device(train.device),
         weight_decay=train.weight_decay,
+        threads=train.threads,
+        deterministic=train.deterministic,
         augment=augment,
         on_epoch=_progress(name, epochs),
     )

@@ -320,22 +320,17 @@ def test_teacher_prunes_hidden_units_and_keeps_two_outputs():
 def test_student_prune_export_ort_and_int8(bc_prepared, tmp_path):
     _, s, spec, _ = bc_prepared
     student = build("tabular", "student", spec, 2, 8, seed=0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 30-8-2 MLP only loses to thread hand-offs on a shared machine
-    try:
-        student, _ = fit(
-            student,
-            s["train"],
-            s["val"],
-            epochs=25,
-            lr=0.01,
-            batch_size=32,
-            patience=25,
-            seed=0,
-            device=torch.device("cpu"),
-        )
-    finally:
-        torch.set_num_threads(threads)
+    student, _ = fit(  # one thread, fit's default: a 30-8-2 MLP only loses to thread hand-offs
+        student,
+        s["train"],
+        s["val"],
+        epochs=25,
+        lr=0.01,
+        batch_size=32,
+        patience=25,
+        seed=0,
+        device=torch.device("cpu"),
+    )
     pruned, report = prune_channels(student, torch.from_numpy(s["train"].x[:2]), 0.25)
     assert [m.out_features for m in pruned.modules() if isinstance(m, torch.nn.Linear)] == [6, 2]
     assert report.params_after == 30 * 6 + 6 + 6 * 2 + 2

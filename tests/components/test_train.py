@@ -4,7 +4,7 @@ import torch
 
 from components.data import Dataset
 from components.models import build
-from components.train import NonFiniteLossError, fit, select_device, shift_augment
+from components.train import NonFiniteLossError, fit, select_device, shift_augment, torch_settings
 
 pytestmark = pytest.mark.unit
 
@@ -42,6 +42,25 @@ def test_early_stopping_and_seeded_reproducibility():
     assert h1 == h2
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_training_uses_its_own_thread_count_whatever_the_process_has():
+    """The weights depend on `threads`, not on the process's torch thread count, which is set back afterwards."""
+    kw = dict(epochs=3, lr=1e-2, batch_size=16, patience=3, seed=0, device=torch.device("cpu"), threads=1)
+    weights = []
+    before = torch.get_num_threads()
+    try:
+        for process_threads in (1, 2):
+            torch.set_num_threads(process_threads)
+            m, _ = fit(build("image", "teacher", SPEC, 10, 8, 0), _tiny(), _tiny(32, 1), **kw)
+            assert torch.get_num_threads() == process_threads
+            weights.append(m.state_dict())
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    with torch_settings(3, deterministic=True):
+        assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (3, True)
+    assert torch.get_num_threads() == before and not torch.are_deterministic_algorithms_enabled()
 
 
 def test_teacher_learns_digits(digits_splits):
