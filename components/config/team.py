@@ -15,13 +15,13 @@ class TeamConfig(Section):
     mlflow_tracking_uri: str | None = Field(
         None,
         pattern=r"^https?://",
-        description="The team's `mlflow server`, http://HOST:5000 "
+        description="The team's `mlflow server`, https://HOST:5000 "
         "(env MLFLOW_TRACKING_URI wins; none: mlruns/mlflow.db).",
     )
     prefect_api_url: str | None = Field(
         None,
         pattern=r"^https?://.+/api/?$",
-        description="The team's Prefect server, http://HOST:4200/api (env "
+        description="The team's Prefect server, https://HOST:4200/api (env "
         "PREFECT_API_URL wins; none: a temporary server per command).",
     )
     database_url: str | None = Field(

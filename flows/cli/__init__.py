@@ -80,8 +80,11 @@ def _store_failure(e: Exception) -> int | None:
             file=sys.stderr,
         )
         return Exit.BUSY
-    from flows.tracking.errors import unreachable  # here: it imports MLflow, which most commands load later or never
+    from flows.tracking.errors import denied, unreachable  # here: they import MLflow, loaded later or never
 
+    if why := denied(e):
+        print(f"error: the MLflow server {uri} refused this: {why}; that request changed nothing", file=sys.stderr)
+        return Exit.REFUSED
     if uri.startswith("http") and unreachable(e):
         print(
             f"error: the MLflow tracking server {uri} stopped answering (each request was retried "

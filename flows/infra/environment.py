@@ -37,7 +37,8 @@ class Variable:
 USER = Variable(
     "EDGEKD_USER",
     None,
-    "Who a promotion or rollback is recorded as in the registry's audit trail (default: the operating-system user).",
+    "Who a registration, promotion or rollback is recorded as in the registry's audit trail, without a team "
+    "server (default: the operating-system user); a team server records the user it authenticated.",
 )
 DATABASE_URL = Variable(
     "EDGEKD_DATABASE_URL",

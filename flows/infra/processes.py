@@ -97,10 +97,14 @@ def resource_tracker(p) -> bool:
         return False
 
 
-def healthy(url: str) -> bool:
-    """Whether URL/health answers 200 (MLflow's and Prefect's health routes)."""
+def healthy(url: str, cafile: str | Path | None = None) -> bool:
+    """Whether URL/health answers 200 (MLflow's and Prefect's health routes); an https URL's certificate verified
+    against `cafile` (default: the system's CAs)."""
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None) if url.startswith("https") else None
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+        with urllib.request.urlopen(f"{url}/health", timeout=2, context=ctx) as r:
             return r.status == 200
     except OSError:
         return False
@@ -110,14 +114,20 @@ class ServerStartError(RuntimeError):
     """A server exited, or did not answer its health URL in time; the message has the end of its log."""
 
 
-def wait_healthy(started: dict[str, tuple[subprocess.Popen, Path, str]], timeout: float, poll_s: float = 0.5) -> None:
-    """Wait until every server of `started` ({label: (process, log file, URL)}) answers URL/health; raise
-    ServerStartError naming the log of one that exits or stays silent past `timeout` seconds."""
+def wait_healthy(
+    started: dict[str, tuple[subprocess.Popen, Path, str]],
+    timeout: float,
+    poll_s: float = 0.5,
+    cafile: str | Path | None = None,
+) -> None:
+    """Wait until every server of `started` ({label: (process, log file, URL)}) answers URL/health (https verified
+    against `cafile`); raise ServerStartError naming the log of one that exits or stays silent past `timeout`
+    seconds."""
     deadline = time.monotonic() + timeout
     pending = dict(started)
     while pending:
         for label, (proc, log, url) in list(pending.items()):
-            if healthy(url):
+            if healthy(url, cafile):
                 del pending[label]
             elif proc.poll() is not None:
                 raise ServerStartError(

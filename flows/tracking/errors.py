@@ -1,5 +1,5 @@
-"""What the registry refuses, how to tell a tracking server that stopped answering from one that refused, and a
-run stopped by a signal from one that failed."""
+"""What the registry refuses, how to tell a tracking server that stopped answering from one that refused (and
+what it said), and a run stopped by a signal from one that failed."""
 
 from __future__ import annotations
 
@@ -27,6 +27,22 @@ def unreachable(error: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def denied(error: BaseException) -> str | None:
+    """What the MLflow server said when it refused the user (401: not authenticated; 403: their role does not
+    allow it), or None for any other error."""
+    from mlflow.exceptions import MlflowException
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, MlflowException) and error.error_code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+            if error.error_code == "UNAUTHENTICATED":
+                return "not authenticated: source your credentials (the file `edgekd team user add` wrote for you)"
+            return str(error).split("Response body: ", 1)[-1].strip("'")
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def stopped(error: BaseException | None) -> bool:

@@ -4,7 +4,6 @@ versions it touched."""
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,10 +13,9 @@ from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from components.gate import Decision, GateView
-from flows.infra.environment import USER
 from flows.tracking.errors import IntegrityError, PromotionError
 from flows.tracking.locks import registry_lock
-from flows.tracking.registry import COMPLETE, PRODUCTION, gate_view, verify_artifact, version_by_alias
+from flows.tracking.registry import COMPLETE, PRODUCTION, actor, gate_view, verify_artifact, version_by_alias
 from flows.tracking.tracker import client
 
 HISTORY_TAG = "edgekd.production_history"
@@ -43,10 +41,6 @@ class Move(BaseModel):
     def as_json(self) -> dict:
         """As the history tag and the audit tags keep it: {"action", "who", "when", "from", "to"[, "refused"]}."""
         return self.model_dump(by_alias=True, exclude={"refused"} if self.refused is None else set())
-
-
-def actor() -> str:
-    return USER.get() or getpass.getuser()
 
 
 def _move(action: str, current: str | None, to: str) -> Move:

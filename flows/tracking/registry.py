@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -13,10 +14,12 @@ from mlflow.exceptions import MlflowException
 
 from components.candidate import Measurement
 from components.gate import GateView
+from flows.infra.environment import USER
 from flows.tracking.errors import IntegrityError, PromotionError, unreachable
 from flows.tracking.tracker import client
 
 STAGING, PRODUCTION = "staging", "production"
+REGISTERED_BY = "edgekd.registered_by"  # who registered a version (a team server checks it names the user)
 COMPLETE = "registration_complete"  # the last tag `register` writes
 ONNX_FILE, PTE_FILE = "model.onnx", "model.pte"  # a version's model file, by format
 LATENCY_TAGS = ("p50_ms", "p95_ms", "p95_lo_ms", "p95_hi_ms", "p99_ms", "size_bytes")
@@ -30,6 +33,9 @@ def version_by_alias(c: MlflowClient, name: str, alias: str):
         # no such model, or no such alias; a busy store or a server not answering is not "no such alias"
         missing = e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
         if missing and "database is locked" not in str(e):
+            return None
+        # A server with auth denies a lookup in a model that does not exist yet (it finds no grant to check)
+        if e.error_code == "PERMISSION_DENIED" and not c.search_registered_models(f"name = '{name}'"):
             return None
         raise
 
@@ -84,6 +90,14 @@ def fit_description(card: str, limit: int = DESCRIPTION_LIMIT) -> str:
     return card[: card.rfind("\n", 0, limit - len(note))] + note
 
 
+def actor() -> str:
+    """Who a registration or a move of `production` is recorded as: the user the MLflow server authenticated
+    (a team server refuses a record naming anyone else), else EDGEKD_USER, else the operating-system user."""
+    import getpass
+
+    return os.environ.get("MLFLOW_TRACKING_USERNAME") or USER.get() or getpass.getuser()
+
+
 def register(
     run_id: str, name: str, model_path: str | Path, input_example, extra_files: list[str], tags: dict, description: str
 ) -> str:
@@ -102,7 +116,8 @@ def register(
     c = client()
     before = version_by_alias(c, name, STAGING)
     try:
-        version = str(mlflow.register_model(uri, name, tags={k: str(v) for k, v in tags.items()}).version)
+        tags = {k: str(v) for k, v in tags.items()} | {REGISTERED_BY: actor()}
+        version = str(mlflow.register_model(uri, name, tags=tags).version)
         c.update_model_version(name, version, description=fit_description(description))
         c.set_registered_model_alias(name, STAGING, version)
         c.set_model_version_tag(name, version, COMPLETE, "true")  # last: without it, the version is partial

@@ -69,11 +69,16 @@ class Tracker:
         for r in self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
             pid = r.data.tags.get("pid", "")
             if r.data.tags.get("host") == host and pid.isdigit() and not alive(int(pid)):
-                self.client.set_tag(
-                    r.info.run_id,
-                    "failure",
-                    f"process {pid} on {host} ended without finishing the run (killed or crashed)",
-                )
+                try:
+                    self.client.set_tag(
+                        r.info.run_id,
+                        "failure",
+                        f"process {pid} on {host} ended without finishing the run (killed or crashed)",
+                    )
+                except MlflowException:
+                    if "failure" in self.client.get_run(r.info.run_id).data.tags:
+                        continue  # another process on this host closes it at the same moment
+                    raise
                 self.client.set_terminated(r.info.run_id, RunStatus.to_string(RunStatus.FAILED))
                 dead.append(r.info.run_id)
         return dead

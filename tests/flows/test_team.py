@@ -1,11 +1,13 @@
 """Team mode end to end, with real servers: `edgekd team up` (PostgreSQL, an MLflow server on it with proxied
-artifacts, a Prefect server on it), a local S3-compatible server (moto) as the team's DVC remote, and project clones
-that share nothing but those servers and git.
+artifacts and basic auth, a Prefect server on it with an auth string, both behind TLS), a local S3-compatible server
+(moto) as the team's DVC remote, and project clones that share nothing but those servers and git. Each clone acts
+as a user `team user add` made: alice and rita are releasers, bob and carol developers, vic a viewer.
 
 One module, run once (marker `team`): the servers start once for its tests, which run in order. The dataset is a
 user's CSV added with `edgekd data add` in the origin project and pushed to the S3 remote; the clones have only its
 .dvc file, so every run first pulls it."""
 
+import base64
 import json
 import os
 import shutil
@@ -15,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -70,26 +71,57 @@ def spawn(root: Path, *args: str, env: dict, log: Path) -> subprocess.Popen:
     )
 
 
+USERS = {"alice": "releaser", "rita": "releaser", "bob": "developer", "carol": "developer", "vic": "viewer"}
+CLIENT = ("MLFLOW_TRACKING_SERVER_CERT_PATH", "PREFECT_API_SSL_CERT_FILE", "PREFECT_API_AUTH_STRING")
+
+
+def exports(path: Path) -> dict[str, str]:
+    return dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in path.read_text().splitlines()
+        if line.startswith("export")
+    )
+
+
 @pytest.fixture(scope="module")
 def team(repo, free_port):
-    """`edgekd team up` in a folder PostgreSQL's own user can reach (it refuses to run as root), `team down` after."""
+    """`edgekd team up` in a folder PostgreSQL's own user can reach (it refuses to run as root), its users added;
+    this process reads the registry as the viewer; `team down` after."""
     folder = Path(tempfile.mkdtemp(dir="/tmp", prefix="edgekd-team-"))
     folder.chmod(0o755)
     ports = {"--pg-port": free_port(), "--mlflow-port": free_port(), "--prefect-port": free_port()}
     up = [a for k, v in ports.items() for a in (k, str(v))]
     env = clean_env(PYTHONPATH=str(repo))
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", CLIENT[0])}
     try:
         res = edgekd(repo, "team", "up", "--dir", str(folder), *up, env=env, timeout=400)
         assert res.returncode == 0, res.stdout + res.stderr
-        settings = dict(
-            line.removeprefix("export ").split("=", 1)
-            for line in (folder / "team.env").read_text().splitlines()
-            if line.startswith("export ")
-        )
-        yield {"dir": folder, "up": up, "env": env, **settings}
+        settings = exports(folder / "team.env")
+        for user, role in USERS.items():
+            res = edgekd(repo, "team", "user", "add", user, "--role", role, "--dir", str(folder), env=env)
+            assert res.returncode == 0 and "PASSWORD" not in res.stdout + res.stderr, res.stdout + res.stderr
+        users = {u: exports(folder / "users" / f"{u}.env") for u in USERS}
+        os.environ.update(users["vic"] | {CLIENT[0]: settings[CLIENT[0]]})
+        yield {"dir": folder, "up": up, "env": env, "users": users, **settings}
     finally:
+        for k, v in before.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         edgekd(repo, "team", "down", "--dir", str(folder), env=env, timeout=300)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def prefect(team: dict, route: str, ca: str | None = None, auth: bool = True):
+    """POST {} to a route of the team's Prefect API, as its clients do (auth string, the team's CA)."""
+    import httpx
+
+    headers = {"Authorization": "Basic " + base64.b64encode(team["PREFECT_API_AUTH_STRING"].encode()).decode()}
+    return httpx.post(
+        f"{team['PREFECT_API_URL']}/{route}",
+        json={},
+        headers=headers if auth else {},
+        verify=ca or team["PREFECT_API_SSL_CERT_FILE"],
+        timeout=30,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -147,13 +179,15 @@ def origin(tmp_path_factory, team, s3, repo, small_params):
 
 
 def member_env(root: Path, team: dict, s3: str, user: str) -> dict:
-    """A team member's environment in `root`: the database URL (it holds the password) and S3 credentials from the
-    environment; the MLflow and Prefect servers from params.yaml's `team` section; Prefect's home in the clone."""
+    """A team member's environment in `root`: their MLflow credentials, the team's CA and Prefect auth string, the
+    database URL (it holds the password) and S3 credentials from the environment; the MLflow and Prefect servers
+    from params.yaml's `team` section; Prefect's home in the clone."""
     return clean_env(
         PYTHONPATH=str(root),
         PREFECT_HOME=str(root / ".prefect"),
-        EDGEKD_USER=user,
         EDGEKD_DATABASE_URL=team["EDGEKD_DATABASE_URL"],
+        **{k: team[k] for k in CLIENT},
+        **team["users"][user],
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
@@ -169,7 +203,11 @@ def clone(origin: Path, dest: Path) -> Path:
 def clones(origin, team, s3, tmp_path_factory):
     base = tmp_path_factory.mktemp("clones")
     a, b = clone(origin, base / "alice"), clone(origin, base / "bob")
-    return {"a": (a, member_env(a, team, s3, "alice")), "b": (b, member_env(b, team, s3, "bob"))}
+    return {
+        "a": (a, member_env(a, team, s3, "alice")),  # a releaser
+        "b": (b, member_env(b, team, s3, "bob")),  # a developer
+        "r": (b, member_env(b, team, s3, "rita")),  # a releaser on bob's machine
+    }
 
 
 def registry(team: dict):
@@ -263,24 +301,25 @@ def test_two_clones_run_at_once_one_resuming_the_killed_run_and_share_one_regist
     assert not c.search_runs([c.get_experiment_by_name(NAME).experiment_id], "attributes.status = 'RUNNING'")
     # the resumed run trained nothing again: its stages came from the killed run's cache
     assert "student_plain: reused from cache" in (a / "run.log").read_text()
-    # both flow runs on the team's Prefect server
-    req = urllib.request.Request(
-        f"{team['PREFECT_API_URL']}/flow_runs/filter",
-        data=b"{}",
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    flow_runs = json.loads(urllib.request.urlopen(req, timeout=30).read())
+    # both flow runs on the team's Prefect server; each version names the developer who registered it
+    flow_runs = prefect(team, "flow_runs/filter").json()
+    assert {held[va]["edgekd.registered_by"], held[vb]["edgekd.registered_by"]} == {"alice", "bob"}
     assert sum(r["state_type"] == "COMPLETED" and r["name"].startswith(NAME) for r in flow_runs) >= 2
 
 
-def test_promote_from_one_clone_roll_back_from_the_other_one_production_and_both_moves_in_history(clones, team):
-    (a, env_a), (b, env_b) = clones["a"], clones["b"]
+def test_only_releasers_move_production_and_the_history_names_who_the_server_authenticated(clones, team):
+    """The developer's promotion and rollback are refused by the MLflow server itself (nothing moves); releasers on
+    two machines promote (one at a time: of two at once, one is refused) and roll back; the viewer only reads."""
+    (a, env_a), (b, env_b), (_, env_r) = clones["a"], clones["b"], clones["r"]
     va, vb = read_json(a / "run.json")["registered"]["version"], read_json(b / "run.json")["registered"]["version"]
+    c = registry(team)  # as vic, the viewer
+    res = edgekd(b, "promote", va, "--dataset", NAME, env=env_b)
+    assert res.returncode == 4 and "bob' is a developer: only a releaser" in res.stderr, res.stderr
+    assert "production" not in c.get_registered_model(NAME).aliases
     res = edgekd(a, "promote", va, "--dataset", NAME, env=env_a)
     assert res.returncode == 0, res.stderr
 
-    # both machines promote vb at the same moment: one moves production, the other is refused
+    # both releasers promote vb at the same moment: one moves production, the other is refused
     both = [
         subprocess.Popen(
             [sys.executable, "-m", "flows.cli", "--project-dir", str(r), "promote", vb, "--dataset", NAME],
@@ -290,23 +329,85 @@ def test_promote_from_one_clone_roll_back_from_the_other_one_production_and_both
             stderr=subprocess.PIPE,
             text=True,
         )
-        for r, e in ((a, env_a), (b, env_b))
+        for r, e in ((a, env_a), (b, env_r))
     ]
     outcomes = [(p.wait(timeout=300), p.communicate()) for p in both]
     assert sorted(code for code, _ in outcomes) == [0, 4], outcomes
 
     res = edgekd(b, "rollback", "--dataset", NAME, env=env_b)
+    assert res.returncode == 4 and "only a releaser" in res.stderr, res.stderr
+    assert str(c.get_model_version_by_alias(NAME, "production").version) == vb
+    res = edgekd(b, "rollback", "--dataset", NAME, env=env_r)
     assert res.returncode == 0, res.stderr
 
-    c = registry(team)
     assert str(c.get_model_version_by_alias(NAME, "production").version) == va
     assert [v for v in versions(team) if "production" in c.get_model_version(NAME, v).aliases] == [va]
     history = json.loads(c.get_registered_model(NAME).tags["edgekd.production_history"])
     moves = [(h["action"], h["from"], h["to"], h["who"]) for h in history if "refused" not in h]
-    promoter = "alice" if outcomes[0][0] == 0 else "bob"
-    assert moves == [("promote", None, va, "alice"), ("promote", va, vb, promoter), ("rollback", vb, va, "bob")]
+    promoter = "alice" if outcomes[0][0] == 0 else "rita"
+    assert moves == [("promote", None, va, "alice"), ("promote", va, vb, promoter), ("rollback", vb, va, "rita")]
     res = edgekd(a, "history", "--dataset", NAME, env=env_a)
     assert res.returncode == 0 and res.stdout.count("done") == 3 and f"production = version {va}" in res.stdout
+    from mlflow.exceptions import MlflowException
+
+    for write in (
+        lambda: c.set_registered_model_alias(NAME, "staging", va),
+        lambda: c.create_experiment("vic-was-here"),
+        lambda: c.set_model_version_tag(NAME, va, "note", "x"),
+    ):
+        with pytest.raises(MlflowException, match="viewer: reading only"):
+            write()
+
+
+def test_the_servers_refuse_no_credentials_plain_http_a_wrong_ca_and_a_replaced_password(team, tmp_path, repo):
+    import httpx
+
+    from flows.infra.team import tls
+
+    mlflow_url = team["MLFLOW_TRACKING_URI"]
+    anonymous = [
+        ("GET", "/api/2.0/mlflow/experiments/search?max_results=1"),
+        ("GET", "/api/2.0/mlflow/registered-models/alias?name=tumours&alias=production"),
+        ("POST", "/ajax-api/3.0/jobs/search"),  # MLflow's job endpoints (CVE-2026-0545)
+        ("POST", "/ajax-api/3.0/jobs/"),
+        ("GET", "/ajax-api/3.0/jobs/1"),
+        ("POST", "/graphql"),  # (CVE-2025-14297)
+    ]
+    for method, route in anonymous:
+        r = httpx.request(method, mlflow_url + route, json={}, verify=team[CLIENT[0]], timeout=30)
+        assert r.status_code == 401, (route, r.status_code, r.text[:200])
+    assert prefect(team, "flow_runs/filter", auth=False).status_code == 401
+    assert prefect(team, "flow_runs/filter").status_code == 200
+
+    wrong = tls.self_signed(tmp_path, "localhost", say=lambda _: None).ca  # another team's CA
+    env = {
+        **os.environ,
+        CLIENT[0]: str(wrong),
+        "MLFLOW_TRACKING_URI": mlflow_url,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    }
+    probe = "import mlflow; mlflow.MlflowClient().search_experiments()"
+    res = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in res.stderr, res.stderr[-2000:]
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        prefect(team, "flow_runs/filter", ca=str(wrong))
+    for url in (mlflow_url, team["PREFECT_API_URL"]):
+        plain = url.replace("https://", "http://")
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{plain}/health", timeout=30)
+
+    # a new password for carol: the old one is refused at once, the new one works
+    def as_carol(creds: dict) -> int:
+        auth = (creds["MLFLOW_TRACKING_USERNAME"], creds["MLFLOW_TRACKING_PASSWORD"])
+        url = f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
+        return httpx.get(url, auth=auth, verify=team[CLIENT[0]], timeout=30).status_code
+
+    old = team["users"]["carol"]
+    res = edgekd(repo, "team", "user", "passwd", "carol", "--dir", str(team["dir"]), env=team["env"])
+    assert res.returncode == 0 and old["MLFLOW_TRACKING_PASSWORD"] not in res.stdout + res.stderr
+    new = exports(team["dir"] / "users" / "carol.env")
+    assert (as_carol(old), as_carol(new)) == (401, 200)
+    team["users"]["carol"] = new
 
 
 def test_a_promotion_waits_for_the_database_lock_another_machine_holds(clones, team):
@@ -343,13 +444,40 @@ def test_deploy_registers_on_the_team_prefect_server_for_workers_elsewhere(clone
     res = edgekd(a, "deploy", "--no-worker", env=env_a, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "prefect worker start --pool edgekd" in res.stdout
-    req = urllib.request.Request(
-        f"{team['PREFECT_API_URL']}/deployments/filter",
-        data=b"{}",
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    assert "edgekd-pool" in [d["name"] for d in json.loads(urllib.request.urlopen(req, timeout=30).read())]
+    assert "edgekd-pool" in [d["name"] for d in prefect(team, "deployments/filter").json()]
+
+
+def test_no_password_or_token_in_logs_the_mlflow_store_prefect_or_the_process_table(team, clones, origin):
+    """Every secret (the database password, MLflow's admin password and CSRF key, Prefect's auth string, each
+    user's password) is only in the 0600 files that hold it: not in a log, a run's params or tags, a registered
+    model's or version's tags, Prefect's logs and deployments, nor any process's command line."""
+    import psutil
+
+    from flows.infra.team.settings import ServerSecrets, password
+
+    server = ServerSecrets.of(team["dir"])
+    secrets = [password(team["dir"]), server.mlflow_admin_password, server.flask_secret_key]
+    secrets += [server.prefect_auth_string.split(":", 1)[1]] + [
+        u["MLFLOW_TRACKING_PASSWORD"] for u in team["users"].values()
+    ]
+    roots = [team["dir"], origin, clones["a"][0], clones["b"][0]]
+    texts = {str(p): p.read_text(errors="replace") for r in roots for p in Path(r).rglob("*.log") if p.is_file()}
+    c = registry(team)
+    for exp in c.search_experiments():
+        for run in c.search_runs([exp.experiment_id], max_results=1000):
+            texts[f"run {run.info.run_id}"] = json.dumps([run.data.params, run.data.tags])
+    for rm in c.search_registered_models():
+        texts[f"model {rm.name}"] = json.dumps(rm.tags)
+        for mv in c.search_model_versions(f"name='{rm.name}'"):
+            texts[f"version {mv.version}"] = json.dumps([mv.tags, mv.description])
+    texts["prefect logs"] = prefect(team, "logs/filter").text
+    texts["prefect deployments"] = prefect(team, "deployments/filter").text
+    texts["prefect flow runs"] = prefect(team, "flow_runs/filter").text
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        texts[f"pid {proc.info['pid']}"] = " ".join(proc.info["cmdline"] or [])
+    assert len(texts) > 20 and any("team" in k for k in texts)
+    leaks = [(where, n) for n, secret in enumerate(secrets) for where, text in texts.items() if secret in text]
+    assert not leaks
 
 
 def test_team_down_stops_every_server_and_leaves_nothing_running(team, repo):

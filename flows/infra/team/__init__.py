@@ -6,10 +6,11 @@ registry, one Prefect API and one database for the promotion guard's advisory lo
 
 - PostgreSQL (Debian's package) with the databases `mlflow`, `prefect` and `edgekd`, one role `edgekd` whose
   random password is generated once and kept in TEAM_DIR/password;
-- `mlflow server` on the `mlflow` database, proxying artifacts to TEAM_DIR/artifacts (or a shared bucket);
-- `prefect server start` on the `prefect` database;
+- `mlflow server` on the `mlflow` database, proxying artifacts to TEAM_DIR/artifacts (or a shared bucket), with
+  MLflow's basic auth and edgekd's roles (mlflow_auth.py; users: users.py);
+- Prefect's server on the `prefect` database, with an auth string;
 
-and writes TEAM_DIR/team.env, the three settings clients source. `team down` stops them and keeps the data: a
+both behind TLS (tls.py), and writes TEAM_DIR/team.env, the settings clients source. `team down` stops them and keeps the data: a
 later `up` finds the same registry and flow runs. Deleting TEAM_DIR deletes all of it.
 
 Every server runs in its own session, so neither a Ctrl-C in the terminal nor the end of `up` stops it. Each

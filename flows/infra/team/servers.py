@@ -4,6 +4,7 @@ each in a session of its own and marked with EDGEKD_TEAM_SERVER so that `down` f
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -11,12 +12,13 @@ from pathlib import Path
 
 from flows.infra.environment import REAPER_TOKEN, TEAM_SERVER
 from flows.infra.processes import ServerStartError, healthy, marked, reap, wait_healthy
-from flows.infra.team import postgres
+from flows.infra.team import postgres, tls
 from flows.infra.team.settings import (
     PORT_FLAGS,
     USER,
     WILDCARDS,
     Resolved,
+    ServerSecrets,
     TeamError,
     TeamSettings,
     TeamState,
@@ -26,6 +28,22 @@ from flows.infra.team.settings import (
     write_file,
 )
 
+# A client's settings (team.env, a user's file): a server given them would point at itself or act as someone.
+CLIENT_VARIABLES = (
+    "PREFECT_API_URL",
+    "PREFECT_API_AUTH_STRING",
+    "PREFECT_API_SSL_CERT_FILE",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_SERVER_CERT_PATH",
+)
+AUTH_INI = """[mlflow]
+default_permission = {default}
+database_uri = sqlite:///{db}
+admin_username = admin
+authorization_function = flows.infra.team.mlflow_auth:authenticate
+"""
 LABELS = {"postgres": "PostgreSQL", "mlflow": "MLflow server", "prefect": "Prefect server"}
 # MLflow's own default Host allow-list (localhost and private networks), which --allowed-hosts replaces.
 MLFLOW_DEFAULT_HOSTS = [
@@ -37,6 +55,17 @@ MLFLOW_DEFAULT_HOSTS = [
     "192.168.*",
     *(f"172.{i}.*" for i in range(16, 32)),
 ]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What starting a server takes: where, with which settings, the database password, TLS and the secrets."""
+
+    team_dir: Path
+    r: Resolved
+    pw: str
+    tls: tls.Tls
+    secrets: ServerSecrets
 
 
 @dataclass(frozen=True)
@@ -67,15 +96,25 @@ def _child_env(team_dir: Path, name: str, **extra: str) -> dict:
     env[TEAM_SERVER.name] = f"{team_dir}#{name}"
     # Not the caller's: a client setting would point a server at itself, and a command's reaper token would have
     # the servers ended with the command that started them.
-    for var in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", REAPER_TOKEN.name):
+    for var in (*CLIENT_VARIABLES, REAPER_TOKEN.name):
         env.pop(var, None)
     return env
 
 
-def _mlflow_cmd(team_dir: Path, r: Resolved, pw: str) -> tuple[list[str], dict]:
+def _mlflow_cmd(x: Launch) -> tuple[list[str], dict]:
+    """`mlflow server` with its basic-auth app (users and their permissions in TEAM_DIR/mlflow-auth.db, edgekd's
+    roles on top: mlflow_auth.py) behind TLS."""
+    r = x.r
+    ini = x.team_dir / "mlflow-auth.ini"
+    # Nothing but MLflow's permissions for what edgekd's roles do not decide: a user reads what nobody restricted.
+    write_file(ini, AUTH_INI.format(default="READ", db=x.team_dir / "mlflow-auth.db"))
     cmd = [
         "mlflow",
         "server",
+        "--app-name",
+        "basic-auth",
+        "--uvicorn-opts",
+        shlex.join(["--ssl-keyfile", str(x.tls.key), "--ssl-certfile", str(x.tls.cert)]),
         "--artifacts-destination",
         r.artifacts_destination,
         "--host",
@@ -88,26 +127,53 @@ def _mlflow_cmd(team_dir: Path, r: Resolved, pw: str) -> tuple[list[str], dict]:
     if r.s.host in WILDCARDS:
         # MLflow 3 answers only Host headers it knows; the list replaces its default (localhost, private networks).
         cmd += ["--allowed-hosts", ",".join([r.advertise, f"{r.advertise}:*", *MLFLOW_DEFAULT_HOSTS])]
-    # The store URI through the environment (--backend-store-uri's own variable): on the command line the password
-    # would show in everyone's `ps`.
-    # No job runner: its huey consumers serve MLflow's GenAI jobs (trace scoring), which edgekd does not use.
+    # Secrets and the store URI (it holds the database password) through the environment: on the command line they
+    # would show in everyone's `ps`. No job runner: its huey consumers serve MLflow's GenAI jobs (trace scoring),
+    # which edgekd does not use.
     return cmd, _child_env(
-        team_dir, "mlflow", MLFLOW_BACKEND_STORE_URI=r.db_url(pw, "mlflow"), MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"
+        x.team_dir,
+        "mlflow",
+        MLFLOW_BACKEND_STORE_URI=r.db_url(x.pw, "mlflow"),
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        MLFLOW_AUTH_CONFIG_PATH=str(ini),
+        MLFLOW_AUTH_ADMIN_PASSWORD=x.secrets.mlflow_admin_password,
+        MLFLOW_FLASK_SERVER_SECRET_KEY=x.secrets.flask_secret_key,
     )
 
 
-def _prefect_cmd(team_dir: Path, r: Resolved, pw: str) -> tuple[list[str], dict]:
-    home = team_dir / "prefect-home"
+def _prefect_cmd(x: Launch) -> tuple[list[str], dict]:
+    """Prefect's API and UI under uvicorn with TLS (what `prefect server start` runs, which has no TLS options),
+    every request but its health check authenticated with the team's auth string."""
+    import prefect
+
+    r = x.r
+    home = x.team_dir / "prefect-home"
     home.mkdir(exist_ok=True)
-    cmd = ["prefect", "server", "start", "--host", r.s.host, "--port", str(r.s.prefect_port)]
+    cmd = [
+        "uvicorn",
+        "--app-dir",
+        str(Path(prefect.__file__).parent.parent),
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        r.s.host,
+        "--port",
+        str(r.s.prefect_port),
+        "--ssl-keyfile",
+        str(x.tls.key),
+        "--ssl-certfile",
+        str(x.tls.cert),
+    ]
     return cmd, _child_env(
-        team_dir,
+        x.team_dir,
         "prefect",
-        PREFECT_API_DATABASE_CONNECTION_URL=r.db_url(pw, "prefect", "postgresql+asyncpg"),
+        PREFECT_API_DATABASE_CONNECTION_URL=r.db_url(x.pw, "prefect", "postgresql+asyncpg"),
         PREFECT_HOME=str(home),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_API_AUTH_STRING=x.secrets.prefect_auth_string,
+        PREFECT__SERVER_FINAL="1",
         # The UI in a browser elsewhere asks this URL for its API.
-        PREFECT_UI_API_URL=f"http://{r.advertise}:{r.s.prefect_port}/api",
+        PREFECT_UI_API_URL=f"https://{r.advertise}:{r.s.prefect_port}/api",
     )
 
 
@@ -149,7 +215,7 @@ def _to_start(team_dir: Path, r: Resolved, say) -> list[str]:
     ports = {"mlflow": ("--mlflow-port", r.s.mlflow_port), "prefect": ("--prefect-port", r.s.prefect_port)}
     for name in ("mlflow", "prefect"):
         left = processes(team_dir, name)
-        if left and healthy(urls[name]):
+        if left and healthy(urls[name], r.ca):
             say(f"{LABELS[name]} already running on {urls[name]}")
             continue
         if left:  # alive but not answering: a broken server, or workers whose `mlflow server` died
@@ -160,26 +226,33 @@ def _to_start(team_dir: Path, r: Resolved, say) -> list[str]:
     return out
 
 
-def _start(
-    team_dir: Path, r: Resolved, pw: str, names: list[str], timeout: float, say
-) -> dict[str, tuple[subprocess.Popen, Path]]:
+def _start(x: Launch, names: list[str], timeout: float, say) -> dict[str, tuple[subprocess.Popen, Path]]:
     """Start the servers `names` at once (each runs its database migrations first) and wait until they answer;
     on failure stop those started and raise TeamError. Returns {name: (process, log)}."""
-    urls, started = r.health_urls(), {}
+    urls, started = x.r.health_urls(), {}
     build = {"mlflow": _mlflow_cmd, "prefect": _prefect_cmd}
     try:
         for name in names:
-            cmd, env = build[name](team_dir, r, pw)
-            started[name] = _launch(team_dir, name, cmd, env)
+            cmd, env = build[name](x)
+            started[name] = _launch(x.team_dir, name, cmd, env)
             say(f"starting the {LABELS[name]} on {urls[name].removesuffix('/api')} (log {started[name][1]})")
-        wait_healthy({LABELS[n]: (proc, log, urls[n]) for n, (proc, log) in started.items()}, timeout)
+        wait_healthy({LABELS[n]: (proc, log, urls[n]) for n, (proc, log) in started.items()}, timeout, cafile=x.r.ca)
     except BaseException as e:
         for name in started:
-            _stop(team_dir, name)
+            _stop(x.team_dir, name)
         if isinstance(e, ServerStartError):
             raise TeamError(str(e)) from None
         raise
     return started
+
+
+def _tls(team_dir: Path, r: Resolved, say) -> tls.Tls:
+    s = r.s
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise TeamError("--tls-cert and --tls-key go together: give both, or neither for a self-signed CA")
+    if s.tls_cert and s.tls_key:
+        return tls.users_own(team_dir, s.tls_cert, s.tls_key, s.tls_ca)
+    return tls.self_signed(team_dir, r.advertise, say)
 
 
 def up(team_dir: str | Path, startup_timeout: float = 180.0, say=print, **asked) -> dict[str, str]:
@@ -192,15 +265,19 @@ def up(team_dir: str | Path, startup_timeout: float = 180.0, say=print, **asked)
     r = Resolved.of(team_dir, settings := _settings(team_dir, state, asked))
     if "://" not in r.artifacts_destination:
         Path(r.artifacts_destination).mkdir(parents=True, exist_ok=True)
+    certs = _tls(team_dir, r, say)
+    secrets = ServerSecrets.of(team_dir)
     names = _to_start(team_dir, r, say)
     pw, pg_record = postgres.start(team_dir, r, say)
     try:
-        started = _start(team_dir, r, pw, names, startup_timeout, say)
+        started = _start(Launch(team_dir, r, pw, certs, secrets), names, startup_timeout, say)
     except BaseException:
         if pg_record:
             postgres.stop(team_dir)
         raise
-    env = r.client_env(pw)
+    if (auth_db := team_dir / "mlflow-auth.db").is_file():
+        auth_db.chmod(0o600)  # MLflow made it; it holds the users' password hashes
+    env = r.client_env(pw, secrets)
     servers = dict(state.servers) | ({"postgres": pg_record} if pg_record else {})
     advertised = {"mlflow": env["MLFLOW_TRACKING_URI"], "prefect": env["PREFECT_API_URL"]}
     for name, (proc, log) in started.items():
@@ -209,7 +286,7 @@ def up(team_dir: str | Path, startup_timeout: float = 180.0, say=print, **asked)
     if not started and not pg_record:
         say(f"the team in {team_dir} is already up")
     TeamState(settings=settings, servers=servers).write(team_dir)
-    # 0600: it carries the database password.
+    # 0600: it carries the database password and Prefect's auth string.
     write_file(team_dir / "team.env", "".join(f"export {k}={v}\n" for k, v in env.items()), 0o600)
     return env
 
@@ -248,6 +325,6 @@ def status(team_dir: str | Path) -> dict[str, ServerState]:
         pg_ok = False
     return {
         "postgres": ServerState(f"postgresql://{USER}@{r.advertise}:{r.s.pg_port}", pg_ok),
-        "mlflow": ServerState(f"http://{r.advertise}:{r.s.mlflow_port}", healthy(urls["mlflow"])),
-        "prefect": ServerState(f"http://{r.advertise}:{r.s.prefect_port}/api", healthy(urls["prefect"])),
+        "mlflow": ServerState(f"https://{r.advertise}:{r.s.mlflow_port}", healthy(urls["mlflow"], r.ca)),
+        "prefect": ServerState(f"https://{r.advertise}:{r.s.prefect_port}/api", healthy(urls["prefect"], r.ca)),
     }

@@ -34,6 +34,9 @@ class TeamSettings(BaseModel):
     mlflow_port: int = 5000
     prefect_port: int = 4200
     artifacts_destination: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
 
 
 PORT_FLAGS = {
@@ -43,6 +46,9 @@ PORT_FLAGS = {
     "mlflow_port": "--mlflow-port",
     "prefect_port": "--prefect-port",
     "artifacts_destination": "--artifacts-destination",
+    "tls_cert": "--tls-cert",
+    "tls_key": "--tls-key",
+    "tls_ca": "--tls-ca",
 }
 
 
@@ -93,6 +99,7 @@ class Resolved:
     advertise: str
     artifacts_destination: str
     local: str
+    team_dir: Path
 
     @classmethod
     def of(cls, team_dir: Path, s: TeamSettings) -> Resolved:
@@ -103,26 +110,64 @@ class Resolved:
             advertise,
             dest if "://" in dest else str(Path(dest).resolve()),
             "127.0.0.1" if s.host in WILDCARDS else s.host,
+            team_dir,
         )
 
-    def client_env(self, password: str) -> dict[str, str]:
-        """What team.env exports: every URL names the advertised host, so it works from other machines too."""
+    @property
+    def ca(self) -> Path:
+        """What clients verify the servers' certificate with (tls.py puts the team's CA, or the user's, there)."""
+        return self.team_dir / "tls" / "ca.pem"
+
+    def client_env(self, password: str, secrets: ServerSecrets) -> dict[str, str]:
+        """What team.env exports: every URL names the advertised host, so it works from other machines too; both
+        clients verify the servers against the team's CA. A user's own name and password come from their file
+        (`team user add`), not from here."""
         pw, adv, s = quote(password, safe=""), self.advertise, self.s
         return {
-            "MLFLOW_TRACKING_URI": f"http://{adv}:{s.mlflow_port}",
-            "PREFECT_API_URL": f"http://{adv}:{s.prefect_port}/api",
+            "MLFLOW_TRACKING_URI": f"https://{adv}:{s.mlflow_port}",
+            "MLFLOW_TRACKING_SERVER_CERT_PATH": str(self.ca),
+            "PREFECT_API_URL": f"https://{adv}:{s.prefect_port}/api",
+            "PREFECT_API_SSL_CERT_FILE": str(self.ca),
+            "PREFECT_API_AUTH_STRING": secrets.prefect_auth_string,
             "EDGEKD_DATABASE_URL": f"postgresql://{USER}:{pw}@{adv}:{s.pg_port}/edgekd",
         }
 
     def health_urls(self) -> dict[str, str]:
         # Checked from here, through the local address: the advertised name need not resolve on this machine.
         return {
-            "mlflow": f"http://{self.local}:{self.s.mlflow_port}",
-            "prefect": f"http://{self.local}:{self.s.prefect_port}/api",
+            "mlflow": f"https://{self.local}:{self.s.mlflow_port}",
+            "prefect": f"https://{self.local}:{self.s.prefect_port}/api",
         }
 
     def db_url(self, password: str, db: str, driver: str = "postgresql") -> str:
         return f"{driver}://{USER}:{quote(password, safe='')}@{self.local}:{self.s.pg_port}/{db}"
+
+
+class ServerSecrets(BaseModel):
+    """TEAM_DIR/secrets.json (0600), made once: the MLflow admin's password (`team user` acts as the admin), the key
+    MLflow signs its CSRF tokens with, and the string every Prefect client authenticates with. The servers get
+    them through their environment, never their command line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mlflow_admin_password: str
+    flask_secret_key: str
+    prefect_auth_string: str
+
+    @classmethod
+    def of(cls, team_dir: Path) -> ServerSecrets:
+        import secrets
+
+        path = team_dir / "secrets.json"
+        if path.is_file():
+            return cls.model_validate_json(path.read_text())
+        made = cls(
+            mlflow_admin_password=secrets.token_urlsafe(24),
+            flask_secret_key=secrets.token_hex(32),
+            prefect_auth_string=f"edgekd:{secrets.token_urlsafe(24)}",
+        )
+        write_file(path, made.model_dump_json(indent=2) + "\n", 0o600)
+        return made
 
 
 def password(team_dir: Path) -> str:
