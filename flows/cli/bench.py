@@ -50,10 +50,25 @@ def positive(text: str) -> int:
 def add_parser(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks (not tests): kd compares KD methods against the plain student")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
+    _add_kd(bsub)
+    br = bsub.add_parser(
+        "rerun",
+        help="time `edgekd run` twice in a row in a fresh clone of the project (HEAD): "
+        "the first run against a no-change re-run, as a ratio",
+    )
+    add_dataset(br)
+    br.add_argument("--keep", action="store_true", help="keep the clone (its logs, store and data) for inspection")
+    br.add_argument("--json", metavar="PATH", help="write both wall times, the ratio and the version counts here")
+    br.set_defaults(fn=cmd_bench_rerun)
+    _add_soak(bsub)
+
+
+def _add_kd(bsub) -> None:
     bk = bsub.add_parser(
         "kd",
-        help="train the teacher, then every width x method x seed student and the "
-        "equal-budget plain student; report mean ± std and teacher-gap recovery",
+        help="train the teacher, then every width x method x seed x split student and the "
+        "equal-budget plain student; report mean ± std, each method's paired gain over plain with its 95% "
+        "interval and verdict, and teacher-gap recovery",
     )
     add_dataset(bk, DATASET_HELP)
     bk.add_argument(
@@ -63,7 +78,17 @@ def add_parser(sub) -> None:
         metavar="W,W,...",
         help="student widths (default: the dataset's student.width)",
     )
-    bk.add_argument("--seeds", type=positive, default=3, metavar="N", help="seeds per width and method (default 3)")
+    bk.add_argument(
+        "--seeds", type=positive, default=5, metavar="N", help="seeds per width, method and split (default 5)"
+    )
+    bk.add_argument(
+        "--splits",
+        type=positive,
+        default=1,
+        metavar="K",
+        help="draw train and val K times (stratified, seeded; test fixed), a teacher on each, so that the method "
+        "chosen on val is the best over seeds x splits, not tuned to one split (default 1: the prepared split)",
+    )
     bk.add_argument(
         "--methods",
         type=lambda t: [m.strip() for m in t.split(",") if m.strip()],
@@ -88,18 +113,12 @@ def add_parser(sub) -> None:
         "either way for the same seeds",
     )
     add_set(bk, SET_HELP.replace("for this run", "for the benchmark"))
-    bk.add_argument("--json", metavar="PATH", help="write the rows and the teacher's accuracy here")
-    bk.set_defaults(fn=cmd_bench_kd)
-    br = bsub.add_parser(
-        "rerun",
-        help="time `edgekd run` twice in a row in a fresh clone of the project (HEAD): "
-        "the first run against a no-change re-run, as a ratio",
+    bk.add_argument(
+        "--json",
+        metavar="PATH",
+        help="write the conditions, every student's accuracies, the paired differences, intervals and verdicts here",
     )
-    add_dataset(br)
-    br.add_argument("--keep", action="store_true", help="keep the clone (its logs, store and data) for inspection")
-    br.add_argument("--json", metavar="PATH", help="write both wall times, the ratio and the version counts here")
-    br.set_defaults(fn=cmd_bench_rerun)
-    _add_soak(bsub)
+    bk.set_defaults(fn=cmd_bench_kd)
 
 
 def _add_soak(bsub) -> None:
@@ -136,6 +155,7 @@ def cmd_bench_kd(args) -> int:
             dataset=args.dataset,
             widths=args.widths,
             seeds=args.seeds,
+            splits=args.splits,
             methods=args.methods,
             labelled_fraction=args.labelled_fraction,
             overrides=overrides(args),

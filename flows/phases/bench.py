@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from components import kd
-from components.bench import Accuracy, BenchCell, BenchRow
+from components.bench import BenchCell, BenchRow
 from components.config import PipelineConfig
 from flows.phases.context import Run
 from flows.reporting.bench import BenchResult, width_plot
@@ -31,27 +31,34 @@ def runnable(names: list[str], has_pool: bool, teacher_is_module: bool) -> tuple
 
 
 def _specs(
-    cfg: PipelineConfig, data: DataRef, teacher: TeacherRef, widths: list[int], seeds: int, names: list[str]
+    cfg: PipelineConfig, splits: dict[int, tuple[DataRef, TeacherRef]], widths: list[int], seeds: int, names: list[str]
 ) -> dict[tuple, list[StudentSpec]]:
-    """Per (width, seed, method): the students it trains (a sweep several, its plain variant the plain student)."""
+    """Per (width, seed, split, method): the students it trains (a sweep several, its plain variant the plain
+    student); `splits`: each split's data and the teacher trained on it."""
     out = {}
     for width in widths:
         for seed in range(seeds):
-            out[(width, seed, "plain")] = [StudentSpec.of(cfg, data, kd.PLAIN, None, seed=seed, width=width)]
-            for name in names:
-                out[(width, seed, name)] = [
-                    StudentSpec.of(cfg, data, v, teacher, seed=seed, width=width)
-                    for v in kd.make(name, cfg.distill.options(name)).variants()
-                ]
+            for k, (data, teacher) in splits.items():
+                out[(width, seed, k, "plain")] = [StudentSpec.of(cfg, data, kd.PLAIN, None, seed=seed, width=width)]
+                for name in names:
+                    out[(width, seed, k, name)] = [
+                        StudentSpec.of(cfg, data, v, teacher, seed=seed, width=width)
+                        for v in kd.make(name, cfg.distill.options(name)).variants()
+                    ]
     return out
 
 
 def students(
-    run: Run, data: DataRef, teacher: TeacherRef, widths: list[int], seeds: int, names: list[str], workers: int
+    run: Run,
+    splits: dict[int, tuple[DataRef, TeacherRef]],
+    widths: list[int],
+    seeds: int,
+    names: list[str],
+    workers: int,
 ) -> list[BenchRow]:
-    """Per width and seed: the plain student, then each method's student (a sweep keeps its best on val). With
-    `workers` > 1 every distinct student is a task on the flow's Dask workers, all submitted at once."""
-    jobs = _specs(run.cfg, data, teacher, widths, seeds, names)
+    """Per width, seed and split: the plain student, then each method's student (a sweep keeps its best on val).
+    With `workers` > 1 every distinct student is a task on the flow's Dask workers, all submitted at once."""
+    jobs = _specs(run.cfg, splits, widths, seeds, names)
     unique = {s.key(): s for specs in jobs.values() for s in specs}
     run.log.info(
         f"{len(unique)} students to train or take from the cache, "
@@ -66,30 +73,29 @@ def students(
     else:
         done = {k: bench_student(s) for k, s in unique.items()}
     rows, plain = [], {}
-    for (width, seed, method), specs in jobs.items():  # plain first for each width and seed
+    for (width, seed, k, method), specs in jobs.items():  # plain first for each width, seed and split
         outs = {s.variant.label: done[s.key()] for s in specs}
         best = max(outs, key=lambda label: outs[label].val_accuracy)  # a sweep picks on val
-        rows.append(row := _row(width, method, seed, outs[best], best))
+        acc = outs[best]
+        row = BenchRow(
+            width=width,
+            method=method,
+            seed=seed,
+            split=k,
+            val_accuracy=acc.val_accuracy,
+            test_accuracy=acc.test_accuracy,
+            variant=best,
+        )
+        rows.append(row)
         if method == "plain":
-            plain[(width, seed)] = row
+            plain[(width, seed, k)] = row
             continue
-        base = plain[(width, seed)]
+        base = plain[(width, seed, k)]
         run.log.info(
-            f"width {width} seed {seed} {method}: val {row.val_accuracy:.4f} test {row.test_accuracy:.4f} "
+            f"width {width} seed {seed} split {k} {method}: val {row.val_accuracy:.4f} test {row.test_accuracy:.4f} "
             f"(plain: val {base.val_accuracy:.4f} test {base.test_accuracy:.4f})"
         )
     return rows
-
-
-def _row(width: int, method: str, seed: int, acc: Accuracy, variant: str) -> BenchRow:
-    return BenchRow(
-        width=width,
-        method=method,
-        seed=seed,
-        val_accuracy=acc.val_accuracy,
-        test_accuracy=acc.test_accuracy,
-        variant=variant,
-    )
 
 
 def track(run: Run, table: list[BenchCell], result: BenchResult, text: str) -> None:
@@ -104,12 +110,16 @@ def track(run: Run, table: list[BenchCell], result: BenchResult, text: str) -> N
         metrics |= {f"{key}.val_mean": r.val.mean, f"{key}.test_mean": r.test.mean, f"{key}.test_std": r.test.std}
         if r.recovery is not None:
             metrics[f"{key}.recovery"] = r.recovery
+        if r.test_gain is not None:
+            metrics[f"{key}.test_gain"] = r.test_gain.mean
+            metrics |= {f"{key}.test_gain_{b}": v for b in ("lo", "hi") if (v := getattr(r.test_gain, b)) is not None}
     tr.metrics(run.parent, metrics)
     tr.tags(
         run.parent,
         {
             "labelled_fraction": result.labelled_fraction,
             "chosen": ", ".join(f"w{w}: {m}" for w, m in result.chosen.items()),
+            "verdicts": ", ".join(f"w{r.width} {r.method}: {r.verdict}" for r in table if r.verdict),
         },
     )
     tr.json(run.parent, result.as_json(), "bench_kd.json")

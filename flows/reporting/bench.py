@@ -1,12 +1,13 @@
 """What `edgekd bench kd` shows: the table of mean ± std accuracy per width and method with the method chosen on
-val and its recovery of the teacher - plain gap, its JSON, and the accuracy-vs-width plot."""
+val, each method's paired difference against plain with its interval, recovery and verdict, the conditions the
+numbers hold under, its JSON, and the accuracy-vs-width plot."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.bench import Accuracy, BenchCell, BenchRow, chosen
+from components.bench import Accuracy, BenchCell, BenchRow, Conditions, chosen
 from flows.reporting.plots import _pyplot
 
 
@@ -14,10 +15,20 @@ from flows.reporting.plots import _pyplot
 class BenchResult:
     dataset: str
     labelled_fraction: float
-    teacher: Accuracy
+    teachers: dict[int, Accuracy]  # split -> the teacher trained on it
     rows: list[BenchRow]
     table: list[BenchCell]
     skipped: dict[str, str]  # method -> why the data or the teacher cannot serve it
+    conditions: Conditions
+
+    @property
+    def teacher(self) -> Accuracy:
+        """The teacher's accuracy, averaged over splits."""
+        ts = list(self.teachers.values())
+        return Accuracy(
+            val_accuracy=sum(t.val_accuracy for t in ts) / len(ts),
+            test_accuracy=sum(t.test_accuracy for t in ts) / len(ts),
+        )
 
     @property
     def chosen(self) -> dict[str, str]:
@@ -29,7 +40,9 @@ class BenchResult:
         return {
             "dataset": self.dataset,
             "labelled_fraction": self.labelled_fraction,
+            "conditions": self.conditions.model_dump(),
             "teacher": self.teacher.model_dump(),
+            "teachers": {str(k): t.model_dump() for k, t in self.teachers.items()},
             "rows": [r.model_dump() for r in self.rows],
             "table": [r.model_dump() for r in self.table],
             "chosen": self.chosen,
@@ -38,24 +51,32 @@ class BenchResult:
 
 
 def render(result: BenchResult, min_margin: float = 0.0) -> str:
-    teacher, table = result.teacher, result.table
+    teacher, table, c = result.teacher, result.table, result.conditions
     best = chosen(table)
     lines = [
         f"KD bench on {result.dataset} (labelled fraction {result.labelled_fraction:g}): accuracy through ONNX "
-        f"Runtime, mean ± std over seeds; teacher val {teacher.val_accuracy:.4f}, test {teacher.test_accuracy:.4f}",
-        f"{'width':>5}  {'method':<18} {'val':>15}  {'test':>15}  {'recovery':>8}",
+        f"Runtime, mean ± std over {c.seeds} seed(s) x {c.splits} split(s); teacher val "
+        f"{teacher.val_accuracy:.4f}, test {teacher.test_accuracy:.4f}",
+        f"conditions: {c.threads} training thread(s), deterministic algorithms {c.deterministic}, torch {c.torch}, "
+        f"commit {c.commit[:12]}, {c.date}",
+        f"{'width':>5}  {'method':<18} {'val':>15}  {'test':>15}  {'test - plain, points [95% CI]':>30}  "
+        f"{'recovery [95% CI]':>22}  verdict",
     ]
     for r in table:
         mark = " <- chosen on val" if best.get(r.width) is r else ""
-        rec = "" if r.recovery is None else f"{r.recovery * 100:7.1f}%"
+        gain = "" if r.test_gain is None else r.test_gain.text()
+        rec = "" if r.recovery_interval is None else r.recovery_interval.text(unit="%")
         lines.append(
-            f"{r.width:>5}  {r.method:<18} {r.val.mean:.4f} ± {r.val.std:.4f}  "
-            f"{r.test.mean:.4f} ± {r.test.std:.4f}  {rec:>8}{mark}"
+            f"{r.width:>5}  {r.method:<18} {r.val.mean:.4f} ± {r.val.std:.4f}  {r.test.mean:.4f} ± "
+            f"{r.test.std:.4f}  {gain:>30}  {rec:>22}  {r.verdict or ''}{mark}"
         )
-    lines.append(
-        "recovery = (method - plain) / (teacher - plain) on mean test accuracy; plain is the same student "
-        "trained without a teacher on the same budget"
-    )
+    lines += [
+        f"test - plain: the paired difference against the plain student of the same seed and split (the same "
+        f"student trained without a teacher on the same budget), mean and {c.interval}, over "
+        f"{c.seeds * c.splits} pair(s); recovery = (method - plain) / (teacher - plain) per pair",
+        "a method gains only where its whole test interval is above zero; where it contains zero: no measurable "
+        "gain; below zero: a loss",
+    ]
     lines += [
         f"width {r.width}: the teacher is not clearly stronger than the plain student (val "
         f"{teacher.val_accuracy:.4f} vs {r.val.mean:.4f}, margin below teacher.min_margin "

@@ -194,7 +194,9 @@ class Report:
         else:
             out.append(
                 f"KD gain ({self.kd_variant} vs the same student trained without a teacher on the same "
-                f"budget, {m}): val {gain.val * 100:+.2f} points, test {gain.test * 100:+.2f} points."
+                f"budget, {m}): val {gain.val * 100:+.2f} points, test {gain.test * 100:+.2f} points. One seed "
+                f"of one split: a difference of this size can be noise; `edgekd bench kd --seeds 5 --splits 3` "
+                "gives it with its 95% interval."
             )
         if not self.teacher_strong:
             out.append(

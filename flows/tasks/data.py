@@ -77,6 +77,10 @@ def load_data(ref: DataRef) -> Prepared:
     root = Path(ref.root)
     splits, spec = layout.load_splits(root, ref.name), layout.load_spec(root, ref.name)
     pool = layout.load_pool(root, ref.name)
+    if ref.split:
+        from components.bench import resplit
+
+        splits["train"], splits["val"] = resplit(splits["train"], splits["val"], ref.split)
     if ref.labelled_fraction < 1:
         from components.bench import labelled_subset
 

@@ -68,6 +68,7 @@ class DataRef(Spec):
     classes: list[str]
     labelled_fraction: float = 1.0  # `bench kd --labelled-fraction`: the stratified part of train that keeps labels
     subset_seed: int = 0
+    split: int = 0  # `bench kd --splits`: train and val drawn again with this seed (0: as prepared)
 
 
 class Member(Spec):

@@ -121,18 +121,35 @@ def _onnx_teacher(path: Path) -> None:
 
 
 def test_the_bench_gives_the_same_numbers_serially_and_on_dask_workers(project, cli, tmp_path):
-    """Each student trains single-threaded from its seed, whether one after another in this process or side by
-    side on Dask worker processes: the rows are the same, number for number."""
+    """Each student trains on `train.threads` threads from its seed, whether one after another in this process or
+    side by side on Dask worker processes: the rows are the same, number for number. Over two seeds and two splits,
+    each method's paired differences against plain come with their interval and verdict."""
     import shutil
 
-    args = ("bench", "kd", "--widths", "2", "--seeds", "2", "--methods", "hinton,dist")
+    args = ("bench", "kd", "--widths", "2", "--seeds", "2", "--splits", "2", "--methods", "hinton")
     out = {}
     for workers in ("1", "2"):
         shutil.rmtree(project / ".edgekd" / "artifacts" / "student", ignore_errors=True)  # trained anew each time
         assert cli(project, *args, "--workers", workers, "--json", str(tmp_path / f"{workers}.json")) == 0
         out[workers] = json.loads((tmp_path / f"{workers}.json").read_text())
-    assert len(out["1"]["rows"]) == 6 and out["2"]["rows"] == out["1"]["rows"]
+    assert len(out["1"]["rows"]) == 8 and out["2"]["rows"] == out["1"]["rows"]
     assert out["2"]["table"] == out["1"]["table"]
+    result = out["1"]
+    assert {(r["seed"], r["split"]) for r in result["rows"]} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert result["conditions"]["threads"] == 1 and result["conditions"]["splits"] == 2
+    assert set(result["teachers"]) == {"0", "1"}
+    hinton = next(c for c in result["table"] if c["method"] == "hinton")
+    plain = {(r["seed"], r["split"]): r for r in result["rows"] if r["method"] == "plain"}
+    for p in hinton["pairs"]:
+        kd_row = next(
+            r for r in result["rows"] if (r["method"], r["seed"], r["split"]) == ("hinton", p["seed"], p["split"])
+        )
+        assert p["test_diff"] == pytest.approx(
+            kd_row["test_accuracy"] - plain[(p["seed"], p["split"])]["test_accuracy"]
+        )
+    gain = hinton["test_gain"]
+    assert gain["n"] == 4 and gain["lo"] <= gain["mean"] <= gain["hi"]
+    assert hinton["verdict"] == ("gain" if gain["lo"] > 0 else "loss" if gain["hi"] < 0 else "no measurable gain")
 
 
 def test_an_onnx_teacher_brought_by_the_user_teaches_and_is_measured_like_a_candidate(

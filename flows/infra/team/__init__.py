@@ -10,8 +10,8 @@ registry, one Prefect API and one database for the promotion guard's advisory lo
   MLflow's basic auth and edgekd's roles (mlflow_auth.py; users: users.py);
 - Prefect's server on the `prefect` database, with an auth string;
 
-both behind TLS (tls.py), and writes TEAM_DIR/team.env, the settings clients source. `team down` stops them and keeps the data: a
-later `up` finds the same registry and flow runs. Deleting TEAM_DIR deletes all of it.
+both behind TLS (tls.py), and writes TEAM_DIR/team.env, the settings clients source. `team down` stops them and
+keeps the data: a later `up` finds the same registry and flow runs. Deleting TEAM_DIR deletes all of it.
 
 Every server runs in its own session, so neither a Ctrl-C in the terminal nor the end of `up` stops it. Each
 carries EDGEKD_TEAM_SERVER in its environment, which every process it starts inherits: `down` finds them by it,
