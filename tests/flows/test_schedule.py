@@ -102,7 +102,7 @@ def test_deploy_runs_the_flow_from_a_work_pool_through_a_process_worker(served, 
     print(f"\ndeploy: worker ready {ready:.0f} s, run completed {ran:.0f} s after trigger, stopped in {stopped:.0f} s")
 
 
-def test_serve_on_an_interval_completes_scheduled_runs_and_stops_mid_run(
+def test_serve_on_an_interval_completes_a_scheduled_run_and_stops_mid_run(
     served, free_port, edgekd, wait_for, stop_and_check, flow_run_states
 ):
     root, environ = served
@@ -127,30 +127,31 @@ def test_serve_on_an_interval_completes_scheduled_runs_and_stops_mid_run(
     ) as proc:
         wait_for("serving", lambda: "serving deployment" in log.read_text(), proc, log, timeout=240)
         runs = wait_for(
-            "two completed scheduled runs",
-            lambda: at_least(2, completed(url, "edgekd-test", log)),
+            "a completed scheduled run",
+            lambda: at_least(1, completed(url, "edgekd-test", log)),
             proc,
             log,
             timeout=300,
             every=3,
         )
-        two = time.monotonic() - t0
-
-        assert all(r.auto_scheduled for r in runs)  # created by the server's scheduler, not triggered
-        starts = sorted(r.expected_start_time for r in runs)
-        assert (starts[1] - starts[0]).total_seconds() == 25
+        first = time.monotonic() - t0
+        scheduled = flow_runs(url, "edgekd-test")  # the scheduler creates the next runs ahead of time
+        assert all(r.auto_scheduled for r in scheduled)  # created by the server's scheduler, not triggered
+        starts = sorted(r.expected_start_time for r in scheduled)
+        assert len(starts) >= 2 and (starts[1] - starts[0]).total_seconds() == 25
         assert all(
             r.parameters == {"project_dir": str(root), "dataset": None, "overrides": {"gate.max_p95_ms": 45}}
-            for r in runs
+            for r in runs + scheduled
         )
-        # SIGTERM while the third scheduled run runs: it is cancelled and `serve` ends within 10 s.
-        wait_for("a third run in progress", lambda: running(url, "edgekd-test"), proc, log, timeout=120, every=0.5)
+        # SIGTERM while the next scheduled run runs: it is cancelled and `serve` ends within 10 s (the soak below
+        # completes five scheduled runs in a row).
+        wait_for("a second run in progress", lambda: running(url, "edgekd-test"), proc, log, timeout=120, every=0.5)
         taken = stop_and_check(proc, signal.SIGTERM, group=False)
         assert not healthy(url)
     states = [s for s in flow_run_states(root / ".prefect" / "serve") if s != "SCHEDULED"]
-    assert states.count("COMPLETED") >= 2 and states.count("CANCELLED") + states.count("CRASHED") == 1, states
+    assert states.count("COMPLETED") >= 1 and states.count("CANCELLED") + states.count("CRASHED") == 1, states
     assert "RUNNING" not in states and "PENDING" not in states, states
-    print(f"\nserve: two scheduled runs completed {two:.0f} s after start; SIGTERM mid-run: exited in {taken:.1f} s")
+    print(f"\nserve: a scheduled run completed {first:.0f} s after start; SIGTERM mid-run: exited in {taken:.1f} s")
 
 
 def test_a_short_soak_samples_every_run_and_finds_nothing_growing(served, free_port, edgekd):
