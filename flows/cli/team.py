@@ -60,9 +60,12 @@ def add_parser(sub) -> None:
     _add_user_parser(tsub)
 
 
-def _add_user_parser(tsub) -> None:
-    from flows.infra.team.mlflow_auth import ROLES
+# flows.infra.team.mlflow_auth.ROLES, spelled out: building the parser must not import the team's servers (the
+# device agent's install has neither PostgreSQL's client nor the pipeline).
+ROLES = ("viewer", "developer", "releaser")
 
+
+def _add_user_parser(tsub) -> None:
     user = tsub.add_parser(
         "user",
         help="the MLflow server's users and their roles: viewer (reads), developer (runs, registers, moves "

@@ -22,8 +22,10 @@ def ask(role, method, path, body=None, user="u", holds=False):
 
 
 def test_the_server_side_names_are_the_registry_s():
-    from flows.infra.team.mlflow_auth import ACTOR_TAGS
+    from flows.cli.team import ROLES as CLI_ROLES
+    from flows.infra.team.mlflow_auth import ACTOR_TAGS, ROLES
 
+    assert CLI_ROLES == ROLES
     assert PROTECTED_ALIAS == PRODUCTION
     assert {HISTORY_TAG, ARCHIVED, REGISTERED_BY, "audit."} == {k for k, _ in ACTOR_TAGS}
 
