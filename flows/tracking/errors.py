@@ -17,16 +17,8 @@ def unreachable(error: BaseException) -> bool:
     rather than the server refusing a request."""
     from mlflow.exceptions import MlflowException
 
-    seen = set()
-    while error is not None and id(error) not in seen:  # a chain of causes can loop back
-        seen.add(id(error))
-        text = str(error)
-        if isinstance(error, MlflowException) and (
-            "Max retries exceeded" in text or "Connection refused" in text or "Read timed out" in text
-        ):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    signs = ("Max retries exceeded", "Connection refused", "Read timed out")
+    return any(isinstance(e, MlflowException) and any(s in str(e) for s in signs) for e in _chain(error))
 
 
 def denied(error: BaseException) -> str | None:
@@ -34,15 +26,21 @@ def denied(error: BaseException) -> str | None:
     allow it), or None for any other error."""
     from mlflow.exceptions import MlflowException
 
+    for e in _chain(error):
+        if isinstance(e, MlflowException) and e.error_code == "UNAUTHENTICATED":
+            return "not authenticated: source your credentials (the file `edgekd team user add` wrote for you)"
+        if isinstance(e, MlflowException) and e.error_code == "PERMISSION_DENIED":
+            return str(e).split("Response body: ", 1)[-1].strip("'")
+    return None
+
+
+def _chain(error: BaseException | None):
+    """`error`, then what caused it, and so on (a chain of causes can loop back: each once)."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, MlflowException) and error.error_code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
-            if error.error_code == "UNAUTHENTICATED":
-                return "not authenticated: source your credentials (the file `edgekd team user add` wrote for you)"
-            return str(error).split("Response body: ", 1)[-1].strip("'")
+        yield error
         error = error.__cause__ or error.__context__
-    return None
 
 
 def stopped(error: BaseException | None) -> bool:
