@@ -89,7 +89,10 @@ def _bench(run: Run, grid: Grid, methods: list[str]) -> tuple[str, BenchResult]:
     )
     text = render(result, cfg.teacher.min_margin)
     track(run, result.table, result, text)
-    log.info("bench kd\n" + text)
+    log.info(  # the table itself is the command's output and the MLflow run's artifact, not repeated here
+        "bench kd done: "
+        + "; ".join(f"width {c.width} {c.method}: {c.verdict}" for c in result.table if c.verdict is not None)
+    )
     return text, result
 
 

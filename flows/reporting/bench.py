@@ -59,20 +59,21 @@ def render(result: BenchResult, min_margin: float = 0.0) -> str:
         f"{teacher.val_accuracy:.4f}, test {teacher.test_accuracy:.4f}",
         f"conditions: {c.threads} training thread(s), deterministic algorithms {c.deterministic}, torch {c.torch}, "
         f"commit {c.commit[:12]}, {c.date}",
-        f"{'width':>5}  {'method':<18} {'val':>15}  {'test':>15}  {'test - plain, points [95% CI]':>30}  "
-        f"{'recovery [95% CI]':>22}  verdict",
+        f"{'width':>5}  {'method':<18} {'val':>15}  {'test':>15}  {'val - plain, points [95% CI]':>29}  "
+        f"{'test - plain, points [95% CI]':>30}  {'recovery [95% CI]':>22}  verdict",
     ]
     for r in table:
         mark = " <- chosen on val" if best.get(r.width) is r else ""
+        val_gain = "" if r.val_gain is None else r.val_gain.text()
         gain = "" if r.test_gain is None else r.test_gain.text()
         rec = "" if r.recovery_interval is None else r.recovery_interval.text(unit="%")
         lines.append(
             f"{r.width:>5}  {r.method:<18} {r.val.mean:.4f} ± {r.val.std:.4f}  {r.test.mean:.4f} ± "
-            f"{r.test.std:.4f}  {gain:>30}  {rec:>22}  {r.verdict or ''}{mark}"
+            f"{r.test.std:.4f}  {val_gain:>29}  {gain:>30}  {rec:>22}  {r.verdict or ''}{mark}"
         )
     lines += [
-        f"test - plain: the paired difference against the plain student of the same seed and split (the same "
-        f"student trained without a teacher on the same budget), mean and {c.interval}, over "
+        f"val - plain, test - plain: the paired difference against the plain student of the same seed and split "
+        f"(the same student trained without a teacher on the same budget), mean and {c.interval}, over "
         f"{c.seeds * c.splits} pair(s); recovery = (method - plain) / (teacher - plain) per pair",
         "a method gains only where its whole test interval is above zero; where it contains zero: no measurable "
         "gain; below zero: a loss",

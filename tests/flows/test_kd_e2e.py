@@ -58,7 +58,7 @@ def test_bench_runs_every_method_against_plain_and_logs_the_table(project, capsy
     plain = next(r for r in result["rows"] if r["method"] == "plain")
     chosen = next(r for r in result["rows"] if r["method"] == result["chosen"]["2"])  # picked on val, not test
     assert chosen["val_accuracy"] == max(r["val_accuracy"] for r in result["rows"] if r["method"] != "plain")
-    assert "recovery" in text and "<- chosen on val" in text and "plain" in text
+    assert "recovery" in text and "<- chosen on val" in text and "plain" in text and "val - plain" in text
     # the parent MLflow run holds the table, the rows and the accuracy-vs-width plot
     c = MlflowClient()
     run = c.search_runs([c.get_experiment_by_name("digits").experiment_id], "tags.stage = 'bench_kd'")[0]
