@@ -120,6 +120,7 @@ class Conditions(BaseModel):
     widths: list[int]
     labelled_fraction: float
     torch: str
+    cpu: str = ""  # torch's CPU kernel level (AVX2, AVX512, ...): another level rounds differently, so other weights
     commit: str
     date: str
     interval: str = "95%, Student's t over the paired (seed, split) differences, n - 1 degrees of freedom"

@@ -112,6 +112,7 @@ def conditions(run: Run, grid: Grid) -> Conditions:
         widths=grid.widths,
         labelled_fraction=grid.fraction,
         torch=torch.__version__,
+        cpu=torch.backends.cpu.get_cpu_capability(),
         commit=git_commit(run.root),
         date=datetime.date.today().isoformat(),
     )

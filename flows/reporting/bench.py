@@ -57,7 +57,8 @@ def render(result: BenchResult, min_margin: float = 0.0) -> str:
         f"KD bench on {result.dataset} (labelled fraction {result.labelled_fraction:g}): accuracy through ONNX "
         f"Runtime, mean ± std over {c.seeds} seed(s) x {c.splits} split(s); teacher val "
         f"{teacher.val_accuracy:.4f}, test {teacher.test_accuracy:.4f}",
-        f"conditions: {c.threads} training thread(s), deterministic algorithms {c.deterministic}, torch {c.torch}, "
+        f"conditions: {c.threads} training thread(s), deterministic algorithms {c.deterministic}, torch {c.torch} "
+        f"({c.cpu or 'CPU kernels not recorded'}), "
         f"commit {c.commit[:12]}, {c.date}",
         f"{'width':>5}  {'method':<18} {'val':>15}  {'test':>15}  {'val - plain, points [95% CI]':>29}  "
         f"{'test - plain, points [95% CI]':>30}  {'recovery [95% CI]':>22}  verdict",

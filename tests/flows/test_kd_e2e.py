@@ -48,6 +48,7 @@ def test_bench_runs_every_method_against_plain_and_logs_the_table(project, capsy
     text = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["dataset"] == "digits" and result["labelled_fraction"] == 0.5 and result["skipped"] == {}
+    assert result["conditions"]["cpu"] and f"({result['conditions']['cpu']})" in text  # the kernels that trained
     assert 0.5 < result["teacher"]["test_accuracy"] <= 1 and 0.5 < result["teacher"]["val_accuracy"] <= 1
     methods = {r["method"] for r in result["rows"]}
     assert methods == {"plain"} | set(kd.METHODS)  # every method of the catalogue ran, pseudo_label on the pool
