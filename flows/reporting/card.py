@@ -189,9 +189,10 @@ def _training(report: Report) -> str:
 
     t = report.cfg.train
     return (
-        f"- Training: seed {t.seed}, torch {torch.__version__} on {t.threads} CPU thread(s), deterministic "
-        f"algorithms {'on' if t.deterministic else 'off'} (`train.*`: another thread count rounds sums differently, "
-        "so `edgekd reproduce` rebuilds the same file only with these)"
+        f"- Training: seed {t.seed}, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()} kernels) on "
+        f"{t.threads} CPU thread(s), deterministic algorithms {'on' if t.deterministic else 'off'} (`train.*`: another "
+        "thread count or kernel level rounds sums differently, so `edgekd reproduce` rebuilds the same file only with "
+        "these)"
     )
 
 

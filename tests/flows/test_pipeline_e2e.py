@@ -484,6 +484,9 @@ def test_model_card_holds_every_item_and_the_production_version_of_its_time(proj
     mv = c.get_model_version("digits", outcome.version)
     card = (model_file(c, "digits", mv.version).parent / "extra_files" / "model_card.md").read_text()
     assert mv.description == fit_description(card) and len(mv.description) <= 5000  # what PostgreSQL holds
+    import torch
+
+    assert f"({torch.backends.cpu.get_cpu_capability()} kernels) on 1 CPU thread(s)" in card  # what rebuilds need
     assert card.startswith(f"# Model card: digits / {outcome.selected}\n")
     s = _sections(card)
     assert list(s) == [
