@@ -32,6 +32,7 @@ class Measurement(BaseModel):
             p95_ms=lat.p95_ms,
             p95_lo_ms=lat.p95_lo_ms,
             p95_hi_ms=lat.p95_hi_ms,
+            p95_series=lat.p95_series,
             p99_ms=lat.p99_ms,
             size_bytes=lat.size_bytes,
             energy_nj=lat.energy_nj,

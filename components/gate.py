@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict
 
 from components.config import GateConfig
-from components.timing import Interval, compare
+from components.rounds import Comparison, Interval, Series, compare
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,9 @@ class GateView(BaseModel):
     metrics: dict[str, float]
     p50_ms: float | None = None
     p95_ms: float | None = None
-    p95_lo_ms: float | None = None  # the bounds of p95's 95% interval, where it was measured over rounds
+    p95_lo_ms: float | None = None  # the bounds of p95's 95% interval, where its rounds were enough for one
     p95_hi_ms: float | None = None
+    p95_series: Series | None = None  # its per-round p95: what a speed rule compares, paired by round
     p99_ms: float | None = None
     size_bytes: int | None = None
     energy_nj: float | None = None
@@ -39,9 +40,14 @@ class GateView(BaseModel):
         return self.metrics[metric]
 
     def p95(self) -> Interval:
-        """p95 with its interval; a point interval where no bounds were measured (a version registered before)."""
-        lo, hi = self.p95_lo_ms, self.p95_hi_ms
-        return Interval(value=self.p95_ms, lo=self.p95_ms if lo is None else lo, hi=self.p95_ms if hi is None else hi)
+        """p95 with its interval (a single figure where its rounds are not known: a version registered before)."""
+        n = len(self.p95_series.values) if self.p95_series else None
+        return Interval(value=self.p95_ms, lo=self.p95_lo_ms, hi=self.p95_hi_ms, rounds=n)
+
+    def against(self, other: GateView) -> Comparison:
+        """Its p95 against `other`'s, paired by round where both were measured side by side (else no comparison,
+        and so no measurable difference)."""
+        return compare(self.p95_series, other.p95_series)
 
     def as_json(self) -> dict:
         """Metrics and measured figures in one mapping, as the gate report keeps the production version's."""
@@ -134,20 +140,27 @@ def _device_reasons(candidate: GateView, policy: GateConfig) -> list[str]:
 
 def compression_reasons(candidate: GateView, source: GateView, transform: str | None) -> list[str]:
     """What a compression step failed to pay, [] when it paid: a quantized model (`transform` int8 or fp16) must
-    be measurably faster (p95 intervals apart) than its FP32 source, a pruned one measurably faster or smaller;
-    both measured side by side in the same run. A difference inside the intervals is no measurable difference."""
-    c, s = candidate.p95(), source.p95()
-    order = compare(c, s)
+    be measurably faster than its FP32 source, a pruned one measurably faster or smaller; both measured side by
+    side in the same run and compared paired by round (the interval of the median per-round p95 ratio entirely
+    below 1). An interval that holds 1, too few rounds for one, or no rounds side by side: no measurable
+    difference."""
+    c, s, paired = candidate.p95(), source.p95(), candidate.against(source)
+    order = paired.verdict
     if transform in QUANTIZING and order >= 0:
         how = "slower than" if order > 0 else "not measurably faster than"
-        return [f"{QUANTIZING[transform]} {how} FP32 on this device: p95 {c} ms vs its FP32 source's {s} ms"]
+        return [f"{QUANTIZING[transform]} {how} FP32 on this device: p95 {c} ms vs its FP32 source's {s} ms ({paired})"]
     if transform == "prune" and order >= 0 and candidate.size_bytes >= source.size_bytes:
         how = "slower than" if order > 0 else "no measurable difference from"
         return [
-            f"pruning paid nothing: p95 {c} ms ({how} its source's {s} ms) and size "
+            f"pruning paid nothing: p95 {c} ms ({how} its source's {s} ms; {paired}) and size "
             f"{candidate.size_bytes / 1024:.1f} KiB not below its {source.size_bytes / 1024:.1f} KiB"
         ]
     return []
+
+
+def must_pay_in_speed(transform: str) -> bool:
+    """Whether a recipe's transform is held to a speed rule against its source (what a measurement settles)."""
+    return transform in QUANTIZING or transform == "prune"
 
 
 def select_best(
@@ -159,7 +172,7 @@ def select_best(
 ) -> str | None:
     """Name of the passing candidate to register, None if none passes. `select` "accuracy": the highest `metric`.
     "latency": among those within `tolerance` of the highest `metric`, the lowest p95, and among those not
-    measurably slower than it (intervals overlap) the highest `metric`. "size": among the same, the smallest file,
+    measurably slower than it (paired by round) the highest `metric`. "size": among the same, the smallest file,
     then the highest `metric`. Remaining ties go to the one measurably faster than each other, else the first in the
     candidate table's order (ONNX before an ExecuTorch program, a model before its compressed forms)."""
     passing = [n for n, d in decisions.items() if d.passed]
@@ -172,7 +185,7 @@ def select_best(
         near = [n for n in passing if candidates[n][metric] >= top - tolerance]
         if select == "latency":
             fastest = min(near, key=lambda n: candidates[n].p95_ms)
-            pool = [n for n in near if compare(candidates[n].p95(), candidates[fastest].p95()) <= 0]
+            pool = [n for n in near if candidates[n].against(candidates[fastest]).verdict <= 0]
         elif select == "size":
             smallest = min(candidates[n].size_bytes for n in near)
             pool = [n for n in near if candidates[n].size_bytes == smallest]
@@ -181,6 +194,6 @@ def select_best(
     best = max(candidates[n][metric] for n in pool)
     tied = [n for n in pool if candidates[n][metric] == best]
     for n in tied:
-        if all(compare(candidates[n].p95(), candidates[o].p95()) < 0 for o in tied if o != n):
+        if all(candidates[n].against(candidates[o]).verdict < 0 for o in tied if o != n):
             return n
     return tied[0]

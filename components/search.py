@@ -20,7 +20,7 @@ from components import gate, kd
 from components.config import GateConfig, SearchConfig
 from components.gate import GateView
 from components.models import DEPTHS
-from components.timing import Interval, compare
+from components.rounds import Interval, Series, compare
 
 PRECISIONS = {
     "fp32": None,
@@ -230,8 +230,9 @@ class SearchPoint(BaseModel):
     val_score: float
     test_score: float
     p95_ms: float
-    p95_lo_ms: float | None = None  # p95's 95% interval, where it was measured over rounds
+    p95_lo_ms: float | None = None  # p95's 95% interval, where its rounds were enough for one
     p95_hi_ms: float | None = None
+    p95_series: Series | None = None  # its per-round p95, for comparisons paired by round
     size_bytes: int
     energy_nj: float | None
     energy_source: str | None
@@ -243,8 +244,8 @@ class SearchPoint(BaseModel):
         return self.recipe.label() if self.recipe else str(self.candidate)
 
     def p95(self) -> Interval:
-        lo, hi = self.p95_lo_ms, self.p95_hi_ms
-        return Interval(value=self.p95_ms, lo=self.p95_ms if lo is None else lo, hi=self.p95_ms if hi is None else hi)
+        n = len(self.p95_series.values) if self.p95_series else None
+        return Interval(value=self.p95_ms, lo=self.p95_lo_ms, hi=self.p95_hi_ms, rounds=n)
 
     def objectives(self, names: list[str]) -> list[float]:
         value = {"accuracy": self.val_score, "p95": self.p95_ms, "size": self.size_bytes, "energy": self.energy_nj}
@@ -252,7 +253,8 @@ class SearchPoint(BaseModel):
 
     def as_json(self, metric: str) -> dict:
         """The POINT of `search --json`: recipe (or {"candidate": NAME}), val and test accuracy, val_METRIC and
-        test_METRIC for another gate metric, p95, size, energy; trial and gate_reasons when set."""
+        test_METRIC for another gate metric, p95 (with its per-round series), size, energy; trial and gate_reasons
+        when set."""
         out = {
             "recipe": self.recipe.model_dump() if self.recipe else {"candidate": self.candidate},
             "val_accuracy": self.val_accuracy,
@@ -260,6 +262,7 @@ class SearchPoint(BaseModel):
             "p95_ms": self.p95_ms,
             "p95_lo_ms": self.p95_lo_ms,
             "p95_hi_ms": self.p95_hi_ms,
+            "p95_series": self.p95_series.model_dump() if self.p95_series else None,
             "size_bytes": self.size_bytes,
             "energy_nj": self.energy_nj,
             "energy_source": self.energy_source,
@@ -286,6 +289,7 @@ class SearchPoint(BaseModel):
                     "p95_ms",
                     "p95_lo_ms",
                     "p95_hi_ms",
+                    "p95_series",
                     "size_bytes",
                     "energy_nj",
                     "energy_source",
@@ -336,8 +340,9 @@ SPEED = {-1: "faster", 0: "no measurable difference", 1: "slower"}
 
 class Ratios(BaseModel):
     """A point against a reference: the val gate metric's difference, p95, size and energy as point / ref (None
-    where the reference has none), and whether the point is faster on p95's intervals (`speed`: faster, slower,
-    or no measurable difference)."""
+    where the reference has none), and whether the point is faster, paired by round (`speed`: faster, slower, or
+    no measurable difference) with the median per-round p95 ratio and its interval (`paired_*`, None where the two
+    were not measured side by side or the rounds were too few)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -346,28 +351,42 @@ class Ratios(BaseModel):
     p95_ms: float | None
     size_bytes: float | None
     energy_nj: float | None
+    paired_p95: float | None = None
+    paired_p95_lo: float | None = None
+    paired_p95_hi: float | None = None
 
     @classmethod
     def of(cls, point: SearchPoint, ref: SearchPoint) -> Ratios:
         def ratio(a, b):
             return _round(a / b) if a is not None and b else None
 
+        def rounded(v):
+            return None if v is None else _round(v)
+
+        paired = compare(point.p95_series, ref.p95_series)
         return cls(
             score_diff=_round(point.val_score - ref.val_score),
-            speed=SPEED[compare(point.p95(), ref.p95())],
+            speed=SPEED[paired.verdict],
             p95_ms=ratio(point.p95_ms, ref.p95_ms),
             size_bytes=ratio(point.size_bytes, ref.size_bytes),
             energy_nj=ratio(point.energy_nj, ref.energy_nj),
+            paired_p95=rounded(paired.ratio),
+            paired_p95_lo=rounded(paired.lo),
+            paired_p95_hi=rounded(paired.hi),
         )
 
     def as_json(self, score_key: str) -> dict:
-        """{SCORE_KEY_diff, p95_ms, size_bytes, energy_nj} as `search --json` writes them (absent ones left out)."""
+        """{SCORE_KEY_diff, speed, p95_ms, size_bytes, energy_nj, paired_p95[_lo, _hi]} as `search --json` writes
+        them (absent ones left out)."""
         out = {
             f"{score_key}_diff": self.score_diff,
             "speed": self.speed,
             "p95_ms": self.p95_ms,
             "size_bytes": self.size_bytes,
             "energy_nj": self.energy_nj,
+            "paired_p95": self.paired_p95,
+            "paired_p95_lo": self.paired_p95_lo,
+            "paired_p95_hi": self.paired_p95_hi,
         }
         return {k: v for k, v in out.items() if v is not None}
 

@@ -2,9 +2,12 @@
 
 Every model of a measurement is timed in one child process pinned to its cores, interleaved: R rounds, each
 round timing every model once (warm-up, then N timed runs), in an order that rotates from round to round, so a
-slow spell of the machine or a position in the order falls on all of them alike. A model's p50, p95 and p99 are
-the medians of its per-round percentiles, each with a percentile-bootstrap 95% interval over the rounds.
-Differences are read on the intervals: one model is faster than another only where the intervals do not overlap.
+slow spell of the machine or a position in the order falls on all of them alike. What each round gives (a model's
+p50, p95, p99 and mean over its timed runs) is returned per round; components.rounds reads them: a model's figure
+is the median over rounds with its exact order-statistic interval (none below 6 rounds), and two models are
+compared paired by round (the sign test's interval of their median per-round ratio), never by whether two
+separate intervals overlap. A measurement that must settle a comparison asks for more rounds (`Settings.memory`
+False: the timing child again, without re-measuring peak memory) and concatenates them.
 
 The harness imports numpy and onnxruntime only (no torch, no onnx), so the device agent runs it as the host does;
 a `.pte` program (ExecuTorch) is timed the same way where ExecuTorch, which brings torch, is installed.
@@ -24,20 +27,20 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
-BOOTSTRAP_RESAMPLES = 2000
-LEVEL = 0.95
 
 
 @dataclass(frozen=True)
 class Settings:
     """How a measurement runs: ONNX Runtime intra-op threads, warm-up and timed runs per model per round, rounds,
-    and the CPUs the timing process is pinned to (None: not pinned)."""
+    the CPUs the timing process is pinned to (None: not pinned), and whether each model's peak memory is taken
+    (rounds added to an earlier measurement have it already)."""
 
     threads: int
     warmup_runs: int
     timed_runs: int
     rounds: int
     cpus: tuple[int, ...] | None = None
+    memory: bool = True
 
 
 class Round(BaseModel):
@@ -51,44 +54,6 @@ class Round(BaseModel):
     p99_ms: float
     mean_ms: float
     energy_uj: float | None
-
-
-class Interval(BaseModel):
-    """A median over rounds with its bootstrap 95% interval (ms)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    value: float
-    lo: float
-    hi: float
-
-    def __str__(self) -> str:
-        if self.lo == self.hi == self.value:  # a single figure (one measured without rounds)
-            return f"{self.value:.4f}"
-        return f"{self.value:.4f} [{self.lo:.4f}, {self.hi:.4f}]"
-
-
-def median_interval(values, seed: int = 0) -> Interval:
-    """The median of `values` and its percentile-bootstrap 95% interval (seeded, so the same values give the
-    same interval)."""
-    v = np.asarray(values, dtype=float)
-    if v.size == 0:
-        raise ValueError("no values to take the median of")
-    rng = np.random.default_rng(seed)
-    medians = np.median(v[rng.integers(0, v.size, size=(BOOTSTRAP_RESAMPLES, v.size))], axis=1)
-    tail = (1 - LEVEL) / 2 * 100
-    lo, hi = np.percentile(medians, [tail, 100 - tail])
-    return Interval(value=float(np.median(v)), lo=float(lo), hi=float(hi))
-
-
-def compare(a: Interval, b: Interval) -> int:
-    """-1 where `a` is measurably lower (faster) than `b`, 1 where measurably higher, 0 where the intervals
-    overlap: no measurable difference."""
-    if a.hi < b.lo:
-        return -1
-    if a.lo > b.hi:
-        return 1
-    return 0
 
 
 def _rapl_uj() -> int | None:
@@ -208,14 +173,15 @@ class MeasurementTimeout(RuntimeError):
 
 
 def run(paths: list[str], batch_file: str, s: Settings, start: str, timeout: float, cwd: str | Path) -> Raw:
-    """Time `paths` interleaved in one child pinned to `s.cpus`, then take each model's peak memory in a fresh
-    child of its own; `start` is a one-node model that opens the runtime before the peak is reset. A child that
-    fails raises RuntimeError naming the models, one that outlives `timeout` seconds MeasurementTimeout. The children's
-    temporary files (ONNX Runtime leaves a `.ses` file in TMPDIR) go to the batch file's folder."""
+    """Time `paths` interleaved in one child pinned to `s.cpus`, then (where `s.memory`) take each model's peak
+    memory in a fresh child of its own (NaN where not taken); `start` is a one-node model that opens the runtime
+    before the peak is reset. A child that fails raises RuntimeError naming the models, one that outlives `timeout`
+    seconds MeasurementTimeout. The children's temporary files (ONNX Runtime leaves a `.ses` file in TMPDIR) go to
+    the batch file's folder."""
     env = dict(os.environ, OMP_NUM_THREADS=str(s.threads), TMPDIR=str(Path(batch_file).parent))
     rounds = json.loads(_child(["time", paths, batch_file, asdict(s)], env, timeout, cwd, ", ".join(paths)))
-    memory = [["memory", p, batch_file, s.threads, s.warmup_runs, start] for p in paths]
-    peaks = [float(_child(job, env, timeout, cwd, job[1])) for job in memory]
+    memory = [["memory", p, batch_file, s.threads, s.warmup_runs, start] for p in paths] if s.memory else []
+    peaks = [float(_child(job, env, timeout, cwd, job[1])) for job in memory] or [float("nan")] * len(paths)
     return Raw(rounds=rounds, peak_mem_mb=peaks, cpus=list(s.cpus) if s.cpus else None)
 
 

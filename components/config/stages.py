@@ -264,10 +264,23 @@ class BenchmarkConfig(Section):
     warmup_runs: int = Field(50, ge=0, description="Runs discarded before timing.")
     timed_runs: int = Field(500, ge=10, description="Timed runs per candidate in each round.")
     rounds: int = Field(
-        5,
+        10,
         ge=1,
         description="Rounds of interleaved timing: each round times every candidate once (warm-up, then the "
-        "timed runs); a percentile is the median over rounds, with its bootstrap 95% interval.",
+        "timed runs); a percentile is the median over rounds, with its exact order-statistic 95% interval (none "
+        "below 6 rounds, and no difference is then measurable).",
+    )
+    max_extra_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds a measurement may spend adding rounds (`rounds` more each time, every model again) "
+        "while a compressed candidate's paired comparison with its source is undecided (0: never add).",
+    )
+    max_extra_looks: int = Field(
+        2,
+        ge=0,
+        description="Times a measurement may add rounds; the 5% chance of calling equal models different is "
+        "spent across these looks.",
     )
     pin: bool = Field(True, description="Pin the timing process to `cpus` (Linux), so the OS does not move it.")
     cpus: list[int] | None = Field(
@@ -372,10 +385,10 @@ class SearchConfig(Section):
     workers: int = Field(0, ge=0, description="Workers of the LocalCluster (0: one per CPU core).")
     seed: int = Field(0, description="Seed of the sampler (Optuna TPE).")
     remeasure_rounds: int = Field(
-        3,
+        10,
         ge=1,
-        description="After the trials, the front and both references are "
-        "measured again side by side this many rounds (median).",
+        description="After the trials, the front and both references are measured again side by side this many "
+        "rounds (then more, as `benchmark.max_extra_*` allow, while a comparison is undecided).",
     )
 
     @field_validator("archs")

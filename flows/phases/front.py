@@ -66,11 +66,12 @@ class SearchOutcome:
     chosen: S.SearchPoint | None
 
 
-def remeasure(paths: list[str], x, cfg: PipelineConfig, rounds: int) -> bench.Measured:
+def remeasure(paths: list[str], x, cfg: PipelineConfig, rounds: int, pairs=()) -> bench.Measured:
     """Latency of every model again on `gate.target`, timed interleaved over `rounds` rounds with the workers idle
-    (so a slow spell of the machine hits all of them), each percentile the median over rounds with its interval."""
+    (so a slow spell of the machine hits all of them), each percentile the median over rounds with its interval;
+    more rounds while one of `pairs` (paths) is undecided, paired by round."""
     b = cfg.benchmark.model_copy(update={"rounds": rounds})
-    return time_on(cfg.gate.target, {p: p for p in paths}, x, b)
+    return time_on(cfg.gate.target, {p: p for p in paths}, x, b, pairs=pairs)
 
 
 def settle(
@@ -90,7 +91,7 @@ def settle(
         f"measuring the front ({len(first)} point(s)) and both references again, side by side: "
         f"{len(paths)} models x {cfg.search.remeasure_rounds} rounds"
     )
-    timed = remeasure(paths, load_data(data).splits["test"].x, cfg, cfg.search.remeasure_rounds)
+    timed = remeasure(paths, load_data(data).splits["test"].x, cfg, cfg.search.remeasure_rounds, _pairs(measured, refs))
     lat = timed.latency
 
     def again(m: Measurement | None) -> Measurement | None:
@@ -120,6 +121,20 @@ def settle(
         ratios,
         timed.resolution,
     ), refs
+
+
+def _pairs(measured: dict[int, TrialResult], refs: Refs) -> list[tuple[str, str]]:
+    """The comparisons the front is judged on, as paths: each point's compression steps against their sources,
+    and its final model against the default recipe's (the search's claim)."""
+    out = []
+    for r in measured.values():
+        source = r.pruned or r.student
+        if r.final.artifact.path != source.artifact.path:
+            out.append((r.final.artifact.path, source.artifact.path))
+        if r.pruned:
+            out.append((r.pruned.artifact.path, r.student.artifact.path))
+        out.append((r.final.artifact.path, refs.default.artifact.path))
+    return sorted({p for p in out if p[0] != p[1]})
 
 
 def publish(run: Run, study: optuna.Study, refs: Refs, settled: Settled, objectives: list[str]) -> SearchOutcome:

@@ -108,6 +108,7 @@ def search_point(recipe: S.SearchRecipe | None, m: Measurement, metric: str, **e
         p95_ms=lat.p95_ms,
         p95_lo_ms=lat.p95_lo_ms,
         p95_hi_ms=lat.p95_hi_ms,
+        p95_series=lat.p95_series,
         size_bytes=lat.size_bytes,
         energy_nj=lat.energy_nj,
         energy_source=lat.energy_source,

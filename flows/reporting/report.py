@@ -218,7 +218,7 @@ class Report:
         t = Table(
             title=f"Candidates: {m} through their runtime on val (chosen on) and test (reported); latency on "
             f"{self.cfg.gate.target}, CPU, {p.intra_op_threads} thread(s), batch {p.batch_size}, medians of "
-            f"{p.rounds} interleaved rounds of {p.timed_runs} timed runs after {p.warmup_runs} warm-up"
+            f"{self.resolution.rounds} interleaved rounds of {p.timed_runs} timed runs after {p.warmup_runs} warm-up"
         )
         others = self.other_targets()
         acc = m != "accuracy"

@@ -52,11 +52,20 @@ def verdict_lines(settled, metric: str) -> list[str]:
         energy = q.energy_nj if q.energy_nj is not None else float("nan")
         out.append(
             f"  vs {name} ({r.candidate}: val {r.val_score:.4f}, p95 {r.p95_ms:.4f} ms, "
-            f"{r.size_bytes / 1024:.1f} KiB): val {q.score_diff * 100:+.2f} points, p95 {q.p95_ms:.2f}x ({q.speed}), "
-            f"size {q.size_bytes:.2f}x, energy {energy:.2f}x"
+            f"{r.size_bytes / 1024:.1f} KiB): val {q.score_diff * 100:+.2f} points, p95 {q.p95_ms:.2f}x ({q.speed}"
+            f"{_paired(q)}), size {q.size_bytes:.2f}x, energy {energy:.2f}x"
         )
     out.append(settled.resolution.line())
     return out
+
+
+def _paired(q) -> str:
+    """The paired per-round ratio behind a verdict, where there is one."""
+    if q.paired_p95 is None:
+        return ""
+    if q.paired_p95_lo is None:
+        return f"; paired per round {q.paired_p95:.2f}x, too few rounds for a 95% interval"
+    return f"; paired per round {q.paired_p95:.2f}x [{q.paired_p95_lo:.2f}, {q.paired_p95_hi:.2f}]"
 
 
 def render(settled, metric: str, cfg: PipelineConfig) -> str:
@@ -66,7 +75,7 @@ def render(settled, metric: str, cfg: PipelineConfig) -> str:
     b = cfg.benchmark
     t = Table(
         title=f"Search front and references: val {metric} (chosen on), test accuracy (reported), latency "
-        f"measured again side by side ({cfg.search.remeasure_rounds} rounds, median), ORT CPU, "
+        f"measured again side by side ({settled.resolution.rounds} rounds, median), ORT CPU, "
         f"{b.intra_op_threads} thread(s), batch {b.batch_size}"
     )
     rows = front_rows(settled, metric)

@@ -20,12 +20,15 @@ from flows.tasks.train import runtime_metrics
 HOST = "host"
 
 
-def time_on(target: str, paths: dict[str, str], x, b: BenchmarkConfig, required: bool = True) -> bench.Measured:
+def time_on(
+    target: str, paths: dict[str, str], x, b: BenchmarkConfig, required: bool = True, pairs=()
+) -> bench.Measured:
     """The models timed side by side on `target`: this host, or a device agent of `b.targets`, which raises
     client.DeviceFailed naming it when it refuses or stops answering. An agent times the models in the formats it
-    runs; where it lacks one, a `required` target (the gate's) fails, another skips those models."""
+    runs; where it lacks one, a `required` target (the gate's) fails, another skips those models. `pairs` are the
+    comparisons to settle, with more rounds where needed (bench.measure)."""
     if target == HOST:
-        return bench.measure(paths, x, b)
+        return bench.measure(paths, x, b, pairs=pairs)
     device = client.device(target, b.targets[target])
     runs = client.info(device).formats
     lacking = sorted({timing.format_of(p) for p in paths.values()} - set(runs))
@@ -37,21 +40,27 @@ def time_on(target: str, paths: dict[str, str], x, b: BenchmarkConfig, required:
             refused=True,
         )
     paths = {n: p for n, p in paths.items() if timing.format_of(p) in runs}
-    return bench.measure(paths, x, b, runner=client.runner(device))
+    pairs = [p for p in pairs if p[0] in paths and p[1] in paths]
+    return bench.measure(paths, x, b, runner=client.runner(device), pairs=pairs)
 
 
-def time_on_targets(paths: dict[str, str], x, b: BenchmarkConfig, gate_target: str = HOST) -> dict[str, bench.Measured]:
+def time_on_targets(
+    paths: dict[str, str], x, b: BenchmarkConfig, gate_target: str = HOST, pairs=()
+) -> dict[str, bench.Measured]:
     """The models timed on this host, then on each device agent of `b.targets`, by target name."""
-    return {t: time_on(t, paths, x, b, required=t == gate_target) for t in (HOST, *b.targets)}
+    return {t: time_on(t, paths, x, b, required=t == gate_target, pairs=pairs) for t in (HOST, *b.targets)}
 
 
-def measure(data: DataRef, models: dict[str, Artifact], b: BenchmarkConfig, gate_target: str = HOST) -> Candidates:
+def measure(
+    data: DataRef, models: dict[str, Artifact], b: BenchmarkConfig, gate_target: str = HOST, pairs=()
+) -> Candidates:
     """Scores through each model's runtime on the validation split (what the gate chooses on) and the test split
     (what is reported), then their latency on every target, timed side by side; each model's `latency` is its
-    latency on `gate_target`, `targets` its latency on each target that runs its format."""
+    latency on `gate_target`, `targets` its latency on each target that runs its format. `pairs` ((candidate,
+    source) names) are the speed rules to settle, with more rounds where needed."""
     splits = load_data(data).splits
     scores = {n: [runtime_metrics(a.path, splits[s], data.classes) for s in ("val", "test")] for n, a in models.items()}
-    timed = time_on_targets({n: a.path for n, a in models.items()}, splits["test"].x, b, gate_target)
+    timed = time_on_targets({n: a.path for n, a in models.items()}, splits["test"].x, b, gate_target, pairs)
     on = timed[gate_target]
     return Candidates(
         measured={

@@ -58,7 +58,10 @@ def trial(number: int, data: DataRef, teacher: TeacherRef, cfg: PipelineConfig, 
     # Trials measure side by side on the workers: unpinned, since a pinned core would be shared. The front is
     # timed again with the workers idle (flows.phases.front).
     models = {"student": student.onnx, "final": final} | ({"pruned": pruned} if pruned else {})
-    m = measure(data, models, cfg.benchmark.model_copy(update={"pin": False}), cfg.gate.target).measured
+    # the speed rules the trial is judged on: its precision against its FP32 source, its pruning against the student
+    pairs = [("final", "pruned" if pruned else "student")] if S.PRECISIONS[recipe.precision] else []
+    pairs += [("pruned", "student")] if pruned else []
+    m = measure(data, models, cfg.benchmark.model_copy(update={"pin": False}), cfg.gate.target, pairs).measured
     return TrialResult(student=m["student"], pruned=m.get("pruned"), final=m["final"], plain_val=plain)
 
 

@@ -9,7 +9,7 @@ from components.export import export_onnx, graph_signature
 
 pytestmark = pytest.mark.unit
 
-SHORT = BenchmarkConfig(warmup_runs=5, timed_runs=50, rounds=3)
+SHORT = BenchmarkConfig(warmup_runs=5, timed_runs=50, rounds=6)  # 6: the fewest rounds with a 95% interval
 
 
 def test_measure_reports_percentiles_with_intervals_the_floor_and_the_same_graph_spread(
@@ -25,11 +25,12 @@ def test_measure_reports_percentiles_with_intervals_the_floor_and_the_same_graph
     lat = r.latency["student"]
     for p in ("p50", "p95"):
         i = lat.interval(p)
-        assert 0 < i.lo <= i.value <= i.hi
+        assert 0 < i.lo <= i.value <= i.hi and i.coverage == pytest.approx(1 - 2 / 64)  # 6 rounds: [min, max]
+    assert lat.p95_lo_ms == min(lat.p95_series.values) and lat.p95_hi_ms == max(lat.p95_series.values)
     assert lat.p50_ms <= lat.p95_ms <= lat.p99_ms
     assert lat.size_bytes == os.path.getsize(tmp_path / "a.onnx")
     assert lat.throughput_sps == pytest.approx(4 * 1000 / lat.mean_ms)
-    assert (lat.threads, lat.batch_size, lat.timed_runs, lat.rounds) == (1, 4, 50, 3)
+    assert (lat.threads, lat.batch_size, lat.timed_runs, lat.rounds) == (1, 4, 50, 6)
     assert lat.peak_mem_mb > 0
     # an Identity call is the floor: cheaper than the model; one model alone shares no graph
     assert 0 < r.resolution.floor_p50.value < lat.p50_ms
@@ -38,6 +39,26 @@ def test_measure_reports_percentiles_with_intervals_the_floor_and_the_same_graph
     flat = measure({"m1": tmp_path / "m1.onnx", "m2": tmp_path / "m2.onnx"}, np.ones((4, 64), np.float32), SHORT)
     assert flat.resolution.same_graph == [["m1", "m2"]] and flat.resolution.spread >= 0
     assert "same-graph p50 spread" in flat.resolution.line()
+
+
+def test_a_measurement_adds_rounds_only_while_a_pair_it_decides_on_is_undecided(tmp_path, matmul_onnx):
+    for name, outputs, seed in (("small", 16, 1), ("big", 4000, 1), ("same", 16, 2)):
+        (tmp_path / f"{name}.onnx").write_bytes(matmul_onnx(outputs, seed))
+    models = {n: tmp_path / f"{n}.onnx" for n in ("small", "big", "same")}
+    x, b = np.ones((4, 64), np.float32), SHORT.model_copy(update={"max_extra_looks": 1, "max_extra_seconds": 600})
+    # 250 times the work: every round says so at the first look, so no round is added
+    settled = measure(models, x, b, pairs=[("small", "big")])
+    lat = settled.latency
+    assert lat["small"].rounds == 6 and settled.resolution.added == 0
+    assert lat["small"].p95_series.measurement == lat["big"].p95_series.measurement  # they pair, round by round
+    # two models with the same graph: their first look calls a difference only where all 6 rounds agree (3%), so
+    # the rounds are nearly always added, once (max_extra_looks)
+    same = measure(models, x, b, pairs=[("small", "same")])
+    assert same.resolution.rounds == same.latency["small"].rounds == len(same.latency["same"].p95_series.values)
+    assert same.resolution.added in (0, 6) and same.resolution.rounds == 6 + same.resolution.added
+    assert all(m.peak_mem_mb > 0 for m in same.latency.values())  # taken in the first batch of rounds
+    with pytest.raises(ValueError, match=r"pairs name \['nope'\]"):
+        measure(models, x, b, pairs=[("small", "nope")])
 
 
 def test_measure_of_a_broken_file_names_it(tmp_path):

@@ -2,6 +2,7 @@ import pytest
 
 from components.config import GateConfig
 from components.gate import Decision, GateView, decide, select_best
+from components.rounds import Plan, Series, median_interval
 
 POLICY = GateConfig(
     min_accuracy=0.9, max_accuracy_drop=0.05, max_p95_ms=1.0, max_size_kb=100, regression_tolerance=0.01
@@ -11,6 +12,17 @@ pytestmark = pytest.mark.unit
 V = GateView.from_json  # metrics and figures by name, as the gate report writes them
 TEACHER = {"accuracy": 0.95}
 GOOD = {"accuracy": 0.93, "p95_ms": 0.5, "size_bytes": 50 * 1024}
+SPELL = [1.00, 1.04, 0.98, 1.20, 1.00, 0.97, 1.00, 1.10, 0.99, 1.00]  # the machine, round by round: median 1
+EVEN, WOBBLE = [1.0] * 10, [0.9, 1.1] * 5  # a model's own noise on top: none, or +-10% round to round
+
+
+def timed(p95_ms: float, own=EVEN, measurement: str = "run") -> dict:
+    """The p95 figures of a model timed side by side with the others of `measurement` over 10 rounds: per round
+    `p95_ms` x the machine's state x its own noise; its median, 95% interval (2nd and 9th values) and rounds."""
+    values = [p95_ms * s * o for s, o in zip(SPELL, own, strict=True)]
+    i = median_interval(values)
+    series = Series(measurement=measurement, plan=Plan.fixed(10), values=values)
+    return {"p95_ms": i.value, "p95_lo_ms": i.lo, "p95_hi_ms": i.hi, "p95_series": series}
 
 
 def test_good_candidate_passes_with_no_reasons():
@@ -53,10 +65,10 @@ def test_every_failed_rule_is_reported():
 
 def test_select_best_prefers_accuracy_then_lower_p95():
     cands = {
-        "a": {"accuracy": 0.95, "p95_ms": 0.3},
-        "b": {"accuracy": 0.95, "p95_ms": 0.2},
-        "c": {"accuracy": 0.99, "p95_ms": 0.9},
-        "d": {"accuracy": 0.97, "p95_ms": 0.1},
+        "a": {"accuracy": 0.95} | timed(0.3),
+        "b": {"accuracy": 0.95} | timed(0.2),
+        "c": {"accuracy": 0.99} | timed(0.9),
+        "d": {"accuracy": 0.97} | timed(0.1),
     }
     decisions = {"a": Decision(True), "b": Decision(True), "c": Decision(False, ["x"]), "d": Decision(False, ["y"])}
     cands = {k: V(v) for k, v in cands.items()}
@@ -110,12 +122,16 @@ def test_select_best_by_gate_metric():
 
 
 def test_an_int8_model_not_faster_than_its_fp32_source_is_refused():
-    fp32 = GOOD | {"p95_ms": 0.0119}
-    slower = GOOD | {"p95_ms": 0.0273, "size_bytes": 30 * 1024}  # digits' static INT8 was 2.3x slower
+    fp32 = GOOD | timed(0.0119)
+    slower = GOOD | timed(0.0273) | {"size_bytes": 30 * 1024}  # digits' static INT8 was 2.3x slower
     d = decide(V(slower), V(TEACHER), None, POLICY, source=V(fp32), transform="int8")
-    assert d.reasons == ["INT8 slower than FP32 on this device: p95 0.0273 ms vs its FP32 source's 0.0119 ms"]
+    # every round 0.0273 / 0.0119 = 2.294x; the intervals are the 2nd and 9th of the ten rounds (x 0.98 and x 1.10)
+    assert d.reasons == [
+        "INT8 slower than FP32 on this device: p95 0.0273 [0.0268, 0.0300] ms vs its FP32 source's 0.0119 "
+        "[0.0117, 0.0131] ms (paired p95 ratio 2.294x [2.294, 2.294] (10 rounds, 97.9% interval))"
+    ]
     assert not decide(V(fp32), V(TEACHER), None, POLICY, source=V(fp32), transform="int8").passed  # equal is not faster
-    assert decide(V(GOOD | {"p95_ms": 0.0100}), V(TEACHER), None, POLICY, source=V(fp32), transform="int8").passed
+    assert decide(V(GOOD | timed(0.0100)), V(TEACHER), None, POLICY, source=V(fp32), transform="int8").passed
     assert (
         decide(V(slower), V(TEACHER), None, POLICY, source=V(fp32), transform="fp16")
         .reasons[0]
@@ -127,60 +143,75 @@ def test_an_int8_model_not_faster_than_its_fp32_source_is_refused():
 
 
 def test_a_pruned_model_must_be_faster_or_smaller_than_its_source():
-    src = GOOD | {"p95_ms": 0.5, "size_bytes": 50 * 1024}
-    assert decide(
-        V(GOOD | {"p95_ms": 0.6, "size_bytes": 40 * 1024}), V(TEACHER), None, POLICY, source=V(src), transform="prune"
-    ).passed
-    assert decide(
-        V(GOOD | {"p95_ms": 0.4, "size_bytes": 50 * 1024}), V(TEACHER), None, POLICY, source=V(src), transform="prune"
-    ).passed
-    d = decide(
-        V(GOOD | {"p95_ms": 0.5, "size_bytes": 50 * 1024}), V(TEACHER), None, POLICY, source=V(src), transform="prune"
+    src = GOOD | timed(0.5) | {"size_bytes": 50 * 1024}
+    smaller, faster = GOOD | timed(0.6) | {"size_bytes": 40 * 1024}, GOOD | timed(0.4) | {"size_bytes": 50 * 1024}
+    assert decide(V(smaller), V(TEACHER), None, POLICY, source=V(src), transform="prune").passed
+    assert decide(V(faster), V(TEACHER), None, POLICY, source=V(src), transform="prune").passed
+    same = GOOD | timed(0.5, WOBBLE) | {"size_bytes": 50 * 1024}
+    d = decide(V(same), V(TEACHER), None, POLICY, source=V(src), transform="prune")
+    assert len(d.reasons) == 1 and d.reasons[0].startswith("pruning paid nothing: p95 0.4918 [0.4455, 0.6050] ms")
+    assert (
+        "(no measurable difference from its source's 0.5000 [0.4900, 0.5500] ms; paired p95 ratio 1.000x"
+        in (d.reasons[0])
     )
-    assert d.reasons == [
-        "pruning paid nothing: p95 0.5000 ms (no measurable difference from its source's 0.5000 ms) and size "
-        "50.0 KiB not below its 50.0 KiB"
-    ]
+    assert d.reasons[0].endswith("and size 50.0 KiB not below its 50.0 KiB")
 
 
-def test_speed_rules_compare_intervals_so_a_difference_inside_the_noise_is_not_faster():
-    fp32 = GOOD | {"p95_ms": 0.0119, "p95_lo_ms": 0.0110, "p95_hi_ms": 0.0130}
-    inside = GOOD | {"p95_ms": 0.0112, "p95_lo_ms": 0.0105, "p95_hi_ms": 0.0121}  # lower, but the intervals overlap
-    apart = GOOD | {"p95_ms": 0.0090, "p95_lo_ms": 0.0085, "p95_hi_ms": 0.0095}
+def test_speed_rules_compare_rounds_pairwise_so_a_difference_inside_the_noise_is_not_faster():
+    fp32 = GOOD | timed(0.0119)
+    # lower on median, but round by round 0.0112 / 0.0119 x 0.9 or x 1.1: half the rounds are slower. Its values
+    # sorted are 0.0112 x (0.882 0.891 0.9 0.9 0.9 1.067 1.1 1.144 1.21 1.32): median 0.0110, interval 2nd to 9th
+    inside = GOOD | timed(0.0112, WOBBLE)
     d = decide(V(inside), V(TEACHER), None, POLICY, source=V(fp32), transform="int8")
     assert d.reasons == [
-        "INT8 not measurably faster than FP32 on this device: p95 0.0112 [0.0105, 0.0121] ms vs its FP32 "
-        "source's 0.0119 [0.0110, 0.0130] ms"
+        "INT8 not measurably faster than FP32 on this device: p95 0.0110 [0.0100, 0.0136] ms vs its FP32 source's "
+        "0.0119 [0.0117, 0.0131] ms (paired p95 ratio 0.941x [0.847, 1.035] (10 rounds, 97.9% interval))"
     ]
+    # the same wobble 12% lower: every round faster (at most 0.882 x 1.1 = 0.97), though the intervals overlap
+    apart = GOOD | timed(0.0105, WOBBLE)
+    assert V(apart).p95_hi_ms > V(fp32).p95_lo_ms
     assert decide(V(apart), V(TEACHER), None, POLICY, source=V(fp32), transform="int8").passed
     same_size = {"size_bytes": GOOD["size_bytes"]}
     pruned = decide(V(inside | same_size), V(TEACHER), None, POLICY, source=V(fp32 | same_size), transform="prune")
-    assert "no measurable difference from its source's 0.0119 [0.0110, 0.0130] ms" in pruned.reasons[0]
+    assert "no measurable difference from its source's 0.0119 [0.0117, 0.0131] ms" in pruned.reasons[0]
+
+
+def test_a_speed_rule_never_calls_a_difference_without_rounds_side_by_side_or_with_too_few():
+    fp32, int8 = GOOD | timed(0.0119), GOOD | timed(0.0060)  # twice as fast in every round
+    assert decide(V(int8), V(TEACHER), None, POLICY, source=V(fp32), transform="int8").passed
+    elsewhere = GOOD | timed(0.0060, measurement="another run")  # not timed beside its source: no pairing
+    d = decide(V(elsewhere), V(TEACHER), None, POLICY, source=V(fp32), transform="int8")
+    assert d.reasons[0].endswith("(not measured side by side: no paired comparison)")
+    figures = decide(V(GOOD | {"p95_ms": 0.006}), V(TEACHER), None, POLICY, source=V(GOOD), transform="int8")
+    assert figures.reasons[0].startswith("INT8 not measurably faster than FP32 on this device: p95 0.0060 ms")
+    few = [{k: v for k, v in t.items() if k != "p95_series"} for t in (timed(0.0119), timed(0.0060))]
+    for f, values in zip(few, ([0.0119] * 5, [0.0060] * 5), strict=True):  # five rounds: no 95% interval
+        f["p95_series"] = Series(measurement="run", plan=Plan.fixed(5), values=values)
+    d = decide(V(GOOD | few[1]), V(TEACHER), None, POLICY, source=V(GOOD | few[0]), transform="int8")
+    assert "(paired p95 ratio 0.504x (5 rounds: no 95% interval))" in d.reasons[0]
 
 
 def test_a_tie_on_the_metric_goes_to_the_measurably_faster_else_to_the_first_in_table_order():
-    def view(lo, hi):
-        return GateView(metrics={"accuracy": 0.95}, p95_ms=(lo + hi) / 2, p95_lo_ms=lo, p95_hi_ms=hi)
+    def view(p95, own=EVEN):
+        return GateView(metrics={"accuracy": 0.95}, **timed(p95, own))
 
     ok = {"kd_fp32": Decision(True), "kd_pte_fp32": Decision(True)}
-    overlapping = {"kd_fp32": view(0.0112, 0.0121), "kd_pte_fp32": view(0.0111, 0.0116)}
-    assert select_best(overlapping, ok) == "kd_fp32"  # 0.0113 vs 0.0112 is inside the noise
-    apart = {"kd_fp32": view(0.0112, 0.0121), "kd_pte_fp32": view(0.0100, 0.0104)}
+    noisy = {"kd_fp32": view(0.0116), "kd_pte_fp32": view(0.0112, WOBBLE)}
+    assert select_best(noisy, ok) == "kd_fp32"  # 0.0112 vs 0.0116, but half its rounds are slower: noise
+    apart = {"kd_fp32": view(0.0116), "kd_pte_fp32": view(0.0102)}
     assert select_best(apart, ok) == "kd_pte_fp32"
 
 
 def test_select_latency_or_size_takes_the_fastest_or_smallest_within_the_tolerance_of_the_best():
-    def view(acc, lo, hi, kib):
-        return GateView(
-            metrics={"accuracy": acc}, p95_ms=(lo + hi) / 2, p95_lo_ms=lo, p95_hi_ms=hi, size_bytes=kib * 1024
-        )
+    def view(acc, p95, kib, own=EVEN):
+        return GateView(metrics={"accuracy": acc}, size_bytes=kib * 1024, **timed(p95, own))
 
     cands = {
-        "kd_fp32": view(0.985, 0.30, 0.32, 40),  # the best val accuracy
-        "kd_pruned_fp32": view(0.982, 0.20, 0.22, 25),  # 0.3 points below, measurably faster
-        "kd_pruned_int8_static": view(0.981, 0.10, 0.12, 9),  # 0.4 points below, the fastest and smallest
-        "kd_pruned_int8_dynamic": view(0.983, 0.11, 0.13, 10),  # as fast within the noise, more accurate
-        "plain_pruned_int8_static": view(0.975, 0.05, 0.06, 8),  # fastest of all, but a point below the best
+        "kd_fp32": view(0.985, 0.31, 40),  # the best val accuracy
+        "kd_pruned_fp32": view(0.982, 0.21, 25),  # 0.3 points below, measurably faster
+        "kd_pruned_int8_static": view(0.981, 0.11, 9),  # 0.4 points below, the fastest and smallest
+        "kd_pruned_int8_dynamic": view(0.983, 0.115, 10, WOBBLE),  # as fast within the noise, more accurate
+        "plain_pruned_int8_static": view(0.975, 0.055, 8),  # fastest of all, but a point below the best
     }
     ok = dict.fromkeys(cands, Decision(True))
     assert select_best(cands, ok, select="accuracy") == "kd_fp32"

@@ -4,6 +4,7 @@ import pytest
 from components import search as S
 from components.config import DistillConfig, GateConfig, SearchConfig
 from components.gate import GateView
+from components.rounds import Plan, Series, median_interval
 
 pytestmark = pytest.mark.unit
 
@@ -12,21 +13,33 @@ TEACHER = GateView(metrics={"accuracy": 0.95})
 PLAIN = GateView(metrics={"accuracy": 0.92})
 
 
+SPELL = [1.00, 1.04, 0.98, 1.20, 1.00, 0.97, 1.00, 1.10, 0.99, 1.00]  # the machine, round by round: median 1
+
+
+def timed(p95_ms: float, own=(1.0,) * 10) -> dict:
+    """p95 figures of a model timed side by side with the others of one measurement: per round `p95_ms` x the
+    machine's state x its own noise; its median and 95% interval (the 2nd and 9th of ten values)."""
+    values = [p95_ms * s * o for s, o in zip(SPELL, own, strict=True)]
+    i = median_interval(values)
+    series = Series(measurement="m", plan=Plan.fixed(10), values=values)
+    return {"p95_ms": i.value, "p95_lo_ms": i.lo, "p95_hi_ms": i.hi, "p95_series": series}
+
+
 def view(acc, p95, kib):
-    return GateView(metrics={"accuracy": acc}, p95_ms=p95, size_bytes=kib * 1024)
+    return GateView(metrics={"accuracy": acc}, size_bytes=kib * 1024, **timed(p95))
 
 
-def point(name, acc, p95, size):
+def point(name, acc, p95, size, own=(1.0,) * 10):
     return S.SearchPoint(
         candidate=name,
         val_accuracy=acc,
         test_accuracy=acc,
         val_score=acc,
         test_score=acc,
-        p95_ms=p95,
         size_bytes=size,
         energy_nj=None,
         energy_source=None,
+        **timed(p95, own),
     )
 
 
@@ -102,7 +115,10 @@ def test_a_qat_trial_is_judged_as_an_int8_against_its_fp32_source():
     student, slower = view(0.95, 0.010, 20), view(0.95, 0.020, 8)
     chain = S.Chain(student=student, pruned=None, final=slower, precision="int8_qat")
     why = S.reasons(chain, TEACHER, PLAIN, POLICY, default=None, default_tolerance=0.0)
-    assert why == ["INT8 (QAT) slower than FP32 on this device: p95 0.0200 ms vs its FP32 source's 0.0100 ms"]
+    assert why == [
+        "INT8 (QAT) slower than FP32 on this device: p95 0.0200 [0.0196, 0.0220] ms vs its FP32 source's 0.0100 "
+        "[0.0098, 0.0110] ms (paired p95 ratio 2.000x [2.000, 2.000] (10 rounds, 97.9% interval))"
+    ]
 
 
 def test_a_trial_is_refused_for_a_slower_int8_a_useless_pruning_and_falling_short_of_the_default():
@@ -110,10 +126,13 @@ def test_a_trial_is_refused_for_a_slower_int8_a_useless_pruning_and_falling_shor
     slower = view(0.95, 0.020, 8)
     chain = S.Chain(student=student, pruned=pruned, final=slower, precision="int8_static")
     why = S.reasons(chain, TEACHER, PLAIN, POLICY, default=view(0.96, 0.01, 20), default_tolerance=0.005)
+    paired = "(10 rounds, 97.9% interval)"
     assert why == [
-        "INT8 slower than FP32 on this device: p95 0.0200 ms vs its FP32 source's 0.0100 ms",
-        "pruning paid nothing: p95 0.0100 ms (no measurable difference from its source's 0.0100 ms) and size "
-        "20.0 KiB not below its 20.0 KiB",
+        "INT8 slower than FP32 on this device: p95 0.0200 [0.0196, 0.0220] ms vs its FP32 source's 0.0100 "
+        f"[0.0098, 0.0110] ms (paired p95 ratio 2.000x [2.000, 2.000] {paired})",
+        "pruning paid nothing: p95 0.0100 [0.0098, 0.0110] ms (no measurable difference from its source's 0.0100 "
+        f"[0.0098, 0.0110] ms; paired p95 ratio 1.000x [1.000, 1.000] {paired}) and size 20.0 KiB not below its "
+        "20.0 KiB",
         "accuracy 0.9500 < the default recipe's 0.9600 - default_tolerance 0.0050",
     ]
     fine = S.Chain(student=student, pruned=None, final=student, precision="fp32")
@@ -136,13 +155,19 @@ def test_front_keeps_the_non_dominated_points_and_pick_chooses_on_it():
     assert S.pick([], "latency") is None
     assert S.Ratios.of(pts[1], pts[0]).as_json("val_accuracy") == {
         "val_accuracy_diff": -0.01,
-        "speed": "faster",  # points without intervals compare as single figures
+        "speed": "faster",  # every round half the reference's
         "p95_ms": 0.5,
         "size_bytes": 1.0,
+        "paired_p95": 0.5,
+        "paired_p95_lo": 0.5,
+        "paired_p95_hi": 0.5,
     }
-    noisy = [p.model_copy(update={"p95_lo_ms": p.p95_ms * 0.4, "p95_hi_ms": p.p95_ms * 1.6}) for p in pts[:2]]
-    assert S.Ratios.of(noisy[1], noisy[0]).speed == "no measurable difference"
-    assert S.Ratios.of(noisy[0], noisy[1]).speed == "no measurable difference"
+    # 0.018 against 0.02 round by round x 0.8 or x 1.2: half the rounds slower, so no measurable difference
+    noisy = point("n", 0.98, 0.018, 9000, own=(0.8, 1.2) * 5)
+    assert S.Ratios.of(noisy, pts[0]).speed == "no measurable difference"
+    assert S.Ratios.of(pts[0], noisy).speed == "no measurable difference"
+    figures = [p.model_copy(update={"p95_series": None}) for p in pts[:2]]  # single figures: nothing is measurable
+    assert S.Ratios.of(figures[1], figures[0]).speed == "no measurable difference"
 
 
 def test_a_point_round_trips_through_the_json_a_study_keeps():
@@ -162,7 +187,8 @@ def test_a_point_round_trips_through_the_json_a_study_keeps():
     d = p.as_json("f1_positive")
     assert (d["val_f1_positive"], d["test_f1_positive"], d["trial"]) == (0.7, 0.6, 3) and "gate_reasons" not in d
     assert S.SearchPoint.from_json(d, "f1_positive") == p
-    assert S.SearchPoint.from_json(point("ref", 0.9, 0.1, 10).as_json("accuracy"), "accuracy").candidate == "ref"
+    ref = point("ref", 0.9, 0.1, 10)  # with its per-round p95, which the study keeps for paired comparisons
+    assert S.SearchPoint.from_json(ref.as_json("accuracy"), "accuracy") == ref
 
 
 def test_a_kd_trial_must_beat_the_same_student_trained_alone():

@@ -1,33 +1,23 @@
-"""The interval and the comparison of components.timing, on hand-made per-round numbers."""
+"""The harness of components.timing, in its real child process (its statistics are tests/components/test_rounds.py)."""
 
+import math
+
+import numpy as np
 import pytest
 
-from components.timing import Interval, compare, median_interval
+from components import timing
+from components.benchmark import ROOT
 
 pytestmark = pytest.mark.unit
 
 
-def test_the_median_interval_holds_the_median_within_the_values_and_is_seeded():
-    rounds = [0.0210, 0.0204, 0.0231, 0.0208, 0.0206]
-    i = median_interval(rounds)
-    assert i.value == pytest.approx(0.0208)
-    assert min(rounds) <= i.lo <= i.value <= i.hi <= max(rounds)
-    assert median_interval(rounds) == i  # the same numbers, the same interval
-    assert median_interval([0.5] * 5) == Interval(value=0.5, lo=0.5, hi=0.5)
-    assert str(Interval(value=0.5, lo=0.5, hi=0.5)) == "0.5000"
-    assert str(i) == f"0.0208 [{i.lo:.4f}, {i.hi:.4f}]"
-    with pytest.raises(ValueError, match="no values"):
-        median_interval([])
-
-
-def test_a_wider_spread_gives_a_wider_interval():
-    tight = median_interval([1.00, 1.01, 0.99, 1.00, 1.02])
-    loose = median_interval([1.00, 1.30, 0.70, 1.10, 0.90])
-    assert loose.hi - loose.lo > tight.hi - tight.lo
-
-
-def test_compare_calls_a_difference_only_where_the_intervals_do_not_overlap():
-    fast, slow = Interval(value=1.0, lo=0.9, hi=1.1), Interval(value=2.0, lo=1.8, hi=2.2)
-    near = Interval(value=1.05, lo=0.95, hi=1.2)
-    assert compare(fast, slow) == -1 and compare(slow, fast) == 1
-    assert compare(fast, near) == 0 and compare(near, fast) == 0  # inside the noise: no measurable difference
+def test_rounds_added_to_a_measurement_are_timed_without_taking_peak_memory_again(tmp_path, matmul_onnx):
+    paths = []
+    for seed in (1, 2):
+        paths.append(str(tmp_path / f"m{seed}.onnx"))
+        (tmp_path / f"m{seed}.onnx").write_bytes(matmul_onnx(16, seed))
+    batch = tmp_path / "batch.npy"
+    np.save(batch, np.ones((1, 64), np.float32))
+    more = timing.run(paths, str(batch), timing.Settings(1, 2, 10, 3, memory=False), paths[0], timeout=120, cwd=ROOT)
+    assert [len(r) for r in more.rounds] == [3, 3] and all(r.p95_ms > 0 for rs in more.rounds for r in rs)
+    assert len(more.peak_mem_mb) == 2 and all(math.isnan(p) for p in more.peak_mem_mb)
