@@ -85,6 +85,8 @@ def students(
             val_accuracy=acc.val_accuracy,
             test_accuracy=acc.test_accuracy,
             variant=best,
+            variants=len(specs),  # a sweep's val accuracy is its best of these: a selection, not a measurement
+            test_correct=acc.test_correct,
         )
         rows.append(row)
         if method == "plain":
@@ -113,6 +115,8 @@ def track(run: Run, table: list[BenchCell], result: BenchResult, text: str) -> N
         if r.test_gain is not None:
             metrics[f"{key}.test_gain"] = r.test_gain.mean
             metrics |= {f"{key}.test_gain_{b}": v for b in ("lo", "hi") if (v := getattr(r.test_gain, b)) is not None}
+        if r.holm_p is not None:
+            metrics[f"{key}.test_gain_holm_p"] = r.holm_p
     tr.metrics(run.parent, metrics)
     tr.tags(
         run.parent,

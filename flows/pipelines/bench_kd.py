@@ -2,10 +2,11 @@
 
 The same stages as the pipeline (DVC + GX data preparation, the teacher, `train_student` for every student, so
 their caches are shared), then a table of mean ± std test accuracy per width and method, the method chosen on
-validation, and each method's paired difference against plain (same seed, same split) with its 95% interval, its
-recovery of the teacher - plain gap and a verdict. `splits` > 1 draws train and val again (test fixed), with a
-teacher trained on each. A benchmark, not a test: it trains width x method x seed x split students, side by side
-on Dask workers when there are several.
+validation, and each method's paired difference against plain (same seed, same split) with the split as the unit
+and the test items' sampling variance in its 95% interval, its recovery of the teacher - plain gap and a verdict
+Holm-adjusted over the width's methods. `splits` > 1 draws train and val again (test fixed), with a teacher trained
+on each; with one split there is no interval and no verdict. A benchmark, not a test: it trains width x method x
+seed x split students, side by side on Dask workers when there are several.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What `edgekd bench kd` shows: the table of mean ± std accuracy per width and method with the method chosen on
-val, each method's paired difference against plain with its interval, recovery and verdict, the conditions the
-numbers hold under, its JSON, and the accuracy-vs-width plot."""
+val, each method's paired difference against plain with its interval over splits, Holm-adjusted p, recovery and
+verdict, the conditions and the statistics the numbers hold under, its JSON, and the accuracy-vs-width plot."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.bench import Accuracy, BenchCell, BenchRow, Conditions, chosen
+from components.paired import FAMILYWISE
 from flows.reporting.plots import _pyplot
 
 
@@ -60,25 +61,52 @@ def render(result: BenchResult, min_margin: float = 0.0) -> str:
         f"conditions: {c.threads} training thread(s), deterministic algorithms {c.deterministic}, torch {c.torch} "
         f"({c.cpu or 'CPU kernels not recorded'}), "
         f"commit {c.commit[:12]}, {c.date}",
+        f"statistics: {c.interval}",
         f"{'width':>5}  {'method':<18} {'val':>15}  {'test':>15}  {'val - plain, points [95% CI]':>29}  "
-        f"{'test - plain, points [95% CI]':>30}  {'recovery [95% CI]':>22}  verdict",
+        f"{'test - plain, points [95% CI]':>30}  {'Holm p':>6}  {'recovery [95% CI]':>22}  verdict",
     ]
     for r in table:
         mark = " <- chosen on val" if best.get(r.width) is r else ""
-        val_gain = "" if r.val_gain is None else r.val_gain.text()
+        val_gain = SELECTED if r.selected_on_val else "" if r.val_gain is None else r.val_gain.text()
         gain = "" if r.test_gain is None else r.test_gain.text()
+        holm = "" if r.holm_p is None else "<0.001" if r.holm_p < 0.001 else f"{r.holm_p:.3f}"
         rec = "" if r.recovery_interval is None else r.recovery_interval.text(unit="%")
         lines.append(
             f"{r.width:>5}  {r.method:<18} {r.val.mean:.4f} ± {r.val.std:.4f}  {r.test.mean:.4f} ± "
-            f"{r.test.std:.4f}  {val_gain:>29}  {gain:>30}  {rec:>22}  {r.verdict or ''}{mark}"
+            f"{r.test.std:.4f}  {val_gain:>29}  {gain:>30}  {holm:>6}  {rec:>22}  {r.verdict or ''}{mark}"
         )
-    lines += [
+    return "\n".join(lines + _notes(result, min_margin))
+
+
+SELECTED = "selected on val: not a claim"
+
+
+def _notes(result: BenchResult, min_margin: float) -> list[str]:
+    """What the columns mean, under the table, and what the teacher and the data could not serve."""
+    teacher, table, c = result.teacher, result.table, result.conditions
+    family = max((r.family for r in table), default=0)
+    lines = [
         f"val - plain, test - plain: the paired difference against the plain student of the same seed and split "
-        f"(the same student trained without a teacher on the same budget), mean and {c.interval}, over "
-        f"{c.seeds * c.splits} pair(s); recovery = (method - plain) / (teacher - plain) per pair",
-        "a method gains only where its whole test interval is above zero; where it contains zero: no measurable "
-        "gain; below zero: a loss",
+        f"(the same student trained without a teacher on the same budget), paired over splits: the seeds of a split "
+        f"share its teacher and its train/val draw, so each split's mean over its {c.seeds} seed(s) is one value "
+        f"and the interval is over {c.splits} split(s); on test the test items' sampling variance is added (every "
+        f"student is scored on the same test set); recovery = (method - plain) / (teacher - plain), per split",
     ]
+    if family:
+        lines.append(
+            f"Holm p: the test p-value Holm-adjusted over the {family} KD method(s) of the width; a method gains only "
+            f"where it is below {FAMILYWISE:g} with a positive mean, loses where below with a negative one, else no "
+            "measurable gain (a 95% interval clear of zero is not enough among several methods)",
+        )
+    if any(r.selected_on_val for r in table):
+        lines.append(f"{SELECTED}: a sweep picked its best variant on val, so its val difference is at least zero")
+    if c.splits < 2:
+        lines.append(
+            f"{c.splits} split: no interval between splits, so no verdict (not enough splits); run --splits 3 or "
+            "more to test a gain"
+        )
+    if any(r.test_gain is not None and r.test_gain.n >= 2 and r.test_gain.items == 0 for r in table):
+        lines.append("some rows carry no per-item test scores: their test interval is the spread between splits alone")
     lines += [
         f"width {r.width}: the teacher is not clearly stronger than the plain student (val "
         f"{teacher.val_accuracy:.4f} vs {r.val.mean:.4f}, margin below teacher.min_margin "
@@ -86,8 +114,7 @@ def render(result: BenchResult, min_margin: float = 0.0) -> str:
         for r in table
         if r.method == "plain" and teacher.val_accuracy - r.val.mean < min_margin
     ]
-    lines += [f"skipped {name}: {why}" for name, why in result.skipped.items()]
-    return "\n".join(lines)
+    return lines + [f"skipped {name}: {why}" for name, why in result.skipped.items()]
 
 
 def width_plot(table: list[BenchCell], teacher: Accuracy, path: Path, dataset: str, fraction: float) -> None:

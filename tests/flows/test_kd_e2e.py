@@ -124,7 +124,8 @@ def _onnx_teacher(path: Path) -> None:
 def test_the_bench_gives_the_same_numbers_serially_and_on_dask_workers(project, cli, tmp_path):
     """Each student trains on `train.threads` threads from its seed, whether one after another in this process or
     side by side on Dask worker processes: the rows are the same, number for number. Over two seeds and two splits,
-    each method's paired differences against plain come with their interval and verdict."""
+    each method's paired differences against plain come with their interval over splits (the test items' variance
+    included) and verdict."""
     import shutil
 
     args = ("bench", "kd", "--widths", "2", "--seeds", "2", "--splits", "2", "--methods", "hinton")
@@ -148,8 +149,10 @@ def test_the_bench_gives_the_same_numbers_serially_and_on_dask_workers(project, 
         assert p["test_diff"] == pytest.approx(
             kd_row["test_accuracy"] - plain[(p["seed"], p["split"])]["test_accuracy"]
         )
-    gain = hinton["test_gain"]
-    assert gain["n"] == 4 and gain["lo"] <= gain["mean"] <= gain["hi"]
+    gain = hinton["test_gain"]  # over the 2 splits, with every student's test items
+    assert gain["n"] == 2 and gain["lo"] <= gain["mean"] <= gain["hi"]
+    assert gain["items"] > 0 and {len(r["test_correct"]) for r in result["rows"]} == {gain["items"]}
+    assert hinton["family"] == 1 and hinton["holm_p"] == pytest.approx(gain["p"])  # Holm over one method: its own p
     assert hinton["verdict"] == ("gain" if gain["lo"] > 0 else "loss" if gain["hi"] < 0 else "no measurable gain")
 
 
