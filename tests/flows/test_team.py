@@ -24,6 +24,8 @@ import pytest
 import yaml
 from sklearn.datasets import load_breast_cancer
 
+from tests.conftest import require
+
 pytestmark = pytest.mark.team
 
 NAME = "tumours"
@@ -36,10 +38,9 @@ def _pg_missing() -> bool:
     return not (shutil.which("pg_config") or shutil.which("initdb") or list(Path("/usr/lib/postgresql").glob("*/bin")))
 
 
-if _pg_missing():
-    pytest.skip(
-        "PostgreSQL binaries not found: apt-get install postgresql (.ci/run installs it)", allow_module_level=True
-    )
+@pytest.fixture(scope="module", autouse=True)
+def _postgresql_installed():
+    require(not _pg_missing(), "PostgreSQL binaries not found: apt-get install postgresql (.ci/run installs it)")
 
 
 def clean_env(**extra: str) -> dict:
@@ -73,6 +74,7 @@ def spawn(root: Path, *args: str, env: dict, log: Path) -> subprocess.Popen:
 
 USERS = {"alice": "releaser", "rita": "releaser", "bob": "developer", "carol": "developer", "vic": "viewer"}
 CLIENT = ("MLFLOW_TRACKING_SERVER_CERT_PATH", "PREFECT_API_SSL_CERT_FILE", "PREFECT_API_AUTH_STRING")
+HISTORY = "edgekd.production_history"
 
 
 def exports(path: Path) -> dict[str, str]:
@@ -180,8 +182,8 @@ def origin(tmp_path_factory, team, s3, repo, small_params):
 
 def member_env(root: Path, team: dict, s3: str, user: str) -> dict:
     """A team member's environment in `root`: their MLflow credentials, the team's CA and Prefect auth string, the
-    database URL (it holds the password) and S3 credentials from the environment; the MLflow and Prefect servers
-    from params.yaml's `team` section; Prefect's home in the clone."""
+    members' database URL (it holds their role's password) and S3 credentials from the environment; the MLflow and
+    Prefect servers from params.yaml's `team` section; Prefect's home in the clone."""
     return clean_env(
         PYTHONPATH=str(root),
         PREFECT_HOME=str(root / ".prefect"),
@@ -359,6 +361,99 @@ def test_only_releasers_move_production_and_the_history_names_who_the_server_aut
             write()
 
 
+def test_a_developer_can_neither_rewrite_nor_delete_the_history_or_a_versions_sha256(clones, team):
+    """The records `promote`, `rollback` and `predict` trust are the server's to keep: a developer who may write tags
+    (they register versions, record refused attempts) still cannot change an earlier move of `production`, delete
+    the history or an audit record, or change the sha256 a complete version's model file is checked against."""
+    import httpx
+
+    (a, _), (b, _) = clones["a"], clones["b"]
+    va, vb = read_json(a / "run.json")["registered"]["version"], read_json(b / "run.json")["registered"]["version"]
+    c = registry(team)  # as vic, the viewer
+    history, tags = c.get_registered_model(NAME).tags[HISTORY], c.get_model_version(NAME, va).tags
+    audit = next(k for k in tags if k.startswith("audit."))
+    bob = team["users"]["bob"]
+
+    def as_bob(method: str, endpoint: str, **body) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{team['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/{endpoint}",
+            json={"name": NAME} | body,
+            auth=(bob["MLFLOW_TRACKING_USERNAME"], bob["MLFLOW_TRACKING_PASSWORD"]),
+            verify=team[CLIENT[0]],
+            timeout=30,
+        )
+
+    moves = json.loads(history)
+    mine = {"action": "promote", "who": "bob", "when": "2026-12-06T10:00:00+00:00", "from": va, "to": vb}
+    rewritten = [moves[0] | {"who": "bob"}, *moves[1:], mine | {"refused": "fails the gate"}]  # the last one bob's
+    refused = {
+        "an earlier move rewritten": as_bob(
+            "POST", "registered-models/set-tag", key=HISTORY, value=json.dumps(rewritten)
+        ),
+        "the history deleted": as_bob("DELETE", "registered-models/delete-tag", key=HISTORY),
+        "an audit record deleted": as_bob("DELETE", "model-versions/delete-tag", version=va, key=audit),
+        "sha256 replaced": as_bob("POST", "model-versions/set-tag", version=va, key="sha256", value="0" * 64),
+        "sha256 deleted": as_bob("DELETE", "model-versions/delete-tag", version=va, key="sha256"),
+    }
+    got = {what: (r.status_code, r.text[:200]) for what, r in refused.items()}
+    assert all(
+        code == 403 and ("append-only" in why or "releaser" in why or "complete" in why) for code, why in got.values()
+    ), got
+    assert c.get_registered_model(NAME).tags[HISTORY] == history
+    assert c.get_model_version(NAME, va).tags == tags
+
+
+def test_a_members_database_login_reaches_only_the_members_database_and_is_no_superuser(team):
+    """What team.env gives every member is a login to the `edgekd` database (the promotion guard's locks, Optuna's
+    studies) that is no superuser: psql with it is refused by the `mlflow` and `prefect` databases (an UPDATE there
+    would move `production` or rewrite the audit history past the MLflow server's rules) and cannot run a program on
+    the server; neither can the servers' own logins. Passwords reach psql through PGPASSWORD, never its argv."""
+    from urllib.parse import unquote, urlsplit
+
+    from flows.infra.team.postgres import pg_bindir
+    from flows.infra.team.settings import ServerSecrets, password
+
+    url = urlsplit(team["EDGEKD_DATABASE_URL"])
+
+    def psql(user: str, secret: str, db: str, statement: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(pg_bindir() / "psql"), "-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", "-h", url.hostname]
+            + ["-p", str(url.port), "-U", user, "-d", db, "-c", statement],
+            env=clean_env(PGPASSWORD=secret, PGCONNECT_TIMEOUT="10"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    member = (unquote(url.username), unquote(url.password))
+    for db, statement in (
+        ("mlflow", "UPDATE registered_model_aliases SET version = version"),
+        ("mlflow", "UPDATE registered_model_tags SET value = value"),
+        ("prefect", "UPDATE deployment SET name = name"),
+        ("postgres", "SELECT 1"),
+    ):
+        res = psql(*member, db, statement)
+        assert res.returncode == 2 and "no pg_hba.conf entry" in res.stderr and f'database "{db}"' in res.stderr, (
+            db,
+            res.returncode,
+            res.stdout + res.stderr,
+        )
+    assert password(team["dir"]) not in (team["dir"] / "team.env").read_text()
+    assert url.path == "/edgekd" and psql(*member, "edgekd", "SELECT pg_try_advisory_lock(1)").stdout.strip() == "t"
+    res = psql(*member, "edgekd", "SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    assert res.returncode == 0 and res.stdout.strip() == "f", res.stdout + res.stderr
+    server, witness = ServerSecrets.of(team["dir"]), Path(f"/tmp/edgekd-owned-{os.getpid()}")
+    for user, secret, db in (
+        (*member, "edgekd"),
+        ("mlflow_server", server.mlflow_db_password, "mlflow"),
+        ("prefect_server", server.prefect_db_password, "prefect"),
+    ):
+        res = psql(user, secret, db, f"COPY (SELECT 1) TO PROGRAM 'touch {witness}'")
+        assert res.returncode == 1 and "must be superuser" in res.stderr, (user, res.returncode, res.stderr)
+    assert not witness.exists()
+
+
 def test_the_servers_refuse_no_credentials_plain_http_a_wrong_ca_and_a_replaced_password(team, tmp_path, repo):
     import httpx
 
@@ -448,15 +543,17 @@ def test_deploy_registers_on_the_team_prefect_server_for_workers_elsewhere(clone
 
 
 def test_no_password_or_token_in_logs_the_mlflow_store_prefect_or_the_process_table(team, clones, origin):
-    """Every secret (the database password, MLflow's admin password and CSRF key, Prefect's auth string, each
-    user's password) is only in the 0600 files that hold it: not in a log, a run's params or tags, a registered
-    model's or version's tags, Prefect's logs and deployments, nor any process's command line."""
+    """Every secret (the database superuser's, the servers' and the members' database passwords, MLflow's admin
+    password and CSRF key, Prefect's auth string, each user's password) is only in the 0600 files that hold it: not
+    in a log, a run's params or tags, a registered model's or version's tags, Prefect's logs and deployments, nor any
+    process's command line."""
     import psutil
 
-    from flows.infra.team.settings import ServerSecrets, password
+    from flows.infra.team.settings import ServerSecrets, member_password, password
 
     server = ServerSecrets.of(team["dir"])
     secrets = [password(team["dir"]), server.mlflow_admin_password, server.flask_secret_key]
+    secrets += [server.mlflow_db_password, server.prefect_db_password, member_password(team["dir"])]
     secrets += [server.prefect_auth_string.split(":", 1)[1]] + [
         u["MLFLOW_TRACKING_PASSWORD"] for u in team["users"].values()
     ]

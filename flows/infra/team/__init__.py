@@ -4,8 +4,9 @@ Alone, each user has a SQLite MLflow store and a temporary Prefect server: nobod
 people can hold 'production' at once, and SQLite locks up under concurrent writers. A team needs one MLflow
 registry, one Prefect API and one database for the promotion guard's advisory locks. `team up` starts:
 
-- PostgreSQL (Debian's package) with the databases `mlflow`, `prefect` and `edgekd`, one role `edgekd` whose
-  random password is generated once and kept in TEAM_DIR/password;
+- PostgreSQL (Debian's package) with the databases `mlflow`, `prefect` and `edgekd`: its superuser `edgekd`
+  (password generated once, in TEAM_DIR/password) only sets it up; each server logs in as its own database's
+  owner, members as `edgekd_member`, which reaches only the `edgekd` database (postgres.py);
 - `mlflow server` on the `mlflow` database, proxying artifacts to TEAM_DIR/artifacts (or a shared bucket), with
   MLflow's basic auth and edgekd's roles (mlflow_auth.py; users: users.py);
 - Prefect's server on the `prefect` database, with an auth string;

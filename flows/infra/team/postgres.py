@@ -1,6 +1,16 @@
-"""The team's PostgreSQL: a cluster in TEAM_DIR/postgres created once (role `edgekd`, a generated password), run
-with pg_ctl (as user 'postgres' when edgekd runs as root, since PostgreSQL refuses root), with the databases the
-servers and the promotion guard use."""
+"""The team's PostgreSQL: a cluster in TEAM_DIR/postgres created once (its superuser `edgekd`, a generated
+password), run with pg_ctl (as user 'postgres' when edgekd runs as root, since PostgreSQL refuses root), with the
+databases the servers and the members use and a login role for each, none of them a superuser:
+
+| role | may log in to (pg_hba.conf) | may |
+|---|---|---|
+| `mlflow_server` | `mlflow`, from this machine | own `mlflow` (MLflow's tables, its migrations) |
+| `prefect_server` | `prefect`, from this machine | own `prefect` (Prefect's tables, its migrations) |
+| `edgekd_member` | `edgekd`, from anywhere `--host` reaches | advisory locks, its own tables in `edgekd` (Optuna) |
+| `edgekd` (superuser) | every database, from this machine | set the cluster up; its password stays in TEAM_DIR |
+
+Every `up` writes pg_hba.conf and grants all of this again, so a team made by an earlier edgekd (servers and
+members logging in as the superuser) is brought to it, its tables handed to their server's role."""
 
 from __future__ import annotations
 
@@ -13,9 +23,35 @@ from pathlib import Path
 
 from flows.infra.database import connect
 from flows.infra.processes import tail
-from flows.infra.team.settings import USER, Resolved, ServerRecord, TeamError, need_port, password, record, write_file
+from flows.infra.team.settings import (
+    MEMBER,
+    MEMBER_DATABASE,
+    SERVER_ROLES,
+    SUPERUSER,
+    Resolved,
+    ServerRecord,
+    TeamError,
+    need_port,
+    password,
+    record,
+    write_file,
+)
 
-DATABASES = ("mlflow", "prefect", "edgekd")
+DATABASES = ("mlflow", "prefect", MEMBER_DATABASE)
+# Who owns what is in each database (the members' database itself stays the superuser's: members get only what
+# GRANTS gives them there).
+OWNERS = SERVER_ROLES | {MEMBER_DATABASE: MEMBER}
+# Written on every `up`: a connection no line admits is refused ("no pg_hba.conf entry"). `samehost`: any address of
+# this machine, whichever --host the servers bind to.
+HBA = f"""# Written by `edgekd team up` on every start (edits are lost): who may log in to which database, from where.
+# TYPE  DATABASE       USER             ADDRESS    METHOD
+local   all            all                         scram-sha-256
+host    all            {SUPERUSER:<16} samehost   scram-sha-256
+host    mlflow         {SERVER_ROLES["mlflow"]:<16} samehost   scram-sha-256
+host    prefect        {SERVER_ROLES["prefect"]:<16} samehost   scram-sha-256
+host    {MEMBER_DATABASE:<14} {MEMBER:<16} all        scram-sha-256
+"""
+ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
 
 
 def pg_bindir() -> Path:
@@ -88,14 +124,14 @@ def healthy(r: Resolved, pw: str) -> bool:
     import psycopg2
 
     try:
-        connect(host=r.local, port=r.s.pg_port, user=USER, password=pw, dbname="postgres", timeout=3).close()
+        connect(host=r.local, port=r.s.pg_port, user=SUPERUSER, password=pw, dbname="postgres", timeout=3).close()
         return True
     except psycopg2.Error:
         return False
 
 
 def _initdb(team_dir: Path, bindir: Path, pgdir: Path, say) -> str:
-    """Create the cluster once, with the role `edgekd` and a password generated now; the password."""
+    """Create the cluster once, with the superuser and a password generated now; the password."""
     import secrets
 
     pwpath = team_dir / "password"
@@ -114,7 +150,7 @@ def _initdb(team_dir: Path, bindir: Path, pgdir: Path, say) -> str:
     if os.geteuid() == 0:
         shutil.chown(pgdir, "postgres", "postgres")
         shutil.chown(pwfile, "postgres", "postgres")
-    say(f"creating the PostgreSQL cluster in {pgdir} (role {USER}, password in {pwpath})")
+    say(f"creating the PostgreSQL cluster in {pgdir} (superuser {SUPERUSER}, password in {pwpath})")
     try:
         # --no-locale: the cluster does not depend on which locales this machine has generated.
         res = _pg(
@@ -123,7 +159,7 @@ def _initdb(team_dir: Path, bindir: Path, pgdir: Path, say) -> str:
             "-D",
             str(pgdir),
             "-U",
-            USER,
+            SUPERUSER,
             f"--pwfile={pwfile}",
             "--auth-host=scram-sha-256",
             "--auth-local=trust",
@@ -136,23 +172,30 @@ def _initdb(team_dir: Path, bindir: Path, pgdir: Path, say) -> str:
         pwfile.unlink(missing_ok=True)
     if res.returncode != 0:
         raise TeamError(f"initdb failed ({res.returncode}):\n{res.stdout}{res.stderr}")
-    # initdb allows password logins from this machine only; other machines must reach it when bound to 0.0.0.0.
-    with open(pgdir / "pg_hba.conf", "a") as f:
-        f.write(
-            "\n# edgekd team: password logins from anywhere (reachable only where --host binds)\n"
-            "host all all all scram-sha-256\n"
-        )
     return pw
 
 
-def start(team_dir: Path, r: Resolved, say) -> tuple[str, ServerRecord | None]:
-    """PostgreSQL running with the three databases: (password, record) with record None if it already ran."""
+def _write_hba(pgdir: Path) -> bool:
+    """pg_hba.conf as HBA says; whether it changed."""
+    path = pgdir / "pg_hba.conf"
+    if path.is_file() and path.read_text() == HBA:
+        return False
+    write_file(path, HBA, 0o600)
+    if os.geteuid() == 0:
+        shutil.chown(path, "postgres", "postgres")
+    return True
+
+
+def start(team_dir: Path, r: Resolved, roles: dict[str, str], say) -> tuple[str, ServerRecord | None]:
+    """PostgreSQL running with the three databases and `roles` (login role -> password): (the superuser's password,
+    record) with record None if it already ran."""
     bindir = pg_bindir()
     _as_postgres()  # a missing 'postgres' user or runuser fails before anything is created
     pgdir = team_dir / "postgres"
     if os.geteuid() == 0:
         _check_traversable(team_dir)
     pw = _initdb(team_dir, bindir, pgdir, say)
+    hba_changed = _write_hba(pgdir)
     rec = None
     if running(team_dir):
         if not healthy(r, pw):
@@ -164,7 +207,7 @@ def start(team_dir: Path, r: Resolved, say) -> tuple[str, ServerRecord | None]:
     else:
         rec = _launch(team_dir, bindir, pgdir, r, say)
     try:
-        _create_databases(r, pw)
+        _provision(r, pw, roles, reload=hba_changed and rec is None)
     except Exception:
         if rec:
             stop(team_dir)
@@ -202,21 +245,82 @@ def _launch(team_dir: Path, bindir: Path, pgdir: Path, r: Resolved, say) -> Serv
     if res.returncode != 0:
         raise TeamError(f"PostgreSQL did not start ({res.returncode}); the last lines of {log}:\n{tail(log)}")
     pid = int((pgdir / "postmaster.pid").read_text().split()[0])
-    return record(pid, f"postgresql://{USER}@{r.advertise}:{r.s.pg_port}", log)
+    return record(pid, f"postgresql://{MEMBER}@{r.advertise}:{r.s.pg_port}/{MEMBER_DATABASE}", log)
 
 
-def _create_databases(r: Resolved, pw: str) -> None:
+def _provision(r: Resolved, pw: str, roles: dict[str, str], reload: bool) -> None:
+    """The roles with their passwords, the databases with their owners, and no more than that for anyone: what a
+    database's owner made stays its own; PUBLIC may connect nowhere; members reach their database's schema only."""
     from psycopg2 import sql
+    from psycopg2.extensions import encrypt_password
 
-    conn = connect(host=r.local, port=r.s.pg_port, user=USER, password=pw, dbname="postgres")
+    conn = connect(host=r.local, port=r.s.pg_port, user=SUPERUSER, password=pw, dbname="postgres")
     try:
         with conn.cursor() as cur:
+            if reload:
+                cur.execute("SELECT pg_reload_conf()")  # pg_hba.conf changed under a running server
+            for role, secret in roles.items():
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                verb = "ALTER" if cur.fetchone() else "CREATE"
+                # A SCRAM verifier, not the password, goes to the server: no log or statistics view can hold it.
+                verifier = encrypt_password(secret, role, conn, "scram-sha-256")
+                statement = sql.SQL(f"{verb} ROLE {{}} WITH {ROLE_ATTRIBUTES} PASSWORD %s")
+                cur.execute(statement.format(sql.Identifier(role)), (verifier,))
             for db in DATABASES:
+                owner = sql.Identifier(SERVER_ROLES.get(db, SUPERUSER))
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
-                if cur.fetchone() is None:
-                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+                verb = "ALTER DATABASE {} OWNER TO {}" if cur.fetchone() else "CREATE DATABASE {} OWNER {}"
+                cur.execute(sql.SQL(verb).format(sql.Identifier(db), owner))
+                cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db)))
+            cur.execute(
+                sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
+                    sql.Identifier(MEMBER_DATABASE), sql.Identifier(MEMBER)
+                )
+            )
     finally:
         conn.close()
+    for db in DATABASES:
+        conn = connect(host=r.local, port=r.s.pg_port, user=SUPERUSER, password=pw, dbname=db)
+        try:
+            with conn.cursor() as cur:
+                _hand_over(cur, OWNERS[db])
+                if db == MEMBER_DATABASE:  # Optuna makes its tables there
+                    cur.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(sql.Identifier(MEMBER)))
+        finally:
+            conn.close()
+
+
+# What the superuser owns in this database, outside PostgreSQL's own schemas and extensions: relations (a sequence
+# of a column, or of an identity, moves with its table), types, routines.
+_OWNED = """
+SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+       WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, format('%%I.%%I', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relowner = %(owner)s::regrole AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {user_schema}
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype IN ('a', 'i', 'e'))
+UNION ALL
+SELECT 'TYPE', format('%%I.%%I', n.nspname, t.typname)
+FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE t.typowner = %(owner)s::regrole AND t.typtype IN ('e', 'd') AND {user_schema}
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')
+UNION ALL
+SELECT 'ROUTINE', p.oid::regprocedure::text
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE p.proowner = %(owner)s::regrole AND {user_schema}
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+""".format(user_schema="n.nspname NOT IN ('information_schema') AND n.nspname !~ '^pg_'")
+
+
+def _hand_over(cur, role: str) -> None:
+    """Give `role` what the superuser made in this database: a team set up by an earlier edgekd, whose servers
+    logged in as the superuser, keeps its registry and flow runs in tables the superuser owns."""
+    from psycopg2 import sql
+
+    cur.execute(_OWNED, {"owner": SUPERUSER})
+    for kind, name in cur.fetchall():
+        # `name` is quoted by PostgreSQL itself (format %I, regprocedure)
+        cur.execute(sql.SQL(f"ALTER {kind} {name} OWNER TO {{}}").format(sql.Identifier(role)))
 
 
 def stop(team_dir: Path) -> bool:

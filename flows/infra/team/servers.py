@@ -14,14 +14,17 @@ from flows.infra.environment import REAPER_TOKEN, TEAM_SERVER
 from flows.infra.processes import ServerStartError, healthy, marked, reap, wait_healthy
 from flows.infra.team import postgres, tls
 from flows.infra.team.settings import (
+    MEMBER,
+    MEMBER_DATABASE,
     PORT_FLAGS,
-    USER,
+    SERVER_ROLES,
     WILDCARDS,
     Resolved,
     ServerSecrets,
     TeamError,
     TeamSettings,
     TeamState,
+    member_password,
     need_port,
     password,
     record,
@@ -59,11 +62,11 @@ MLFLOW_DEFAULT_HOSTS = [
 
 @dataclass(frozen=True)
 class Launch:
-    """What starting a server takes: where, with which settings, the database password, TLS and the secrets."""
+    """What starting a server takes: where, with which settings, TLS and the secrets (its database password among
+    them: each server logs in as its own database's owner, not as the superuser)."""
 
     team_dir: Path
     r: Resolved
-    pw: str
     tls: tls.Tls
     secrets: ServerSecrets
 
@@ -133,7 +136,7 @@ def _mlflow_cmd(x: Launch) -> tuple[list[str], dict]:
     return cmd, _child_env(
         x.team_dir,
         "mlflow",
-        MLFLOW_BACKEND_STORE_URI=r.db_url(x.pw, "mlflow"),
+        MLFLOW_BACKEND_STORE_URI=r.db_url(SERVER_ROLES["mlflow"], x.secrets.mlflow_db_password, "mlflow"),
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
         MLFLOW_AUTH_CONFIG_PATH=str(ini),
         MLFLOW_AUTH_ADMIN_PASSWORD=x.secrets.mlflow_admin_password,
@@ -167,7 +170,9 @@ def _prefect_cmd(x: Launch) -> tuple[list[str], dict]:
     return cmd, _child_env(
         x.team_dir,
         "prefect",
-        PREFECT_API_DATABASE_CONNECTION_URL=r.db_url(x.pw, "prefect", "postgresql+asyncpg"),
+        PREFECT_API_DATABASE_CONNECTION_URL=r.db_url(
+            SERVER_ROLES["prefect"], x.secrets.prefect_db_password, "prefect", "postgresql+asyncpg"
+        ),
         PREFECT_HOME=str(home),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_API_AUTH_STRING=x.secrets.prefect_auth_string,
@@ -267,17 +272,18 @@ def up(team_dir: str | Path, startup_timeout: float = 180.0, say=print, **asked)
         Path(r.artifacts_destination).mkdir(parents=True, exist_ok=True)
     certs = _tls(team_dir, r, say)
     secrets = ServerSecrets.of(team_dir)
+    members = member_password(team_dir)
     names = _to_start(team_dir, r, say)
-    pw, pg_record = postgres.start(team_dir, r, say)
+    _, pg_record = postgres.start(team_dir, r, secrets.database_passwords(members), say)
     try:
-        started = _start(Launch(team_dir, r, pw, certs, secrets), names, startup_timeout, say)
+        started = _start(Launch(team_dir, r, certs, secrets), names, startup_timeout, say)
     except BaseException:
         if pg_record:
             postgres.stop(team_dir)
         raise
     if (auth_db := team_dir / "mlflow-auth.db").is_file():
         auth_db.chmod(0o600)  # MLflow made it; it holds the users' password hashes
-    env = r.client_env(pw, secrets)
+    env = r.client_env(members, secrets)
     servers = dict(state.servers) | ({"postgres": pg_record} if pg_record else {})
     advertised = {"mlflow": env["MLFLOW_TRACKING_URI"], "prefect": env["PREFECT_API_URL"]}
     for name, (proc, log) in started.items():
@@ -286,7 +292,7 @@ def up(team_dir: str | Path, startup_timeout: float = 180.0, say=print, **asked)
     if not started and not pg_record:
         say(f"the team in {team_dir} is already up")
     TeamState(settings=settings, servers=servers).write(team_dir)
-    # 0600: it carries the database password and Prefect's auth string.
+    # 0600: it carries the members' database password and Prefect's auth string.
     write_file(team_dir / "team.env", "".join(f"export {k}={v}\n" for k, v in env.items()), 0o600)
     return env
 
@@ -324,7 +330,7 @@ def status(team_dir: str | Path) -> dict[str, ServerState]:
     except TeamError:
         pg_ok = False
     return {
-        "postgres": ServerState(f"postgresql://{USER}@{r.advertise}:{r.s.pg_port}", pg_ok),
+        "postgres": ServerState(f"postgresql://{MEMBER}@{r.advertise}:{r.s.pg_port}/{MEMBER_DATABASE}", pg_ok),
         "mlflow": ServerState(f"https://{r.advertise}:{r.s.mlflow_port}", healthy(urls["mlflow"], r.ca)),
         "prefect": ServerState(f"https://{r.advertise}:{r.s.prefect_port}/api", healthy(urls["prefect"], r.ca)),
     }

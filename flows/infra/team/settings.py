@@ -11,11 +11,17 @@ from datetime import UTC
 from pathlib import Path
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from components.export import atomic_path
 
-USER = "edgekd"  # the PostgreSQL role of every server and client
+# PostgreSQL's roles. The superuser (made by initdb; its password in TEAM_DIR/password) only sets the cluster up:
+# each server logs in as the owner of its own database, and members as MEMBER, which reaches only MEMBER_DATABASE
+# (the promotion guard's advisory locks, Optuna's studies). None of them is a superuser (postgres.py grants them).
+SUPERUSER = "edgekd"
+MEMBER = "edgekd_member"
+MEMBER_DATABASE = "edgekd"
+SERVER_ROLES = {"mlflow": "mlflow_server", "prefect": "prefect_server"}  # database (and server) -> its owner
 WILDCARDS = ("0.0.0.0", "::", "*")
 
 
@@ -118,18 +124,18 @@ class Resolved:
         """What clients verify the servers' certificate with (tls.py puts the team's CA, or the user's, there)."""
         return self.team_dir / "tls" / "ca.pem"
 
-    def client_env(self, password: str, secrets: ServerSecrets) -> dict[str, str]:
+    def client_env(self, member_password: str, secrets: ServerSecrets) -> dict[str, str]:
         """What team.env exports: every URL names the advertised host, so it works from other machines too; both
-        clients verify the servers against the team's CA. A user's own name and password come from their file
-        (`team user add`), not from here."""
-        pw, adv, s = quote(password, safe=""), self.advertise, self.s
+        clients verify the servers against the team's CA; the database is the members' role's, never the
+        superuser's. A user's own name and password come from their file (`team user add`), not from here."""
+        pw, adv, s = quote(member_password, safe=""), self.advertise, self.s
         return {
             "MLFLOW_TRACKING_URI": f"https://{adv}:{s.mlflow_port}",
             "MLFLOW_TRACKING_SERVER_CERT_PATH": str(self.ca),
             "PREFECT_API_URL": f"https://{adv}:{s.prefect_port}/api",
             "PREFECT_API_SSL_CERT_FILE": str(self.ca),
             "PREFECT_API_AUTH_STRING": secrets.prefect_auth_string,
-            "EDGEKD_DATABASE_URL": f"postgresql://{USER}:{pw}@{adv}:{s.pg_port}/edgekd",
+            "EDGEKD_DATABASE_URL": f"postgresql://{MEMBER}:{pw}@{adv}:{s.pg_port}/{MEMBER_DATABASE}",
         }
 
     def health_urls(self) -> dict[str, str]:
@@ -139,20 +145,31 @@ class Resolved:
             "prefect": f"https://{self.local}:{self.s.prefect_port}/api",
         }
 
-    def db_url(self, password: str, db: str, driver: str = "postgresql") -> str:
-        return f"{driver}://{USER}:{quote(password, safe='')}@{self.local}:{self.s.pg_port}/{db}"
+    def db_url(self, role: str, password: str, db: str, driver: str = "postgresql") -> str:
+        """A server's URL of its database on this machine (it holds the password: environment only)."""
+        return f"{driver}://{role}:{quote(password, safe='')}@{self.local}:{self.s.pg_port}/{db}"
+
+
+def _token() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(24)
 
 
 class ServerSecrets(BaseModel):
     """TEAM_DIR/secrets.json (0600), made once: the MLflow admin's password (`team user` acts as the admin), the key
-    MLflow signs its CSRF tokens with, and the string every Prefect client authenticates with. The servers get
-    them through their environment, never their command line."""
+    MLflow signs its CSRF tokens with, the string every Prefect client authenticates with, and the passwords the
+    servers log in to their databases with. The servers get them through their environment, never their command
+    line."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mlflow_admin_password: str
     flask_secret_key: str
     prefect_auth_string: str
+    # (defaults: a secrets.json an earlier edgekd wrote gets them on the next `up`)
+    mlflow_db_password: str = Field(default_factory=_token)
+    prefect_db_password: str = Field(default_factory=_token)
 
     @classmethod
     def of(cls, team_dir: Path) -> ServerSecrets:
@@ -160,14 +177,32 @@ class ServerSecrets(BaseModel):
 
         path = team_dir / "secrets.json"
         if path.is_file():
-            return cls.model_validate_json(path.read_text())
-        made = cls(
-            mlflow_admin_password=secrets.token_urlsafe(24),
-            flask_secret_key=secrets.token_hex(32),
-            prefect_auth_string=f"edgekd:{secrets.token_urlsafe(24)}",
-        )
+            data = json.loads(path.read_text())
+            made = cls.model_validate(data)
+            if data.keys() == cls.model_fields.keys():
+                return made
+        else:
+            made = cls(
+                mlflow_admin_password=_token(),
+                flask_secret_key=secrets.token_hex(32),
+                prefect_auth_string=f"edgekd:{_token()}",
+            )
         write_file(path, made.model_dump_json(indent=2) + "\n", 0o600)
         return made
+
+    def database_passwords(self, member_password: str) -> dict[str, str]:
+        """Every login role but the superuser, with its password."""
+        servers = {"mlflow": self.mlflow_db_password, "prefect": self.prefect_db_password}
+        return {SERVER_ROLES[name]: pw for name, pw in servers.items()} | {MEMBER: member_password}
+
+
+def member_password(team_dir: Path) -> str:
+    """The members' database password (TEAM_DIR/member-password, 0600), made when missing: deleting the file and
+    running `team up` again gives members a new one (in a new team.env)."""
+    path = team_dir / "member-password"
+    if not path.is_file():
+        write_file(path, _token() + "\n", 0o600)
+    return path.read_text().strip()
 
 
 def password(team_dir: Path) -> str:
