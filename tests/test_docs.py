@@ -60,3 +60,28 @@ def test_the_failures_page_lists_every_exit_code_under_its_name():
     page = (REPO / "docs" / "failures.md").read_text()
     for code in Exit:
         assert f"| {code.value} | `{code.name}` |" in page, code
+
+
+def _docs_build(root: Path):
+    """tests/run's own docs check (its mkdocs line, under its shell options), run in `root`."""
+    import subprocess
+
+    script = (REPO / "tests" / "run").read_text()
+    line = next(s for s in script.splitlines() if "mkdocs build" in s and not s.lstrip().startswith("#"))
+    return subprocess.run(
+        ["bash", "-c", f"set -euo pipefail\n{line}"], cwd=root, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_docs_check_fails_on_an_anchor_broken_on_purpose(tmp_path):
+    import shutil
+
+    shutil.copytree(REPO / "docs", tmp_path / "docs")
+    shutil.copy(REPO / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    assert _docs_build(tmp_path).returncode == 0  # today's docs build clean under the same check
+    page = tmp_path / "docs" / "index.md"
+    page.write_text(page.read_text() + "\nSee [nowhere](commands.md#no-such-heading).\n")
+    broken = _docs_build(tmp_path)
+    assert broken.returncode != 0
+    assert "no-such-heading" in broken.stdout + broken.stderr
