@@ -68,7 +68,8 @@ def _add_kd(bsub) -> None:
         "kd",
         help="train the teacher, then every width x method x seed x split student and the "
         "equal-budget plain student; report mean ± std, each method's paired gain over plain with its 95% "
-        "interval and verdict, and teacher-gap recovery",
+        "interval over splits (test items' sampling variance included) and verdict (Holm over the methods of a "
+        "width), and teacher-gap recovery",
     )
     add_dataset(bk, DATASET_HELP)
     bk.add_argument(
@@ -87,7 +88,8 @@ def _add_kd(bsub) -> None:
         default=1,
         metavar="K",
         help="draw train and val K times (stratified, seeded; test fixed), a teacher on each, so that the method "
-        "chosen on val is the best over seeds x splits, not tuned to one split (default 1: the prepared split)",
+        "chosen on val is the best over seeds x splits, not tuned to one split; the intervals and verdicts are "
+        "over splits, so they need K >= 2 (default 1: the prepared split, no verdict)",
     )
     bk.add_argument(
         "--methods",
@@ -116,7 +118,8 @@ def _add_kd(bsub) -> None:
     bk.add_argument(
         "--json",
         metavar="PATH",
-        help="write the conditions, every student's accuracies, the paired differences, intervals and verdicts here",
+        help="write the conditions, every student's accuracies and test items, the paired differences, intervals, "
+        "Holm-adjusted p-values and verdicts here",
     )
     bk.set_defaults(fn=cmd_bench_kd)
 
@@ -186,14 +189,15 @@ def cmd_bench_rerun(args) -> int:
 
 def cmd_bench_soak(args) -> int:
     from components.config import ConfigError
-    from components.soak import WARMUP, growth_table, table
+    from components.soak import MIN_FIT, WARMUP, growth_table, table
     from flows.cli.common import error
     from flows.infra.processes import ServerStartError
     from flows.pipelines.soak import SoakError, soak
 
-    if args.runs <= WARMUP + 1:
+    if args.runs < WARMUP + MIN_FIT:
         error(
-            f"error: --runs {args.runs}: a soak needs at least {WARMUP + 2} runs (a warm-up of {WARMUP}, then growth)"
+            f"error: --runs {args.runs}: a soak needs at least {WARMUP + MIN_FIT} runs (a warm-up of {WARMUP}, then "
+            f"{MIN_FIT} to fit each slope to)"
         )
         return Exit.ERROR
     try:

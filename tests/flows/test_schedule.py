@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from components.soak import MIN_FIT, WARMUP
 from flows.infra.processes import healthy
 
 pytestmark = pytest.mark.e2e
@@ -154,7 +155,10 @@ def test_serve_on_an_interval_completes_a_scheduled_run_and_stops_mid_run(
     print(f"\nserve: a scheduled run completed {first:.0f} s after start; SIGTERM mid-run: exited in {taken:.1f} s")
 
 
-def test_a_short_soak_samples_every_run_and_finds_nothing_growing(served, free_port, edgekd):
+RUNS = WARMUP + MIN_FIT  # three warm-up runs, then five to fit each slope to
+
+
+def test_a_short_soak_fits_a_slope_to_every_process_and_serve_does_not_grow(served, free_port, edgekd):
     import json
 
     root, environ = served
@@ -168,7 +172,7 @@ def test_a_short_soak_samples_every_run_and_finds_nothing_growing(served, free_p
         "bench",
         "soak",
         "--runs",
-        "5",
+        str(RUNS),
         "--schedule",
         "15",
         "--port",
@@ -180,18 +184,20 @@ def test_a_short_soak_samples_every_run_and_finds_nothing_growing(served, free_p
     text = log.read_text()
     assert code in (0, 1) and (root / "soak.json").exists(), text[-5000:]
     out = json.loads((root / "soak.json").read_text())
-    assert [s["run"] for s in out["samples"]] == [1, 2, 3, 4, 5]
+    assert [s["run"] for s in out["samples"]] == list(range(1, RUNS + 1))
     assert all(s["rss_mib"] > 50 and s["threads"] > 1 and s["children"] == 0 for s in out["samples"])
     assert all(s["storage"]["mlruns"] > 0 for s in out["samples"])
     verdicts = {g["quantity"]: g["grows"] for g in out["growth"]}
     assert {"rss_mib", "open_files", "threads", "children", "db_connections", "rss_mib.serve"} <= set(verdicts)
-    # Files, children and database connections are counted exactly at rest: none may grow. RSS and threads over
-    # two runs after the warm-up are noisy on a busy machine: the verdict must be the one the exit code says.
+    # Files, children and database connections are counted exactly at rest: none may grow; nor may `serve`'s RSS,
+    # fitted over the runs after the warm-up (it held 468.3 -> 468.5 MiB over 20 runs). Prefect's own server grew
+    # about 1 MiB a run in the 20-run soaks: it may be flagged, and then the exit code and message must say so.
+    assert not verdicts["rss_mib.serve"], [g for g in out["growth"] if g["quantity"] == "rss_mib.serve"]
     assert not verdicts["open_files"] and not verdicts["children"] and not verdicts["db_connections"], verdicts
     grew = [q for q, g in verdicts.items() if g]
     assert "| run | RSS MiB | open files |" in text
     if grew:
         assert code == 1 and f"error: grows run over run: {', '.join(grew)}" in text, text[-3000:]
     else:
-        assert code == 0 and "nothing but artifact storage grew over 5 runs" in text, text[-3000:]
+        assert code == 0 and f"nothing but artifact storage grew over {RUNS} runs" in text, text[-3000:]
     assert not healthy(f"http://127.0.0.1:{port}/api")  # the soak's serve and its server are gone
