@@ -118,12 +118,13 @@ def cmd_predict(args) -> int:
     from flows.tracking.registry import fetch_verified
 
     try:
-        path, spec, _ = fetch_verified(args.model, args.ref)
-        raw = [read_input(spec, a) for a in args.inputs]
+        with fetch_verified(args.model, args.ref) as (path, spec, _):
+            raw = [read_input(spec, a) for a in args.inputs]
+            outs = predict(path, spec, raw)
     except (PromotionError, IntegrityError, OSError, ValueError) as e:
         error(f"refused: {e}")
         return Exit.REFUSED
-    for arg, out in zip(args.inputs, predict(path, spec, raw)):
+    for arg, out in zip(args.inputs, outs):
         print(f"{out.label}\t{out.probability:.4f}\t{arg}")
     return Exit.OK
 

@@ -225,14 +225,15 @@ def same_predictions(name: str, version: str, wt: Path, dataset: str, env: dict,
     from flows.data import layout
     from flows.tracking.registry import fetch_verified, version_with_sha256
 
-    recorded, _, _ = fetch_verified(name, version)
+    x = layout.load_splits(wt, dataset)["test"].x
+    with fetch_verified(name, version) as (recorded, _, _):
+        a = runtime_predict(recorded, x).argmax(axis=1)
     with store(env["MLFLOW_TRACKING_URI"]):
         got = version_with_sha256(name, rebuilt.get("sha256") or "")
         if got is None:
             return False, "the rebuild did not register this candidate: no artifact to compare predictions with"
-        again, _, _ = fetch_verified(name, got)
-    x = layout.load_splits(wt, dataset)["test"].x
-    a, b = runtime_predict(recorded, x).argmax(axis=1), runtime_predict(again, x).argmax(axis=1)
+        with fetch_verified(name, got) as (again, _, _):
+            b = runtime_predict(again, x).argmax(axis=1)
     differ = int(np.sum(a != b))
     return differ == 0, f"test predictions: {differ} of {len(a)} rows differ (sha256 differs)"
 

@@ -5,8 +5,10 @@ versions it touched."""
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from mlflow import MlflowClient
@@ -126,7 +128,8 @@ def _check(c: MlflowClient, name: str, mv, move: Move, current, gate_check: Gate
             "registered it stopped midway); the next run of that dataset deletes it",
         )
     try:
-        verify_artifact(c, name, mv)
+        with tempfile.TemporaryDirectory(prefix="edgekd-download-") as tmp:
+            verify_artifact(c, name, mv, Path(tmp))
     except IntegrityError as e:
         _refuse(c, name, move, str(e))
     decision = gate_check(

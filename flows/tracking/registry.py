@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -193,23 +195,23 @@ def drop_partial_versions(name: str, run_ids: list[str]) -> list[str]:
     return dropped
 
 
-def model_file(c: MlflowClient, name: str, version: str) -> Path:
-    """Local path of a version's model file, `model.onnx` or `model.pte` (downloaded to a temp dir for remote
-    stores)."""
+def model_file(c: MlflowClient, name: str, version: str, dst: Path) -> Path:
+    """Local path of a version's model file, `model.onnx` or `model.pte`, downloaded with its other artifacts into
+    `dst` (the caller's folder: it decides how long the download lives)."""
     mv = c.get_model_version(name, version)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tempfile.mkdtemp()))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dst)))
     found = [local / f for f in (ONNX_FILE, PTE_FILE) if (local / f).is_file()]
     if not found:
         raise IntegrityError(f"{name} version {version} holds neither {ONNX_FILE} nor {PTE_FILE}")
     return found[0]
 
 
-def verify_artifact(c: MlflowClient, name: str, mv) -> Path:
-    """Download a version's model file and check it against the sha256 recorded at registration (an ONNX file then
-    with onnx.checker); returns its local path."""
+def verify_artifact(c: MlflowClient, name: str, mv, dst: Path) -> Path:
+    """Download a version's model file into `dst` and check it against the sha256 recorded at registration (an ONNX
+    file then with onnx.checker); returns its local path."""
     from components.export import check_onnx, file_sha256
 
-    path = model_file(c, name, str(mv.version))
+    path = model_file(c, name, str(mv.version), dst)
     digest = file_sha256(path)
     if digest != mv.tags.get("sha256"):
         raise IntegrityError(
@@ -233,13 +235,16 @@ def complete_version(c: MlflowClient, name: str, ref: str):
     return mv
 
 
-def fetch_verified(name: str, ref: str) -> tuple[Path, dict, object]:
-    """Download a version's artifacts (`ref`: a version number or an alias) and check the model file against the
-    sha256 recorded at registration. Returns (the model file, its preprocessing spec, the ModelVersion)."""
+@contextmanager
+def fetch_verified(name: str, ref: str) -> Iterator[tuple[Path, dict, object]]:
+    """Download a version's artifacts (`ref`: a version number or an alias) into a temporary folder and check the
+    model file against the sha256 recorded at registration. Yields (the model file, its preprocessing spec, the
+    ModelVersion); the folder is removed when the block ends, so a scheduled host does not fill its /tmp."""
     c = client()
     mv = complete_version(c, name, ref)
-    path = verify_artifact(c, name, mv)
-    spec_file = path.parent / "extra_files" / "preprocess.json"
-    if not spec_file.is_file():
-        raise IntegrityError(f"{name} version {mv.version} carries no preprocess.json; re-register it")
-    return path, json.loads(spec_file.read_text()), mv
+    with tempfile.TemporaryDirectory(prefix="edgekd-download-") as tmp:
+        path = verify_artifact(c, name, mv, Path(tmp))
+        spec_file = path.parent / "extra_files" / "preprocess.json"
+        if not spec_file.is_file():
+            raise IntegrityError(f"{name} version {mv.version} carries no preprocess.json; re-register it")
+        yield path, json.loads(spec_file.read_text()), mv

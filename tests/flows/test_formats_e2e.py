@@ -172,7 +172,7 @@ def test_format_runs_end_to_end_and_predicts_raw_inputs(project, name, tmp_path)
     assert str(mv.version) == outcome.version
     cfg = load_config(project / "params.yaml", name)
     test = load_splits(project, cfg.data.name)["test"]
-    expected = ort_predict(model_file(c, name, str(mv.version)), test.x[:20]).argmax(1)
+    expected = ort_predict(model_file(c, name, str(mv.version), tmp_path / "model"), test.x[:20]).argmax(1)
     inputs = _raw_inputs(project, name, cfg, test, tmp_path)
     code = (
         "import sys; from flows.cli import main; rc = main(sys.argv[1:]); "

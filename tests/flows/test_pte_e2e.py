@@ -127,7 +127,7 @@ def test_users_architectures_as_onnx_and_pte_candidates_built_scored_timed_gated
                 tags={"candidate": "plain_pte_fp32", "sha256": chosen["sha256"]},
                 description="the plain student as an ExecuTorch program",
             )
-            assert registry.model_file(MlflowClient(), "digits_pte", version).name == "model.pte"
+            assert registry.model_file(MlflowClient(), "digits_pte", version, tmp_path).name == "model.pte"
             files = []
             for i in range(10):  # raw digits are 0..16 intensities; the prepared ones are those / 16
                 f = tmp_path / f"{i}.png"

@@ -5,7 +5,6 @@ import errno
 
 import pytest
 from prefect import flow, task
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.tasks.caching import IO_RETRIES
 
@@ -13,9 +12,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module", autouse=True)
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def harness(prefect_harness):
+    """The session's Prefect test server (tests/flows/conftest.py)."""
 
 
 @pytest.mark.parametrize(
