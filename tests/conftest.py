@@ -169,3 +169,13 @@ def latency():
 def matmul_onnx():
     """matmul_onnx(outputs, seed=0): the bytes of a one-MatMul ONNX model (see _matmul_onnx)."""
     return _matmul_onnx
+
+
+def require(ok: bool, reason: str) -> None:
+    """Skip the calling test where a capability it needs is missing (`reason` names it and how to get it); under
+    CI=true, which always has it, fail instead, so that a broken CI image cannot pass by skipping."""
+    if ok:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true, yet {reason}", pytrace=False)
+    pytest.skip(reason)

@@ -15,6 +15,7 @@ from components.models import build
 from components.preprocess import fixed_length, log_mel, mel_filterbank, transform
 from components.prune import prune_channels
 from components.quantize import quantize_dynamic_int8, quantize_static_int8
+from tests.conftest import require
 
 pytestmark = pytest.mark.unit
 
@@ -369,8 +370,8 @@ def test_spec_augment_shifts_and_masks_only():
 # --- FSDD's conventional split (real data) ---------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not FSDD.is_dir(), reason=f"FSDD is not available at {FSDD} (../shared/datasets is absent)")
 def test_fsdd_split_rule_on_real_data():
+    require(FSDD.is_dir(), f"FSDD is not available at {FSDD} (../shared/datasets is absent)")
     options = load_config(PARAMS, "fsdd").data.options
     raw = KIND.load(str(FSDD), parse(KIND.name, options))
 

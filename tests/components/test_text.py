@@ -17,6 +17,7 @@ from components.preprocess import text_tokens, transform
 from components.prune import prune_channels
 from components.quantize import calibration_sample, quantize_dynamic_int8, quantize_static_int8
 from components.train import fit
+from tests.conftest import require
 
 pytestmark = pytest.mark.unit
 
@@ -444,10 +445,8 @@ def test_token_dropout_only_touches_real_tokens():
 # --- the real SMS Spam Collection -------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not SMS.is_file(), reason=f"SMS Spam Collection not available at {SMS} (../shared/datasets is absent)"
-)
 def test_real_sms_spam_counts():
+    require(SMS.is_file(), f"SMS Spam Collection not available at {SMS} (../shared/datasets is absent)")
     cfg = load_config(PARAMS, "sms_spam")
     raw = KIND.load(str(SMS), cfg.data.options)
     labels, counts = np.unique(raw.labels, return_counts=True)

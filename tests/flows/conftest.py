@@ -19,6 +19,8 @@ import psutil
 import pytest
 import yaml
 
+from tests.conftest import require
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "datasets"
 
@@ -28,7 +30,8 @@ SMALL = {
     "student": {"epochs": 4},
     "prune": {"finetune_epochs": 2},
     "quantize": {"calibration_samples": 64, "qat_threshold": 1.0, "qat_epochs": 1},  # QAT only where a test asks
-    "benchmark": {"warmup_runs": 5, "timed_runs": 50},
+    # rounds added while a comparison is undecided: one look of at most a few seconds (the code path, not its budget)
+    "benchmark": {"warmup_runs": 5, "timed_runs": 50, "max_extra_looks": 1, "max_extra_seconds": 5},
     "gate": {"min_accuracy": 0.5, "max_accuracy_drop": 0.5, "max_p95_ms": 50.0, "max_size_kb": 200.0},
 }
 
@@ -55,8 +58,7 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """../shared/datasets, which CI always has; a test that needs it is skipped where it is absent."""
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent (the shared datasets; CI has them)")
+    require(SHARED.is_dir(), f"{SHARED} is absent (the shared datasets; CI has them)")
     return SHARED
 
 
@@ -93,21 +95,30 @@ def _scaffold(root: Path, params: dict) -> None:
 
 @contextmanager
 def _pipeline_project(root: Path, params: dict, **environ: str):
-    from prefect.testing.utilities import prefect_test_harness
-
     _scaffold(root, params)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
         for k, v in environ.items():
             mp.setenv(k, v)
-        with prefect_test_harness(server_startup_timeout=120):
-            yield root
+        yield root
 
 
 @pytest.fixture(scope="session")
-def pipeline_project():
+def prefect_harness():
+    """Prefect's test server (a temporary database), started once for the worker's session: each start costs
+    seconds to tens of seconds of migrations on a busy machine, and a project's flow runs are told apart by their
+    ids, never by an empty database."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def pipeline_project(prefect_harness):
     """pipeline_project(root, params, **environ): a context manager making `root` a project with `params` as its
-    params.yaml and an empty data/external, its own MLflow store and Prefect test server; `environ` is set too."""
+    params.yaml and an empty data/external and its own MLflow store, its flows run on the session's Prefect test
+    server (`prefect_harness`); `environ` is set too."""
     return _pipeline_project
 
 
@@ -337,6 +348,7 @@ def kill_and_check():
 
 # A device agent as the edge box starts it, with the packages its install lacks made unimportable: an import of any of
 # them fails at once, so a test of the agent is also a test that its import path needs none of them.
+CPU_CGROUP = Path("/sys/fs/cgroup/cpu")  # cgroup v1's cpu controller (these machines mount v1)
 AGENT_BLOCKED = ("torch", "prefect", "mlflow", "onnx", "dvc", "great_expectations", "pandas", "yaml")
 
 
@@ -355,8 +367,9 @@ sys.exit(main(sys.argv[1:]))
 
 class DeviceAgent:
     """`edgekd device serve ARGS` in a subprocess with the token `s3cret-token`, its TMPDIR `tmp/work` (where its
-    temporary files would stay); `url` once it listens. With `expect_failure`, an agent that exits at once keeps
-    its stderr instead of failing the test. `without` names more packages its box lacks (e.g. executorch)."""
+    temporary files would stay); `url` once it listens, `log` its request log. With `expect_failure`, an agent that
+    exits at once keeps its stderr instead of failing the test. `without` names more packages its box lacks (e.g.
+    executorch)."""
 
     TOKEN = "s3cret-token"
 
@@ -394,12 +407,31 @@ class DeviceAgent:
             self.proc.kill()
             raise AssertionError(line + self.proc.stderr.read())
         self.url = line.split(" at ")[1].split()[0]
-        for stream in (self.proc.stdout, self.proc.stderr):  # drain the request log
-            threading.Thread(target=stream.read, daemon=True).start()
+        self.log: list[str] = []  # its request log (one line a request), as it comes
+        threading.Thread(target=self._keep_log, daemon=True).start()
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+
+    def _keep_log(self) -> None:
+        for line in self.proc.stdout:
+            self.log.append(line)
+
+    def favour(self, weight: int = 10 * 1024) -> None:
+        """Give this agent, and every child it starts from now on, `weight` / 1024 times the CPU weight of any other
+        process group (a cgroup v1 group of its own with that `cpu.shares`), so that what else runs on the machine
+        does not decide how fast it measures. Needs a writable cgroup cpu controller, as `--cpu-quota` does."""
+        self.group = CPU_CGROUP / f"edgekd-favoured-{self.proc.pid}"
+        self.group.mkdir(exist_ok=True)
+        (self.group / "cpu.shares").write_text(str(weight))
+        (self.group / "cgroup.procs").write_text(str(self.proc.pid))
 
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait()
+        if getattr(self, "group", None):
+            try:
+                self.group.rmdir()  # empty once the agent and its children are gone
+            except OSError:
+                pass
 
 
 @pytest.fixture(scope="session")
