@@ -35,7 +35,26 @@ def add_parser(sub) -> None:
     )
     s.add_argument("--max-mb", type=float, default=64.0, help="largest request accepted, MiB (default 64)")
     s.add_argument("--queue", type=int, default=4, help="requests that may wait behind the running one (default 4)")
-    s.add_argument("--timeout", type=float, default=300.0, help="time limit of one request, seconds (default 300)")
+    s.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="time limit of one whole request: its body, its wait in the queue and its measurement, seconds "
+        "(default 300)",
+    )
+    s.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        help="time a connection has for its TLS handshake, request line and headers, and the longest silence "
+        "while its body arrives, seconds (default 10)",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=int,
+        default=16,
+        help="connections served at once; past that a new one is closed at once (default 16)",
+    )
     s.set_defaults(fn=cmd_serve)
     c = dsub.add_parser("check", help="whether a device agent answers, and what device it runs on")
     c.add_argument("url", help="the agent's URL, e.g. http://raspberrypi.local:8765")
@@ -68,34 +87,38 @@ def _cpus(text: str | None) -> tuple[int, ...] | None:
 
 
 def cmd_serve(args) -> int:
-    from flows.infra.device.agent import Agent, server, sweep
+    from flows.infra.device.agent import Agent, sweep
     from flows.infra.device.emulate import limit_cpu
+    from flows.infra.device.server import listen
 
     if bool(args.tls_cert) != bool(args.tls_key):
         return _fail("--tls-cert and --tls-key go together")
     try:
         token = read_token(args.token_file)
         cpus = _cpus(args.cpus)
-        emulation = limit_cpu(args.cpu_quota) if args.cpu_quota is not None else "none"
+        agent = Agent(
+            token=token,
+            threads=args.threads,
+            cpus=cpus,
+            max_bytes=int(args.max_mb * (1 << 20)),
+            queue=args.queue,
+            timeout=args.timeout,
+            read_timeout=args.read_timeout,
+            max_connections=args.max_connections,
+        )
+        agent.emulation = limit_cpu(args.cpu_quota) if args.cpu_quota is not None else "none"
     except (OSError, ValueError, RuntimeError) as e:
         return _fail(str(e))
-    agent = Agent(
-        token=token,
-        threads=args.threads,
-        cpus=cpus,
-        max_bytes=int(args.max_mb * (1 << 20)),
-        queue=args.queue,
-        timeout=args.timeout,
-        emulation=emulation,
-    )
     for folder in sweep(agent.work_dir):
         print(f"removed {folder}, left by an agent that was killed mid-measurement", file=sys.stderr)
-    httpd = server(agent, args.host, args.port, args.tls_cert, args.tls_key)
+    httpd = listen(agent, args.host, args.port, args.tls_cert, args.tls_key)
     scheme = "https" if args.tls_cert else "http"
     host, port = httpd.server_address[:2]
     if not args.tls_cert and not ipaddress.ip_address(host).is_loopback:
         print("warning: serving plain HTTP beyond this machine: the token crosses the network in clear; use --tls-cert")
-    print(f"edgekd device agent at {scheme}://{host}:{port} (pid {os.getpid()}; emulation: {emulation})", flush=True)
+    print(
+        f"edgekd device agent at {scheme}://{host}:{port} (pid {os.getpid()}; emulation: {agent.emulation})", flush=True
+    )
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:

@@ -5,7 +5,10 @@ batch (.npy, no pickles) and the measurement settings. The agent checks the toke
 format and every hash, writes the files to a temporary folder, runs the same children as the host
 (components.timing: interleaved rounds pinned to its CPUs, then peak memory per model) and answers with the rounds,
 the peaks and the device's facts. The folder is gone before the answer leaves. One measurement runs at a time; up to
-`queue` more wait, and past that a request is told "busy".
+`queue` more wait, and past that a request is told "busy". One time limit covers the whole request (its body, its
+wait and its measurement). Each request has an id (the client's `X-Request-Id`): the agent remembers how the last
+ones ended, so a client whose connection broke asks about its request instead of sending it again. The HTTP side
+(TLS, time-outs, the connection cap) is server.py.
 
 It imports the standard library, numpy, onnxruntime and pydantic only: `pip install "edgekd[device]"` is enough. With
 `executorch` installed beside it (which brings torch, into the measuring children only) it also times `.pte` programs.
@@ -21,14 +24,15 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
-import ssl
 import tempfile
 import threading
+import time
 import zipfile
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +42,8 @@ from components import timing
 ROOT = Path(__file__).resolve().parents[3]
 FORMATS = tuple(timing.formats())  # what this agent can time
 PICKLE_PROTOCOL_2_PLUS = b"\x80"
-DRAIN = 16 << 20  # bytes of a refused request's body read before answering
+REMEMBERED = 64  # finished requests whose answers the agent keeps for clients whose connection broke
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 FOLDER = "edgekd-agent-"  # a request's temporary folder: FOLDER + the agent's pid + "-" + a random part
 
 
@@ -50,11 +55,35 @@ class Refused(Exception):
         self.status = status
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What a request was answered: its HTTP status and its JSON body."""
+
+    status: int
+    body: dict
+
+
+@dataclass
+class Record:
+    """A request the agent has heard of, by its id: `receiving` (its body), `waiting` (its turn), `running`, `done`
+    (with its answer), or `unknown`: asked about before it arrived, so it is refused if it ever does."""
+
+    id: str
+    state: str
+    answer: Answer | None = None
+
+    def as_json(self) -> dict:
+        a = self.answer
+        return {"id": self.id, "state": self.state, "status": a and a.status, "answer": a and a.body}
+
+
 @dataclass
 class Agent:
     """What the agent enforces and how it measures: the token, `threads` (None: the host's setting) and `cpus`
-    to pin to, the largest request in bytes, how many requests may wait, the time limit of one request in seconds,
-    where its temporary files go, and how a slower device is emulated (stated in its facts)."""
+    to pin to, the largest request in bytes, how many requests may wait, the time limit of one whole request in
+    seconds, the time a connection has to send its request line and headers (and the longest silence while its body
+    arrives), how many connections it serves at once, where its temporary files go, and how a slower device is
+    emulated (stated in its facts)."""
 
     token: str
     threads: int | None = None
@@ -62,11 +91,20 @@ class Agent:
     max_bytes: int = 64 << 20
     queue: int = 4
     timeout: float = 300.0
+    read_timeout: float = 10.0
+    max_connections: int = 16
     work_dir: str | None = None
     emulation: str = "none"
     _running: threading.Lock = field(default_factory=threading.Lock)
-    _count: threading.Lock = field(default_factory=threading.Lock)
-    _waiting: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _records: OrderedDict[str, Record] = field(default_factory=OrderedDict)
+
+    def __post_init__(self):
+        for name, low in (("timeout", 0), ("read_timeout", 0), ("max_bytes", 0), ("max_connections", 0)):
+            if not getattr(self, name) > low:
+                raise ValueError(f"the agent's {name} must be over {low}, got {getattr(self, name)}")
+        if self.queue < 0:
+            raise ValueError(f"the agent's queue must be 0 or more, got {self.queue}")
 
     def authorized(self, header: str | None) -> bool:
         scheme, _, given = (header or "").partition(" ")
@@ -96,29 +134,73 @@ class Agent:
             rapl=timing.RAPL.exists(),
         )
 
-    def measure(self, job: Job) -> timing.Raw:
-        """Run one checked request, waiting for the one before it; refuse it when too many wait already."""
-        with self._count:
-            if self._waiting >= self.queue + 1:
+    def admit(self, rid: str) -> None:
+        """Take a request under the id its client gave it; refuse an id seen before (a second copy is never run)."""
+        if not REQUEST_ID.fullmatch(rid):
+            raise Refused(HTTPStatus.BAD_REQUEST, f"X-Request-Id must be 1-64 of A-Z a-z 0-9 . _ -, got {rid[:80]!r}")
+        with self._lock:
+            if rid in self._records:
+                raise Refused(
+                    HTTPStatus.CONFLICT,
+                    f"request {rid} is already known here ({self._records[rid].state}): it is not run twice; "
+                    "send a new request under a new id",
+                )
+            self._remember(Record(rid, "receiving"))
+
+    def finish(self, rid: str, answer: Answer) -> None:
+        with self._lock:
+            self._records[rid] = Record(rid, "done", answer)
+
+    def record(self, rid: str) -> Record:
+        """What became of request `rid`. One the agent has not heard of is recorded as `unknown` and refused if it
+        arrives later: the client that asked may then send it again, certain that it runs once."""
+        with self._lock:
+            if rid not in self._records:
+                self._remember(Record(rid, "unknown"))
+            return self._records[rid]
+
+    def load(self) -> tuple[int, int]:
+        """How many requests are running (0 or 1) and how many wait."""
+        with self._lock:
+            states = [r.state for r in self._records.values()]
+        return states.count("running"), states.count("waiting")
+
+    def _remember(self, record: Record) -> None:
+        self._records[record.id] = record
+        finished = [k for k, r in self._records.items() if r.state in ("done", "unknown")]
+        for k in finished[: max(0, len(self._records) - REMEMBERED)]:
+            del self._records[k]
+
+    def _set(self, rid: str, state: str) -> None:
+        with self._lock:
+            self._records[rid].state = state
+
+    def measure(self, job: Job, rid: str, deadline: float) -> timing.Raw:
+        """Run one checked request, waiting for the one before it, all by `deadline` (time.monotonic()); refuse it
+        when too many wait already."""
+        with self._lock:
+            if sum(r.state in ("waiting", "running") for r in self._records.values()) >= self.queue + 1:
                 raise Refused(
                     HTTPStatus.SERVICE_UNAVAILABLE,
                     f"busy: one measurement is running and {self.queue} wait (the agent's --queue); try again later",
                 )
-            self._waiting += 1
+            self._records[rid].state = "waiting"
+        if not self._running.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise Refused(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"busy: its turn did not come within the agent's time limit of {self.timeout:g} s; not measured",
+            )
         try:
-            if not self._running.acquire(timeout=self.timeout):
-                raise Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"busy: waited {self.timeout:.0f} s for the agent")
-            try:
-                return self._measure(job)
-            finally:
-                self._running.release()
+            self._set(rid, "running")
+            return self._measure(job, deadline)
         finally:
-            with self._count:
-                self._waiting -= 1
+            self._running.release()
 
-    def _measure(self, job: Job) -> timing.Raw:
+    def _measure(self, job: Job, deadline: float) -> timing.Raw:
         s = job.settings
-        settings = timing.Settings(self.threads or s.threads, s.warmup_runs, s.timed_runs, s.rounds, self.cpus)
+        settings = timing.Settings(
+            self.threads or s.threads, s.warmup_runs, s.timed_runs, s.rounds, self.cpus, memory=s.memory
+        )
         with tempfile.TemporaryDirectory(prefix=f"{FOLDER}{os.getpid()}-", dir=self.work_dir) as tmp:
             batch = Path(tmp) / "batch.npy"
             batch.write_bytes(job.batch)
@@ -128,12 +210,30 @@ class Agent:
                 Path(paths[-1]).write_bytes(data)
             start = paths[list(job.models).index(job.start)]
             try:
-                raw = timing.run(paths, str(batch), settings, start, timeout=self.timeout, cwd=ROOT)
+                raw = _run(paths, str(batch), settings, start, deadline)
             except timing.MeasurementTimeout as e:
-                raise Refused(HTTPStatus.GATEWAY_TIMEOUT, f"{e}: over the agent's time limit") from e
+                raise Refused(
+                    HTTPStatus.GATEWAY_TIMEOUT, f"{e}: over the agent's time limit of {self.timeout:g} s a request"
+                ) from e
             except RuntimeError as e:
                 raise Refused(HTTPStatus.UNPROCESSABLE_ENTITY, f"this agent cannot run the model(s): {e}") from e
         return raw.model_copy(update={"cpus": list(self.cpus) if self.cpus else None, "device": self.facts()})
+
+
+def _run(paths: list[str], batch_file: str, s: timing.Settings, start: str, deadline: float) -> timing.Raw:
+    """timing.run under one deadline for all its children instead of a time limit for each: the timing child, then
+    one peak-memory child per model, each given what is left."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(s.threads), TMPDIR=str(Path(batch_file).parent))
+    jobs = [(["time", paths, batch_file, asdict(s)], ", ".join(paths))]
+    jobs += [(["memory", p, batch_file, s.threads, s.warmup_runs, start], p) for p in paths] if s.memory else []
+    out = []
+    for job, what in jobs:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise timing.MeasurementTimeout(f"benchmark of {what} had no time left")
+        out.append(timing._child(job, env, left, ROOT, what))
+    peaks = [float(p) for p in out[1:]] or [float("nan")] * len(paths)  # not taken: rounds added to a measurement
+    return timing.Raw(rounds=json.loads(out[0]), peak_mem_mb=peaks)
 
 
 def sweep(work_dir: str | None) -> list[Path]:
@@ -202,6 +302,9 @@ def parse(body: bytes) -> Job:
         s = {k: int(req["settings"][k]) for k in ("threads", "warmup_runs", "timed_runs", "rounds")}
         if min(s.values()) < 0 or min(s["threads"], s["timed_runs"], s["rounds"]) < 1:
             raise ValueError(f"settings out of range: {s}")
+        memory = req["settings"].get("memory", True)  # False: rounds added to a measurement, memory taken already
+        if not isinstance(memory, bool):
+            raise ValueError(f"settings.memory {memory!r}: expected true or false")
     except (ValueError, KeyError, TypeError, binascii.Error) as e:
         raise Refused(HTTPStatus.BAD_REQUEST, f"malformed measurement request: {e!r}") from e
     if not models or req.get("start") not in [m.get("name") for m in models]:
@@ -217,7 +320,7 @@ def parse(body: bytes) -> Job:
         {m["name"]: m["format"] for m in models},
         req["start"],
         batch,
-        timing.Settings(**s),
+        timing.Settings(**s, memory=memory),
     )
 
 
@@ -236,77 +339,3 @@ def _check(m: dict) -> None:
         raise Refused(
             HTTPStatus.UNPROCESSABLE_ENTITY, f"model {m['name']!r}: sha256 {got} does not match {m.get('sha256')}"
         )
-
-
-class Handler(BaseHTTPRequestHandler):
-    agent: Agent  # set on the class `serve` builds
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):  # one line a request, never a header (the token is in one)
-        print(f"{self.address_string()} {self.command} {self.path} -> {args[1] if len(args) > 1 else ''}", flush=True)
-
-    def _answer(self, status: HTTPStatus, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
-        self.close_connection = True
-
-    def _guard(self) -> bool:
-        if not self.agent.authorized(self.headers.get("Authorization")):
-            self._drain()
-            self._answer(HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong token"})
-            return False
-        return True
-
-    def _drain(self) -> None:
-        """Read and drop a refused request's body, up to DRAIN bytes, so that its client reads the answer rather
-        than a reset connection; past that the connection is closed on it."""
-        left = min(int(self.headers.get("Content-Length") or 0), DRAIN)
-        self.connection.settimeout(10)
-        while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
-            left -= len(chunk)
-
-    def do_GET(self):
-        if self.path != "/v1/info":
-            return self._answer(HTTPStatus.NOT_FOUND, {"error": f"no {self.path}: GET /v1/info, POST /v1/measure"})
-        if self._guard():
-            self._answer(HTTPStatus.OK, {"agent": "edgekd-device", "device": self.agent.facts().model_dump()})
-
-    def do_POST(self):
-        if self.path != "/v1/measure":
-            return self._answer(HTTPStatus.NOT_FOUND, {"error": f"no {self.path}: GET /v1/info, POST /v1/measure"})
-        if not self._guard():
-            return
-        try:
-            length = int(self.headers.get("Content-Length", "-1"))
-            if length < 0:
-                raise Refused(HTTPStatus.LENGTH_REQUIRED, "a measurement request states its Content-Length")
-            if length > self.agent.max_bytes:
-                self._drain()
-                raise Refused(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                    f"request of {length} bytes is over the agent's limit of {self.agent.max_bytes} bytes",
-                )
-            self.connection.settimeout(self.agent.timeout)
-            raw = self.agent.measure(parse(self.rfile.read(length)))
-            self._answer(HTTPStatus.OK, raw.model_dump(mode="json"))
-        except Refused as e:
-            self._answer(e.status, {"error": str(e)})
-        except TimeoutError:
-            self._answer(HTTPStatus.REQUEST_TIMEOUT, {"error": "the request body did not arrive in time"})
-
-
-def server(agent: Agent, host: str, port: int, cert: str | None = None, key: str | None = None) -> ThreadingHTTPServer:
-    """An HTTP(S) server of `agent` bound to host:port (port 0: any free one), not yet serving."""
-    handler = type("AgentHandler", (Handler,), {"agent": agent})
-    httpd = ThreadingHTTPServer((host, port), handler)
-    httpd.daemon_threads = True
-    if cert:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert, key)
-        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    return httpd

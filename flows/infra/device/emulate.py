@@ -30,7 +30,20 @@ def _v2_dir() -> Path | None:
     return None
 
 
+def _sweep(parent: Path) -> None:
+    """Remove the groups that agents killed with SIGKILL left (their exit handler never ran): empty ones whose
+    process is gone. A group still in use cannot be removed."""
+    for group in parent.glob("edgekd-device-*"):
+        pid = group.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            try:
+                group.rmdir()
+            except OSError:
+                pass
+
+
 def _join(group: Path, parent: Path, limits: dict[str, str]) -> None:
+    _sweep(parent)
     group.mkdir(exist_ok=True)
     for name, value in limits.items():
         (group / name).write_text(value)
