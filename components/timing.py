@@ -172,16 +172,32 @@ class MeasurementTimeout(RuntimeError):
     """A measurement child that outlived its time limit."""
 
 
-def run(paths: list[str], batch_file: str, s: Settings, start: str, timeout: float, cwd: str | Path) -> Raw:
+def run(
+    paths: list[str],
+    batch_file: str,
+    s: Settings,
+    start: str,
+    timeout: float,
+    cwd: str | Path,
+    deadline: float | None = None,
+) -> Raw:
     """Time `paths` interleaved in one child pinned to `s.cpus`, then (where `s.memory`) take each model's peak
     memory in a fresh child of its own (NaN where not taken); `start` is a one-node model that opens the runtime
     before the peak is reset. A child that fails raises RuntimeError naming the models, one that outlives `timeout`
-    seconds MeasurementTimeout. The children's temporary files (ONNX Runtime leaves a `.ses` file in TMPDIR) go to
-    the batch file's folder."""
+    seconds, or `deadline` (time.monotonic(): one limit for all the children, as the device agent bounds a whole
+    request), MeasurementTimeout. The children's temporary files (ONNX Runtime leaves a `.ses` file in TMPDIR) go
+    to the batch file's folder."""
     env = dict(os.environ, OMP_NUM_THREADS=str(s.threads), TMPDIR=str(Path(batch_file).parent))
-    rounds = json.loads(_child(["time", paths, batch_file, asdict(s)], env, timeout, cwd, ", ".join(paths)))
+
+    def child(job: list, what: str) -> str:
+        left = timeout if deadline is None else min(timeout, deadline - time.monotonic())
+        if left <= 0:
+            raise MeasurementTimeout(f"benchmark of {what} had no time left")
+        return _child(job, env, left, cwd, what)
+
+    rounds = json.loads(child(["time", paths, batch_file, asdict(s)], ", ".join(paths)))
     memory = [["memory", p, batch_file, s.threads, s.warmup_runs, start] for p in paths] if s.memory else []
-    peaks = [float(_child(job, env, timeout, cwd, job[1])) for job in memory] or [float("nan")] * len(paths)
+    peaks = [float(child(job, job[1])) for job in memory] or [float("nan")] * len(paths)
     return Raw(rounds=rounds, peak_mem_mb=peaks, cpus=list(s.cpus) if s.cpus else None)
 
 

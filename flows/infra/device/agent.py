@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -31,7 +32,7 @@ import threading
 import time
 import zipfile
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 
@@ -210,7 +211,7 @@ class Agent:
                 Path(paths[-1]).write_bytes(data)
             start = paths[list(job.models).index(job.start)]
             try:
-                raw = _run(paths, str(batch), settings, start, deadline)
+                raw = timing.run(paths, str(batch), settings, start, math.inf, ROOT, deadline)
             except timing.MeasurementTimeout as e:
                 raise Refused(
                     HTTPStatus.GATEWAY_TIMEOUT, f"{e}: over the agent's time limit of {self.timeout:g} s a request"
@@ -218,22 +219,6 @@ class Agent:
             except RuntimeError as e:
                 raise Refused(HTTPStatus.UNPROCESSABLE_ENTITY, f"this agent cannot run the model(s): {e}") from e
         return raw.model_copy(update={"cpus": list(self.cpus) if self.cpus else None, "device": self.facts()})
-
-
-def _run(paths: list[str], batch_file: str, s: timing.Settings, start: str, deadline: float) -> timing.Raw:
-    """timing.run under one deadline for all its children instead of a time limit for each: the timing child, then
-    one peak-memory child per model, each given what is left."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(s.threads), TMPDIR=str(Path(batch_file).parent))
-    jobs = [(["time", paths, batch_file, asdict(s)], ", ".join(paths))]
-    jobs += [(["memory", p, batch_file, s.threads, s.warmup_runs, start], p) for p in paths] if s.memory else []
-    out = []
-    for job, what in jobs:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise timing.MeasurementTimeout(f"benchmark of {what} had no time left")
-        out.append(timing._child(job, env, left, ROOT, what))
-    peaks = [float(p) for p in out[1:]] or [float("nan")] * len(paths)  # not taken: rounds added to a measurement
-    return timing.Raw(rounds=json.loads(out[0]), peak_mem_mb=peaks)
 
 
 def sweep(work_dir: str | None) -> list[Path]:
