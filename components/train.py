@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -31,6 +32,43 @@ def select_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays; Linux reports it in
+    /proc/cpuinfo's flags. Elsewhere bf16 would be emulated (slower than fp32), so the answer is no."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str = "auto") -> str:
+    """`train.precision` made concrete for the training device `device` (`train.device`): `auto` is `bf16` on a
+    CPU with native bf16 or a CUDA device that supports it, else `fp32`."""
+    if precision != "auto":
+        return precision
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of `precision` ("fp32": none) on `device`'s type."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _channels_last(model: nn.Module, precision: str) -> bool:
+    """Whether `model` trains in channels_last: a 2-D convolutional network in bf16 (where oneDNN's and cuDNN's
+    fast kernels want it)."""
+    return precision == "bf16" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
 @contextmanager
 def torch_settings(threads: int, deterministic: bool = True) -> Iterator[None]:
     """Torch on `threads` intra-op threads, with deterministic algorithms or not, for the block; both set back after.
@@ -53,8 +91,9 @@ def torch_settings(threads: int, deterministic: bool = True) -> Iterator[None]:
 class Objective:
     """What a training step minimises: `objective(model, x, y, idx, gen) -> (loss, logits)`.
 
-    `idx` holds the batch's row numbers in the training set when `x` holds those rows unchanged (no augmentation),
-    else None, so an objective may look precomputed values up (a KD teacher's cached logits). `gen` is the
+    `idx` holds the batch's keys into values an objective may have precomputed (a KD teacher's cached logits):
+    the rows' numbers in the training set when `x` holds them unchanged, `view * n + row` when `x` holds views of
+    a pool (Views), None when `x` is a fresh augmentation. `gen` is the
     training's seeded generator, for objectives that draw random views. An objective may bring trainable
     parameters of its own (e.g. feature projections), which the optimizer then updates with the model's.
     """
@@ -74,7 +113,7 @@ class Objective:
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(x)
+        logits = model(x).float()
         return F.cross_entropy(logits, y), logits
 
 
@@ -85,7 +124,7 @@ class CrossEntropy(Objective):
         self.label_smoothing = label_smoothing
 
     def __call__(self, model, x, y, idx, gen):
-        logits = model(x)
+        logits = model(x).float()
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits
 
 
@@ -95,14 +134,19 @@ class Evaluation(NamedTuple):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, device: torch.device, batch_size: int = 512) -> Evaluation:
-    """Loss and accuracy of a PyTorch model (training-time signal; exported models are scored through ORT)."""
+def evaluate(
+    model: nn.Module, data: Dataset, device: torch.device, batch_size: int = 512, precision: str = "fp32"
+) -> Evaluation:
+    """Loss and accuracy of a PyTorch model in the training's `precision` (training-time signal: early stopping;
+    exported models are scored in fp32 through their runtime)."""
     model.eval()
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     total_loss, correct = 0.0, 0
+    last = _channels_last(model, precision)
     for i in range(0, len(y), batch_size):
-        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        logits = model(xb)
+        xb, yb = _layout(x[i : i + batch_size].to(device), last), y[i : i + batch_size].to(device)
+        with autocast(device, precision):
+            logits = model(xb).float()
         total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
     return Evaluation(total_loss / len(y), correct / len(y))
@@ -119,6 +163,7 @@ class Epoch(BaseModel):
     train_accuracy: float
     val_loss: float
     val_accuracy: float
+    seconds: float = 0.0  # wall time of the epoch's training pass (not its validation)
 
 
 EpochCallback = Callable[[int, Epoch], None]
@@ -142,13 +187,23 @@ def fit(
     checkpoint: str = "best",
     threads: int = 1,
     deterministic: bool = True,
+    precision: str = "fp32",
+    views: Views | None = None,
+    optimizer: str = "adamw",
+    schedule: str = "cosine",
 ) -> tuple[nn.Module, list[Epoch]]:
-    """Train with AdamW + cosine schedule, early stopping after `patience` epochs without validation gain.
+    """Train with `optimizer` ("adamw", or "sgd": Nesterov momentum 0.9) and `schedule` ("cosine" per epoch, or
+    "onecycle": warm-up to `lr` over the first 25% of the steps, then cosine down, per step), early stopping after
+    `patience` epochs without validation gain.
 
-    Returns the model (on CPU, in eval mode) with the weights of the best validation epoch (`checkpoint` "best") or
-    of the last epoch ("last"), and one history row per epoch. Torch runs on `threads` threads meanwhile
-    (`torch_settings`).
+    Returns the model (on CPU, in eval mode, contiguous) with the weights of the best validation epoch (`checkpoint`
+    "best") or of the last epoch ("last"), and one history row per epoch. Torch runs on `threads` threads meanwhile
+    (`torch_settings`), forward passes in `precision` ("fp32" or "bf16" autocast; weights stay fp32). With `views`
+    (a pool of augmentation draws, see Views) every training sample is one of its pool's views instead of a fresh
+    `augment` draw, and the objective gets each sample's key into the pool.
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16' (resolve 'auto' first), got {precision!r}")
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     with torch_settings(threads, deterministic):
@@ -156,17 +211,31 @@ def fit(
         torch.manual_seed(seed)
         objective = (objective or Objective()).to(device)
         model.to(device)
-        opt = torch.optim.AdamW([*model.parameters(), *objective.parameters()], lr=lr, weight_decay=weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        last = _channels_last(model, precision)
+        if last:
+            model.to(memory_format=torch.channels_last)
+        batches = Batches(train, batch_size, gen, device, augment, views, last)
+        opt, sched = _optimizer(
+            [*model.parameters(), *objective.parameters()], optimizer, schedule, lr, weight_decay, epochs, batches.steps
+        )
+        per_step = schedule == "onecycle"
         best_key, best_state, stale, history = (-1.0, 0.0), None, 0, []
         for epoch in range(1, epochs + 1):
             objective.start_epoch(epoch, epochs)
-            loss, accuracy = _epoch(model, objective, opt, train, batch_size, gen, device, augment, epoch)
-            sched.step()
-            v = evaluate(model, val, device)
+            t0 = time.perf_counter()
+            loss, accuracy = _epoch(model, objective, opt, batches, epoch, precision, sched if per_step else None)
+            seconds = time.perf_counter() - t0
+            if not per_step:
+                sched.step()
+            v = evaluate(model, val, device, precision=precision)
             history.append(
                 row := Epoch(
-                    epoch=epoch, train_loss=loss, train_accuracy=accuracy, val_loss=v.loss, val_accuracy=v.accuracy
+                    epoch=epoch,
+                    train_loss=loss,
+                    train_accuracy=accuracy,
+                    val_loss=v.loss,
+                    val_accuracy=v.accuracy,
+                    seconds=seconds,
                 )
             )
             if on_epoch is not None:
@@ -181,32 +250,75 @@ def fit(
         assert best_state is not None
         if checkpoint == "best":
             model.load_state_dict(best_state)
-        return model.cpu().eval(), history
+        return model.cpu().to(memory_format=torch.contiguous_format).eval(), history
+
+
+class Batches:
+    """One epoch's training batches in a seeded random order, as `(x, y, keys)`: `x` augmented by a fresh draw of
+    `augment`, or set to one of the `views` pool's views per sample, or unchanged; `keys` index what an objective
+    may have precomputed per (sample, view) (None where a fresh draw made a new view)."""
+
+    def __init__(self, train: Dataset, batch_size: int, gen, device, augment, views: Views | None, last: bool):
+        self.x, self.y = torch.from_numpy(train.x), torch.from_numpy(train.y)
+        if views is not None and views.params.shape[1] != len(self.y):
+            raise ValueError(f"the views pool covers {views.params.shape[1]} samples, the training set {len(self.y)}")
+        self.batch_size, self.gen, self.device, self.augment, self.views, self.last = (
+            batch_size,
+            gen,
+            device,
+            augment,
+            views,
+            last,
+        )
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def steps(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.y)
+        order = torch.randperm(n, generator=self.gen)
+        for i in range(0, n, self.batch_size):
+            idx = order[i : i + self.batch_size]
+            xb, yb, keys = self.x[idx], self.y[idx], idx
+            if self.views is not None:  # one of the pool's views of each sample, its key view * n + row
+                pick = torch.randint(0, self.views.count, (len(idx),), generator=self.gen)
+                xb, keys = self.views.augmentation.apply(xb, self.views.params[pick, idx]), pick * n + idx
+            elif self.augment is not None:
+                xb, keys = self.augment(xb, self.gen), None
+            yield _layout(xb.to(self.device), self.last), yb.to(self.device), keys
+
+
+def _optimizer(params, optimizer: str, schedule: str, lr: float, weight_decay: float, epochs: int, steps: int):
+    """The optimizer and learning-rate schedule `fit` names (see there)."""
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+    if schedule == "cosine":
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    if schedule == "onecycle":
+        return opt, torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.25, cycle_momentum=optimizer == "sgd"
+        )
+    raise ValueError(f"schedule must be 'cosine' or 'onecycle', got {schedule!r}")
 
 
 def _epoch(
-    model,
-    objective: Objective,
-    opt,
-    train: Dataset,
-    batch_size: int,
-    gen: torch.Generator,
-    device: torch.device,
-    augment: Augment | None,
-    epoch: int,
+    model, objective: Objective, opt, batches: Batches, epoch: int, precision: str, sched=None
 ) -> tuple[float, float]:
-    """One pass over `train` in a seeded random order: (mean training loss, training accuracy)."""
+    """One pass over the training batches: (mean training loss, training accuracy); `sched` steps per batch."""
     model.train()
-    x_all, y_all = torch.from_numpy(train.x), torch.from_numpy(train.y)
-    order = torch.randperm(len(y_all), generator=gen)
+    device = batches.device
     run_loss, run_correct = 0.0, 0
-    for b, i in enumerate(range(0, len(order), batch_size)):
-        idx = order[i : i + batch_size]
-        xb, yb = x_all[idx], y_all[idx]
-        if augment is not None:
-            xb = augment(xb, gen)
-        xb, yb = xb.to(device), yb.to(device)
-        loss, logits = objective(model, xb, yb, None if augment is not None else idx, gen)
+    for b, (xb, yb, keys) in enumerate(batches):
+        with autocast(device, precision):
+            loss, logits = objective(model, xb, yb, keys, batches.gen)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at epoch {epoch}, batch {b}; lower the learning rate "
@@ -215,26 +327,75 @@ def _epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         run_loss += loss.item() * len(yb)
         run_correct += (logits.argmax(1) == yb).sum().item()
-    return run_loss / len(y_all), run_correct / len(y_all)
+    return run_loss / len(batches), run_correct / len(batches)
+
+
+class Augmentation:
+    """A training augmentation in two halves: `draw(n, gen)` the random parameters of n samples' views (an (n, P)
+    integer tensor), `apply(x, params)` the views themselves; calling it draws and applies. The halves let a pool
+    of views be drawn once and its teacher outputs cached (components.kd.views)."""
+
+    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def spec(self) -> dict:
+        """What the views depend on besides the data and the seed (a cache key)."""
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return self.apply(x, self.draw(len(x), gen))
+
+
+class Views(NamedTuple):
+    """A pool of `count` augmentation draws per training sample: `params[v, i]` is view v of sample i."""
+
+    augmentation: Augmentation
+    params: torch.Tensor  # (count, n, P)
+
+    @property
+    def count(self) -> int:
+        return self.params.shape[0]
+
+
+class ShiftFlip(Augmentation):
+    """Images: each shifted independently by up to `max_shift` pixels (zero padding); with `flip`, a random half
+    mirrored left to right (natural photos: CIFAR-10's standard augmentation with `max_shift` 4). Params per
+    sample: (dy, dx, mirror)."""
+
+    def __init__(self, max_shift: int = 1, flip: bool = False):
+        self.max_shift, self.flip = max_shift, flip
+
+    def spec(self) -> dict:
+        return {"kind": "shift_flip", "max_shift": self.max_shift, "flip": self.flip}
+
+    def draw(self, n, gen):
+        p = self.max_shift
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+        mirror = (torch.rand(n, generator=gen) < 0.5) if self.flip else torch.zeros(n, dtype=torch.bool)
+        return torch.stack([dy, dx, mirror.long()], dim=1)
+
+    def apply(self, x, params):
+        n, c, h, w = x.shape
+        p = self.max_shift
+        xp = F.pad(x, (p, p, p, p))
+        dy, dx, mirror = params[:, 0], params[:, 1], params[:, 2].bool()
+        rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :]
+        out = xp[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+        return torch.where(mirror[:, None, None, None], out.flip(-1), out)
 
 
 def shift_augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1, flip: bool = False) -> torch.Tensor:
-    """Shift each image independently by up to `max_shift` pixels (zero padding); with `flip`, also mirror a random
-    half of them left to right (natural photos: CIFAR-10's standard augmentation with `max_shift` 4)."""
-    n, c, h, w = x.shape
-    p = max_shift
-    xp = F.pad(x, (p, p, p, p))
-    dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
-    rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :]
-    out = xp[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
-    if flip:
-        mirror = torch.rand(n, generator=gen) < 0.5
-        out = torch.where(mirror[:, None, None, None], out.flip(-1), out)
-    return out
+    """ShiftFlip(max_shift, flip) drawn and applied once."""
+    return ShiftFlip(max_shift, flip)(x, gen)
 
 
 def set_seed(seed: int) -> None:

@@ -16,7 +16,15 @@ class TrainConfig(Section):
 
     seed: int = Field(0, description="Seed of weight init and batch order (`edgekd bench kd` varies the students').")
     batch_size: int = Field(64, ge=1, description="Mini-batch size.")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    weight_decay: float = Field(1e-4, ge=0, description="Weight decay (AdamW's decoupled, or SGD's L2).")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="Every model's optimizer: `adamw`, or `sgd` with Nesterov momentum 0.9."
+    )
+    schedule: Literal["cosine", "onecycle"] = Field(
+        "cosine",
+        description="Learning-rate schedule: `cosine` from the stage's lr to 0 over its epochs (per epoch), or "
+        "`onecycle`: up to the lr over the first 25% of the steps, then cosine down (per step).",
+    )
     augment: bool = Field(
         True, description="The data kind's training augmentation (images: shifts, `shift` and `flip` below)."
     )
@@ -33,13 +41,28 @@ class TrainConfig(Section):
     deterministic: bool = Field(
         True, description="Torch's deterministic algorithms while training (on CUDA: slower, reproducible kernels)."
     )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        validate_default=True,
+        description="Arithmetic of training's forward passes: `bf16` autocast (weights, gradients and the optimizer "
+        "stay fp32; convolutional networks in channels_last), or `fp32`. `auto` is resolved when the config loads: "
+        "`bf16` where the CPU has AVX512-BF16 or AMX, or on a CUDA device with bf16, else `fp32`; the resolved value "
+        "is what the model card, MLflow and every cache key hold. Exports and every score stay fp32 (ONNX).",
+    )
+
+    @field_validator("precision")
+    @classmethod
+    def _resolve_precision(cls, v: str, info) -> str:
+        from components.train import resolve_precision
+
+        return resolve_precision(v, info.data.get("device", "auto"))
 
 
 class TeacherTraining(Section):
     """How each teacher network trains: what a teacher stage reads (its cache key), apart from the data."""
 
     epochs: int = Field(100, ge=1, description="Maximum teacher epochs.")
-    lr: float = Field(3e-3, gt=0, description="Teacher AdamW learning rate.")
+    lr: float = Field(3e-3, gt=0, description="Teacher learning rate (the peak of `onecycle`).")
     patience: int = Field(20, ge=1, description="Early stopping: epochs without validation gain.")
     checkpoint: Literal["best", "last"] = Field(
         "best",
@@ -120,7 +143,7 @@ class StudentBudget(Section):
     """The budget every student gets, plain and KD alike: only the loss differs."""
 
     epochs: int = Field(200, ge=1, description="Maximum epochs of every student.")
-    lr: float = Field(5e-3, gt=0, description="AdamW learning rate of every student.")
+    lr: float = Field(5e-3, gt=0, description="Learning rate of every student (the peak of `onecycle`).")
     patience: int = Field(
         200,
         ge=1,
@@ -163,6 +186,16 @@ class DistillConfig(Section):
         description="A KD method of components.kd (see README), or a list "
         "of them: every variant is trained and the best on "
         "validation becomes the KD student.",
+    )
+
+    views: int = Field(
+        16,
+        ge=0,
+        description="Cached teacher views: for the methods whose loss reads only the teacher's logits (hinton, dkd, "
+        "dist, adaptive's variants), this many augmentation draws per training sample are made once, the "
+        "teacher's logits on each computed once (in parallel, cached with the run's artifacts), and the student "
+        "trains on exactly those views; 0: the teacher runs on a fresh view at every step. Function matching and "
+        "the feature methods always run the teacher online.",
     )
 
     @property

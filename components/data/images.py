@@ -2,7 +2,6 @@
 sub-folders of PNG/JPEG files (optionally inside train/, val/ and test/)."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,15 @@ class ImageKind:
 
     @property
     def augment(self):
-        from components.train import shift_augment
+        from components.train import ShiftFlip
 
-        return shift_augment
+        return ShiftFlip()
 
     def augment_with(self, train):
         """The augmentation as a TrainConfig sets it: shifts up to `train.shift` pixels, mirroring with `flip`."""
-        return functools.partial(self.augment, max_shift=train.shift, flip=train.flip)
+        from components.train import ShiftFlip
+
+        return ShiftFlip(train.shift, train.flip)
 
     @staticmethod
     def dedupe_keys(samples, options: ImageOptions) -> np.ndarray:

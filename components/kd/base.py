@@ -30,8 +30,9 @@ class Options(BaseModel):
 
 class TeacherSignal:
     """Logits of a frozen teacher for a batch. `cached` holds its logits for every training row (fixed inputs,
-    computed once and cached by content); a batch of unchanged rows (`idx` given) is looked up there, an augmented
-    or mixed batch (`idx` None) is sent through the teacher."""
+    computed once and cached by content), or for every (view, row) of a pool of views (row `view * n + row`); a
+    batch with keys (`idx` given, see components.train.Objective) is looked up there, a freshly augmented or mixed
+    batch (`idx` None) is sent through the teacher."""
 
     def __init__(
         self,
@@ -145,6 +146,8 @@ class KDMethod:
     requires_pool: ClassVar[bool] = False  # cannot run without an unlabelled pool (datasets.NAME.unlabelled, or
     # `bench kd --labelled-fraction`)
     uses_features: ClassVar[bool] = False  # needs a PyTorch teacher's intermediate features
+    cached_views: ClassVar[bool] = False  # its loss reads the teacher's logits on the student's own view alone, so a
+    # pool of views with the teacher's logits cached (components.kd.views) can stand in for fresh augmentation
 
     def __init__(self, options: Options):
         self.o = options
@@ -183,5 +186,5 @@ class LogitObjective(Objective):
         self.method.set_epoch(epoch, epochs)
 
     def __call__(self, model, x, y, idx, gen):
-        logits = model(x)
+        logits = model(x).float()
         return self.method.loss(logits, self.teacher(x, idx), y), logits

@@ -16,6 +16,7 @@ class Hinton(KDMethod):
     """Hinton et al. 2015: alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * CE(student, labels)."""
 
     name = "hinton"
+    cached_views = True
 
     class Options(Options):
         temperature: float = Field(2.0, gt=0, description="Softmax temperature T of both distributions.")
@@ -44,6 +45,7 @@ class DKD(KDMethod):
     """Decoupled KD (Zhao et al. 2022): CE + alpha * TCKD (target vs rest) + beta * NCKD (among non-targets)."""
 
     name = "dkd"
+    cached_views = True
 
     class Options(Options):
         alpha: float = Field(1.0, ge=0, description="Weight of target-class KD (binary: target vs all others).")
@@ -87,6 +89,7 @@ class DIST(KDMethod):
     class probabilities per sample (inter-class) and per class across the batch (intra-class), plus CE."""
 
     name = "dist"
+    cached_views = True
 
     class Options(Options):
         beta: float = Field(1.0, ge=0, description="Weight of the inter-class relation (each sample's ranking).")

@@ -24,6 +24,19 @@ def add_parser(sub) -> None:
         help="run the pipeline even when nothing changed since the "
         "last run (which otherwise just prints its summary again)",
     )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="trainings at once: the ones that do not wait on each other (the teacher and the plain student, the KD "
+        "variants, the teacher views, the prunings) run side by side on a local Dask cluster of N single-threaded "
+        "worker processes (default 0: one per CPU core); 1 runs them one after another in this process. Each "
+        "training is single-threaded and seeded, so the weights are the same either way",
+    )
+    run.add_argument(
+        "--dask-address", metavar="URL", help="a running Dask scheduler (tcp://HOST:8786) instead of a local cluster"
+    )
     run.set_defaults(fn=cmd_run)
 
 
@@ -52,6 +65,18 @@ def up_to_date(args) -> int | None:
     return record.exit_code
 
 
+def runner(args, flow):
+    """The flow on a Dask cluster (--dask-address, or --workers local processes) or, with one worker, as it is."""
+    import os
+
+    workers = args.workers or os.cpu_count() or 1
+    if args.dask_address is None and workers <= 1:
+        return flow
+    from flows.infra.cluster import task_runner
+
+    return flow.with_options(task_runner=task_runner(workers, args.dask_address))
+
+
 def cmd_run(args) -> int:
     if (code := up_to_date(args)) is not None:
         return code
@@ -62,7 +87,9 @@ def cmd_run(args) -> int:
     with pipeline_errors("nothing was trained or registered"):
         cfg = checked_config(args)
         with shared_api():
-            outcome = pipeline(project_dir=args.project_dir, dataset=args.dataset, overrides=overrides(args))
+            outcome = runner(args, pipeline)(
+                project_dir=args.project_dir, dataset=args.dataset, overrides=overrides(args)
+            )
     print(outcome.summary, end="")
     if args.json:
         write_json(args.json, outcome.json)

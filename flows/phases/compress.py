@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from components.export import Artifact
 from components.recipes import Recipe, recipes
-from flows.phases.context import Run, tracked
+from flows.phases.context import Run, prefetch, tracked
 from flows.phases.train import Student, Trained
 from flows.tasks.compress import lower_pte, prune_student, qat_student, quantize_int8
 from flows.tasks.data import load_data
@@ -39,6 +40,17 @@ def compress(run: Run, data: DataRef, trained: Trained) -> dict[str, Made]:
         if out is not None:  # a conditional recipe (QAT) whose condition did not hold made nothing
             made[r.name] = out
     return made
+
+
+def start(run: Run) -> Callable[[Student], None]:
+    """What the train phase calls with each student as soon as it is trained (see flows.phases.train.train): its
+    pruning starts on the flow's Dask workers, beside the trainings still running; the recipe table then waits
+    for it. Without workers nothing starts early."""
+
+    def on_student(student: Student) -> None:
+        prefetch(run, prune_student, PruneSpec(source=student.spec, weights=student.model.weights, prune=run.cfg.prune))
+
+    return on_student
 
 
 def _made(student: Student) -> Made:

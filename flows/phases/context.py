@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -46,6 +46,36 @@ class ValidationSummary:
     failed: int
 
 
+@dataclass(frozen=True)
+class StageTime:
+    """A training this run ran: its stage, what it was, when it began (Unix time) and how long it took."""
+
+    stage: str
+    what: str
+    started: float
+    seconds: float
+    epochs: int  # epochs trained, and the median wall time of one epoch's training pass
+    epoch_s: float
+
+
+def training_times(times: list[StageTime]) -> dict:
+    """The trainings' own times, their sum, and the wall time during which at least one of them ran (the union of
+    their intervals): with every core busy the wall is close to the longest chain, one after another it is the
+    sum."""
+    spans = sorted((t.started, t.started + t.seconds) for t in times)
+    wall, end = 0.0, float("-inf")
+    for a, b in spans:
+        wall += max(0.0, b - max(a, end))
+        end = max(end, b)
+    total = sum(t.seconds for t in times)
+    return {
+        "trainings": [vars(t) for t in times],
+        "sum_s": round(total, 3),
+        "wall_s": round(wall, 3),
+        "wall_over_sum": round(wall / total, 4) if total else None,
+    }
+
+
 @dataclass
 class Run:
     """One tracked run: its project, config, MLflow tracker and parent run, lineage, and what validation found."""
@@ -56,6 +86,9 @@ class Run:
     parent: str
     lineage: Lineage
     validation: ValidationSummary | None = None
+    pending: dict = field(default_factory=dict)  # (task name, spec key) -> future of a stage started early
+    times: list[StageTime] = field(default_factory=list)  # the trainings this run ran (not cached), in order
+    summary: dict = field(default_factory=dict)  # more for the run's JSON summary (e.g. the teacher views' pool)
 
     @property
     def log(self):
@@ -126,12 +159,41 @@ def tracked_run(root: Path, cfg: PipelineConfig, stage: str, overrides: dict | N
     run.tracker.end(run.parent)
 
 
+def parallel() -> bool:
+    """Whether the running flow's tasks run on Dask workers, side by side, rather than one after another here."""
+    from prefect.context import FlowRunContext
+    from prefect_dask import DaskTaskRunner
+
+    ctx = FlowRunContext.get()
+    return ctx is not None and isinstance(ctx.task_runner, DaskTaskRunner)
+
+
+def prefetch(run: Run, task_fn, spec) -> None:
+    """Start a cached stage task now on the flow's Dask workers, beside the others started; `tracked` on the same
+    task and spec then waits for it instead of running it. Without workers nothing starts (`tracked` runs it)."""
+    key = (task_fn.name, spec.key())
+    if parallel() and key not in run.pending:
+        run.pending[key] = task_fn.submit(spec)
+
+
 def tracked(run: Run, stage: str, task_fn, spec, tags: dict | None = None):
-    """A cached stage task inside its own nested MLflow run: cache hit, per-epoch history, val metrics, and a
-    pruning's report. Returns the task's output."""
+    """A cached stage task inside its own nested MLflow run (waiting for it where `prefetch` started it): cache hit,
+    per-epoch history, val metrics, and a pruning's report. Returns the task's output."""
     with run.tracker.stage(stage, {"dataset_hash": run.lineage.dataset_hash, **(tags or {})}) as rid:
-        out, was_cached = cached(task_fn, spec)
+        out, was_cached = cached(task_fn, spec, run.pending.pop((task_fn.name, spec.key()), None))
         run.tracker.tags(rid, {"cached": was_cached})
+        if isinstance(out, TrainedModel) and not was_cached:
+            epoch_s = sorted(h.seconds for h in out.history)
+            run.times.append(
+                StageTime(
+                    stage,
+                    json.dumps(tags or {}, sort_keys=True),
+                    out.started,
+                    out.seconds,
+                    len(epoch_s),
+                    epoch_s[len(epoch_s) // 2] if epoch_s else 0.0,
+                )
+            )
         if isinstance(out, TrainedModel):  # a quantized model is its artifact alone
             run.tracker.history(rid, out.history)
             run.tracker.metrics(rid, {"params": out.params} | {f"val.{k}": v for k, v in out.val.scalars().items()})

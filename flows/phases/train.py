@@ -3,6 +3,8 @@ asked for, all students on the same budget; the KD student is the variant best o
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from components.config import PipelineConfig, TeacherTraining
 from components.export import Artifact, artifact_info
 from components.metrics import Scores
 from components.teachers import TORCHSCRIPT_SUFFIXES, TeacherFileError, check_teacher, load_teacher_file
-from flows.phases.context import Run, tracked
+from flows.phases.context import Run, parallel, prefetch, tracked
 from flows.tasks.caching import cached
 from flows.tasks.data import load_data
 from flows.tasks.specs import (
@@ -27,7 +29,14 @@ from flows.tasks.specs import (
     TrainedModel,
     user_file,
 )
-from flows.tasks.train import export_teacher, runtime_metrics, train_classic, train_student, train_teacher
+from flows.tasks.train import (
+    export_teacher,
+    runtime_metrics,
+    teacher_view,
+    train_classic,
+    train_student,
+    train_teacher,
+)
 
 
 @dataclass(frozen=True)
@@ -58,19 +67,34 @@ class Trained:
     classic: ClassicModel | None = None  # the scikit-learn baseline; None when classic.families is empty
 
 
-def train(run: Run, data: DataRef, variants: list[kd.Variant]) -> Trained:
-    """The teacher, the plain student, and every KD variant asked for; the KD student is the best on val."""
+def train(
+    run: Run, data: DataRef, variants: list[kd.Variant], on_student: Callable[[Student], None] | None = None
+) -> Trained:
+    """The teacher, the plain student, and every KD variant asked for; the KD student is the best on val.
+
+    On Dask workers the trainings that do not wait on each other run side by side: the teacher networks beside the
+    plain student, then the pool of cached teacher views, then the KD variants beside each other. `on_student` is
+    called with the plain student as soon as it is trained and with the chosen KD student (the next phase starts
+    its work on them early)."""
     cfg, metric = run.cfg, run.cfg.gate.metric
+    plain_spec = StudentSpec.of(cfg, data, kd.PLAIN, None)
+    if not (cfg.teacher.source or cfg.teacher.weights):
+        for spec in teacher_specs(cfg, data):
+            prefetch(run, train_teacher, spec)
+    prefetch(run, train_student, plain_spec)
+    if families_for(data.kind, cfg.classic.families):
+        prefetch(run, train_classic, classic_spec(cfg, data))
+    plain = Student(plain_spec, tracked(run, "student_plain", train_student, plain_spec))
+    if on_student:
+        on_student(plain)
     teacher = train_teachers(run, data)
-    spec = StudentSpec.of(cfg, data, kd.PLAIN, None)
-    plain = Student(spec, tracked(run, "student_plain", train_student, spec))
-    outs = {}
-    for v in variants:
-        if v.method == "plain":
-            outs[v.label] = plain
-            continue
-        spec = StudentSpec.of(cfg, data, v, teacher.ref)
-        outs[v.label] = Student(spec, tracked(run, "student_kd", train_student, spec, {"variant": v.label}))
+    specs = {v.label: StudentSpec.of(cfg, data, v, teacher.ref) for v in variants if v.method != "plain"}
+    build_views(run, list(specs.values()))
+    for spec in specs.values():
+        prefetch(run, train_student, spec)
+    outs = {v.label: plain for v in variants if v.method == "plain"}
+    for label, spec in specs.items():
+        outs[label] = Student(spec, tracked(run, "student_kd", train_student, spec, {"variant": label}))
     best = max(outs, key=lambda label: outs[label].model.val.get(metric)) if outs else None
     strong = _teacher_strong(run, teacher.val.get(metric), plain.model.val.get(metric))
     if best is not None:
@@ -80,10 +104,44 @@ def train(run: Run, data: DataRef, variants: list[kd.Variant]) -> Trained:
             + ("; the plain student won: no KD candidate" if best == "plain" else "")
         )
     chosen = None if best is None or best == "plain" else best
+    if chosen and on_student:
+        on_student(outs[chosen])
     run.tracker.tags(run.parent, {"kd_variant": best or "none", "teacher_clearly_stronger": strong})
     return Trained(
         teacher, plain, outs[chosen] if chosen else None, chosen, outs, strong, train_classic_model(run, data)
     )
+
+
+def build_views(run: Run, specs: list[StudentSpec]) -> None:
+    """The pools of cached teacher views the KD students `specs` train on (those with `views`), one task per view,
+    side by side on the flow's Dask workers; their size and build time logged and kept for the run's summary."""
+    pools = {}
+    for s in specs:  # variants of one seed share one pool: only the loss differs
+        if s.views:
+            pools.setdefault(s.model_copy(update={"variant": kd.PLAIN}).key(), s)
+    for s in pools.values():
+        t0 = time.perf_counter()
+        if parallel():
+            futures = [teacher_view.submit(s, v) for v in range(s.views)]
+            built = [f.result() for f in futures]
+        else:
+            built = [teacher_view(s, v) for v in range(s.views)]
+        wall = time.perf_counter() - t0
+        n = built[0].samples
+        report = {
+            "views": s.views,
+            "samples": n,
+            "logits_mib": round(s.views * n * len(s.data.classes) * 4 / 2**20, 2),
+            "cached_views": sum(b.cached for b in built),
+            "wall_s": round(wall, 3),
+            "sum_s": round(sum(b.seconds for b in built), 3),
+        }
+        run.summary.setdefault("teacher_views", []).append(report)
+        run.tracker.metrics(run.parent, {f"teacher_views.{k}": v for k, v in report.items()})
+        run.log.info(
+            f"cached teacher views: {s.views} views x {n} samples ({report['logits_mib']} MiB of logits), "
+            f"{report['cached_views']} found cached; built in {wall:.1f} s wall ({report['sum_s']:.1f} s of work)"
+        )
 
 
 def train_classic_model(run: Run, data: DataRef) -> ClassicModel | None:
@@ -91,14 +149,17 @@ def train_classic_model(run: Run, data: DataRef) -> ClassicModel | None:
     cfg = run.cfg
     if not families_for(data.kind, cfg.classic.families):
         return None
-    spec = ClassicSpec(data=data, classic=cfg.classic, metric=cfg.gate.metric, seed=cfg.train.seed)
-    out = tracked(run, "classic", train_classic, spec)
+    out = tracked(run, "classic", train_classic, classic_spec(cfg, data))
     run.log.info(
         f"classical baseline: {out.family} (val {cfg.gate.metric} "
         + ", ".join(f"{k} {v:.4f}" for k, v in out.val_scores.items())
         + f"; {out.seconds:.1f} s)"
     )
     return out
+
+
+def classic_spec(cfg: PipelineConfig, data: DataRef) -> ClassicSpec:
+    return ClassicSpec(data=data, classic=cfg.classic, metric=cfg.gate.metric, seed=cfg.train.seed)
 
 
 def _teacher_strong(run: Run, teacher: float, plain: float) -> bool:
@@ -135,6 +196,8 @@ def train_teachers(run: Run, data: DataRef) -> Teacher:
             )
         else:
             specs = teacher_specs(run.cfg, data)
+            for spec in specs:
+                prefetch(run, train_teacher, spec)
             members = [
                 tracked(run, "teacher_member", train_teacher, spec, {"member": i}) for i, spec in enumerate(specs)
             ]

@@ -12,6 +12,7 @@ from prefect import flow
 from components import kd
 from components.config import load_config
 from flows.phases.compress import compress
+from flows.phases.compress import start as start_compress
 from flows.phases.context import flow_run_name, tracked_run
 from flows.phases.judge import judge
 from flows.phases.measure import measure
@@ -30,6 +31,6 @@ def pipeline(project_dir: str = ".", dataset: str | None = None, overrides: dict
     variants = kd.resolve(cfg.distill, cfg.teacher)  # a bad distill.* setting fails before anything runs
     with tracked_run(root, cfg, "pipeline", overrides) as run:
         data = validate(run)
-        trained = train(run, data, variants)
+        trained = train(run, data, variants, on_student=start_compress(run))
         measured = measure(run, data, compress(run, data, trained))
         return publish(run, trained, measured, judge(run, measured.measured))

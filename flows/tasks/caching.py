@@ -37,12 +37,22 @@ def artifacts(obj) -> list[Artifact]:
     return []
 
 
-def cached(task_fn, spec):
-    """Run a cached task on `spec`: (its output, whether it came from the cache). If files of a cached output were
-    deleted since, it is recomputed instead of returning stale paths."""
-    state = task_fn(spec, return_state=True)
+def cached(task_fn, spec, future=None):
+    """Run a cached task on `spec` (or wait for `future`, the same task on `spec` submitted earlier): (its output,
+    whether it came from the cache). If files of a cached output were deleted since, it is recomputed instead of
+    returning stale paths."""
+    if future is not None:
+        future.wait()
+        state = future.state
+    else:
+        state = task_fn(spec, return_state=True)
     out = state.result()
     if not all(Path(a.path).is_file() for a in artifacts(out)):
-        state = task_fn.with_options(refresh_cache=True)(spec, return_state=True)
+        again = task_fn.with_options(refresh_cache=True)
+        if future is not None:  # where the first one ran: on the flow's workers
+            (retry := again.submit(spec)).wait()
+            state = retry.state
+        else:
+            state = again(spec, return_state=True)
         out = state.result()
     return out, state.is_completed() and state.name == "Cached"

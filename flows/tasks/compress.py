@@ -3,6 +3,8 @@ FP16), and ExecuTorch programs (FP32 and INT8)."""
 
 from __future__ import annotations
 
+import time
+
 import torch
 from prefect import task
 
@@ -19,9 +21,9 @@ from flows.tasks.train import finish, fit_kwargs, objective_kwargs, student_modu
 from flows.tasks.weights import load_weights
 
 
-@task(**CACHED)
-def prune_student(p: PruneSpec) -> TrainedModel:
+def prune_student_stage(p: PruneSpec) -> TrainedModel:
     """Remove channels of a trained student, then fine-tune it with the objective it was trained with."""
+    started = time.time()
     s = p.source
     data = load_data(s.data)
     splits = data.splits
@@ -42,7 +44,11 @@ def prune_student(p: PruneSpec) -> TrainedModel:
         pruned, hist = train_variant(
             pruned, s.variant, splits["train"], splits["val"], **objective_kwargs(s, data.spec, data.pool), **kw
         )
-    return finish(pruned, out_dir(p, "pruned", s.data.root), hist, splits, s.data.classes, prune=report)
+    return finish(pruned, out_dir(p, "pruned", s.data.root), hist, splits, s.data.classes, started, prune=report)
+
+
+# Dask workers unpickle the function by reference, under its own name: the task has another one.
+prune_student = task(prune_student_stage, name="prune_student", **CACHED)
 
 
 def pruned_student(p: PruneSpec, weights: Artifact, example: torch.Tensor) -> torch.nn.Module:

@@ -26,7 +26,7 @@ from components.config import (
     TrainConfig,
 )
 from components.export import Artifact, artifact_info
-from components.kd import Variant
+from components.kd import METHODS, Variant
 from components.metrics import Scores
 from components.prune import PruneReport
 from components.train import Epoch
@@ -120,6 +120,7 @@ class StudentSpec(Spec):
     budget: StudentBudget  # the same for every variant
     variant: Variant
     teacher: TeacherRef | None  # None for the plain student: no KD option can retrain it
+    views: int = 0  # cached teacher views (distill.views) of a method that can use them; 0: the teacher online
     code: str = code_version(*STUDENT_CODE)
 
     @classmethod
@@ -150,11 +151,23 @@ class StudentSpec(Spec):
             budget=StudentBudget.model_validate(cfg.student.model_dump(include=set(StudentBudget.model_fields))),
             variant=variant,
             teacher=None if variant.method == "plain" else teacher,
+            views=cfg.distill.views if _poolable(data.kind, cfg.train, variant) else 0,
         )
 
     def alone(self) -> StudentSpec:
         """The same student trained without a teacher on the same budget (the plain student KD must beat)."""
-        return self.model_copy(update={"variant": Variant("plain"), "teacher": None})
+        return self.model_copy(update={"variant": Variant("plain"), "teacher": None, "views": 0})
+
+
+def _poolable(kind: str, train: TrainConfig, variant: Variant) -> bool:
+    """Whether a student of `variant` can train on cached teacher views: a method whose loss reads only the
+    teacher's logits, on data whose augmentation draws its views' parameters apart (components.train.Augmentation)."""
+    from components.data import get_kind
+    from components.train import Augmentation
+
+    if variant.method == "plain" or not METHODS[variant.method].cached_views or not train.augment:
+        return False
+    return isinstance(get_kind(kind).augment, Augmentation)
 
 
 class PruneSpec(Spec):
@@ -243,6 +256,8 @@ class TrainedModel(BaseModel):
     params: int
     val: Scores
     prune: PruneReport | None = None
+    started: float = 0.0  # when its task began (Unix time) and how long it took: a run's stage times
+    seconds: float = 0.0
 
 
 class ExportedTeacher(BaseModel):

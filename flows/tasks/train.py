@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 from prefect import get_run_logger, task
+from pydantic import BaseModel
 
 from components.data import Dataset, get_kind
 from components.distill import train_variant
@@ -13,7 +15,7 @@ from components.export import export_onnx, runtime_predict
 from components.metrics import Scores, classification_metrics
 from components.models import build, count_params
 from components.train import CrossEntropy, Epoch, fit, select_device
-from flows.tasks.caching import CACHED
+from flows.tasks.caching import CACHED, IO_RETRIES
 from flows.tasks.data import load_data
 from flows.tasks.specs import (
     ClassicModel,
@@ -25,7 +27,7 @@ from flows.tasks.specs import (
     TrainedModel,
     out_dir,
 )
-from flows.tasks.weights import kd_teacher, load_weights, logits_cache, save_weights, teacher_module
+from flows.tasks.weights import kd_teacher, load_weights, logits_cache, save_weights, teacher_module, views_cache
 
 
 def runtime_metrics(path: str, data: Dataset, classes: list[str]) -> Scores:
@@ -45,13 +47,18 @@ def _progress(name: str, total: int):
     return on_epoch
 
 
+def augmentation(kind: str, train):
+    """The data kind's training augmentation as `train` (a TrainConfig) sets it, or None."""
+    data_kind = get_kind(kind)
+    if not train.augment or data_kind.augment is None:
+        return None
+    return data_kind.augment_with(train) if hasattr(data_kind, "augment_with") else data_kind.augment
+
+
 def fit_kwargs(kind: str, train, epochs: int, lr: float, patience: int, seed: int, name: str) -> dict:
     """What `fit` takes besides the model and data: the budget, the shared training settings (`train`, a
     TrainConfig), the kind's augmentation and progress lines in the run's log."""
-    data_kind = get_kind(kind)
-    augment = data_kind.augment if train.augment else None
-    if augment is not None and hasattr(data_kind, "augment_with"):
-        augment = data_kind.augment_with(train)
+    augment = augmentation(kind, train)
     return dict(
         epochs=epochs,
         lr=lr,
@@ -62,17 +69,29 @@ def fit_kwargs(kind: str, train, epochs: int, lr: float, patience: int, seed: in
         weight_decay=train.weight_decay,
         threads=train.threads,
         deterministic=train.deterministic,
+        precision=train.precision,
+        optimizer=train.optimizer,
+        schedule=train.schedule,
         augment=augment,
         on_epoch=_progress(name, epochs),
     )
 
 
 def finish(
-    model: torch.nn.Module, out: Path, history: list[Epoch], splits: dict, classes: list[str], **extra
+    model: torch.nn.Module,
+    out: Path,
+    history: list[Epoch],
+    splits: dict,
+    classes: list[str],
+    started: float,
+    **extra,
 ) -> TrainedModel:
-    """Save the weights and the FP32 ONNX export of a trained model; its validation scores through ORT and size."""
+    """Save the weights and the FP32 ONNX export of a trained model; its validation scores through ORT and size;
+    the task's start (`started`, time.time()) and duration."""
     onnx = export_onnx(model, splits["test"].x, out / "model.onnx")
     return TrainedModel(
+        started=started,
+        seconds=time.time() - started,
         weights=save_weights(model, out / "weights.pt"),
         onnx=onnx,
         history=history,
@@ -82,9 +101,9 @@ def finish(
     )
 
 
-@task(**CACHED)
-def train_teacher(s: TeacherSpec) -> TrainedModel:
+def train_teacher_stage(s: TeacherSpec) -> TrainedModel:
     """One teacher network (an ensemble trains one per member)."""
+    started = time.time()
     data = load_data(s.data)
     r = s.recipe
     kw = fit_kwargs(s.data.kind, s.train, r.epochs, r.lr, r.patience, s.seed, f"teacher w{s.width} s{s.seed}")
@@ -97,7 +116,11 @@ def train_teacher(s: TeacherSpec) -> TrainedModel:
         checkpoint=r.checkpoint,
         **kw,
     )
-    return finish(model, out_dir(s, "teacher", s.data.root), hist, data.splits, s.data.classes)
+    return finish(model, out_dir(s, "teacher", s.data.root), hist, data.splits, s.data.classes, started)
+
+
+# Dask workers unpickle the function by reference, under its own name: the task has another one.
+train_teacher = task(train_teacher_stage, name="train_teacher", **CACHED)
 
 
 @task(**CACHED)
@@ -118,18 +141,54 @@ def student_module(s: StudentSpec, pspec: dict) -> torch.nn.Module:
 
 
 def objective_kwargs(s: StudentSpec, pspec: dict, pool) -> dict:
-    """What a KD variant needs besides the data: the teacher, its cached logits, the unlabelled pool."""
+    """What a KD variant needs besides the data: the teacher, its cached logits (of fixed inputs, and of the pool of
+    views where the spec has one), the unlabelled pool."""
     if s.teacher is None:
         return {}
     teacher, module = kd_teacher(s.teacher, s.data, pspec)
+    views = views_cache(s.data.root, s.teacher.id, teacher, s.views, s.seed, s.train.precision) if s.views else None
     return dict(
-        teacher=teacher, teacher_module=module, logits_of=logits_cache(s.data.root, s.teacher.id, teacher), pool=pool
+        teacher=teacher,
+        teacher_module=module,
+        logits_of=logits_cache(s.data.root, s.teacher.id, teacher),
+        pool=pool,
+        views_of=views,
     )
 
 
-@task(**CACHED)
-def train_student(s: StudentSpec) -> TrainedModel:
+class ViewBuilt(BaseModel):
+    """One view of a pool of cached teacher views: how long its teacher logits took (0 when found cached)."""
+
+    view: int
+    samples: int
+    seconds: float
+    cached: bool
+
+
+def teacher_view_stage(s: StudentSpec, view: int) -> ViewBuilt:
+    """The teacher's logits on view `view` of every training sample of the student `s` (a KD variant with
+    `views`), computed single-threaded into the views cache the student then reads; one task per view, so a pool
+    is built by as many workers as there are."""
+    from components.train import torch_settings
+
+    data = load_data(s.data)
+    x = data.splits["train"].x
+    augment = augmentation(s.data.kind, s.train)
+    t0 = time.perf_counter()
+    with torch_settings(s.train.threads, s.train.deterministic):
+        teacher, _ = kd_teacher(s.teacher, s.data, data.spec)
+        of = views_cache(s.data.root, s.teacher.id, teacher, s.views, s.seed, s.train.precision)
+        _, cached = of.view(x, augment, view)
+    return ViewBuilt(view=view, samples=len(x), seconds=0.0 if cached else time.perf_counter() - t0, cached=cached)
+
+
+# Dask workers unpickle the function by reference, under its own name: the task has another one.
+teacher_view = task(teacher_view_stage, name="teacher_view", **IO_RETRIES)
+
+
+def train_student_stage(s: StudentSpec) -> TrainedModel:
     """A student trained as its variant says (plain: labels only; a KD method: with the teacher)."""
+    started = time.time()
     data = load_data(s.data)
     b = s.budget
     kw = fit_kwargs(s.data.kind, s.train, b.epochs, b.lr, b.patience, s.seed, f"student {s.variant.label}")
@@ -141,11 +200,14 @@ def train_student(s: StudentSpec) -> TrainedModel:
         **objective_kwargs(s, data.spec, data.pool),
         **kw,
     )
-    return finish(model, out_dir(s, "student", s.data.root), hist, data.splits, s.data.classes)
+    return finish(model, out_dir(s, "student", s.data.root), hist, data.splits, s.data.classes, started)
 
 
-@task(**CACHED)
-def train_classic(s: ClassicSpec) -> ClassicModel:
+# Dask workers unpickle the function by reference, under its own name: the task has another one.
+train_student = task(train_student_stage, name="train_student", **CACHED)
+
+
+def train_classic_stage(s: ClassicSpec) -> ClassicModel:
     """The classical baseline (components/classic.py): each family fitted on (at most `max_rows` of) train, the best
     on val by the gate's metric kept and exported to ONNX."""
     import numpy as np
@@ -169,3 +231,7 @@ def train_classic(s: ClassicSpec) -> ClassicModel:
     onnx = classic.export(fitted, data.spec, len(s.data.classes), out_dir(s, "classic", s.data.root) / "model.onnx")
     log.info(f"[classic] kept {fitted.family} (val {s.metric} {fitted.val_scores[fitted.family]:.4f})")
     return ClassicModel(onnx=onnx, family=fitted.family, val_scores=fitted.val_scores, seconds=fitted.seconds)
+
+
+# Dask workers unpickle the function by reference, under its own name: the task has another one.
+train_classic = task(train_classic_stage, name="train_classic", **CACHED)

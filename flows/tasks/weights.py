@@ -78,3 +78,35 @@ def logits_cache(root: str, teacher_id: str, teacher) -> Callable[[np.ndarray], 
         return out
 
     return of
+
+
+def views_cache(root: str, teacher_id: str, teacher, count: int, seed: int, precision: str):
+    """A pool of `count` views per training sample and the teacher's logits on each (components.kd.views), every
+    view's logits cached on disk by content (teacher id, the inputs' bytes, the augmentation, seed, view and
+    precision): `of(x, augmentation) -> (Views, logits of shape (count * n, classes), view-major)`.
+    `of.view(x, augmentation, v)` computes (or finds) one view alone: how the pool is built in parallel."""
+    from components.kd.views import draw_view, view_logits
+    from components.train import Views
+
+    def path(x: np.ndarray, augmentation, v: int) -> Path:
+        h = hashlib.sha256(np.ascontiguousarray(x).tobytes() + str(x.shape).encode())
+        h.update(repr((sorted(augmentation.spec().items()), seed, v, precision)).encode())
+        return Path(root) / ".edgekd" / "views" / f"{teacher_id}-{h.hexdigest()[:16]}.npy"
+
+    def view(x: np.ndarray, augmentation, v: int) -> tuple[np.ndarray, bool]:
+        """(the teacher's logits on view v, whether they came from the cache)."""
+        p = path(x, augmentation, v)
+        if p.is_file():
+            return np.load(p, allow_pickle=False), True
+        out = view_logits(teacher, x, augmentation, draw_view(augmentation, len(x), seed, v), precision)
+        with atomic_path(p) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, out)
+        return out, False
+
+    def of(x: np.ndarray, augmentation):
+        params = torch.stack([draw_view(augmentation, len(x), seed, v) for v in range(count)])
+        return Views(augmentation, params), np.concatenate([view(x, augmentation, v)[0] for v in range(count)])
+
+    of.view = view
+    return of

@@ -753,7 +753,9 @@ def test_reproduce_rebuilds_the_recorded_commit_and_names_a_tampered_data_hash(p
     assert cli(project, "reproduce", "digits@1", "--json", str(out)) == 0, capsys.readouterr()
     got = json.loads(out.read_text())
     assert got["commit"] == recorded and got["identical"], got
-    assert got["verdict"] in ("identical artifact", "identical test predictions"), got
+    # the rebuild is `edgekd run` on Dask workers, side by side; `first` ran its trainings one after another here:
+    # single-threaded, seeded trainings give the same bytes either way
+    assert got["verdict"] == "identical artifact", got
     assert f"digits version 1 ({got['candidate']}, commit {recorded[:12]}): {got['verdict']}" in capsys.readouterr().out
     assert "edgekd-reproduce" not in git(project, "worktree", "list")  # removed afterwards
 
