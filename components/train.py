@@ -262,14 +262,8 @@ class Batches:
         self.x, self.y = torch.from_numpy(train.x), torch.from_numpy(train.y)
         if views is not None and views.params.shape[1] != len(self.y):
             raise ValueError(f"the views pool covers {views.params.shape[1]} samples, the training set {len(self.y)}")
-        self.batch_size, self.gen, self.device, self.augment, self.views, self.last = (
-            batch_size,
-            gen,
-            device,
-            augment,
-            views,
-            last,
-        )
+        self.batch_size, self.gen, self.device = batch_size, gen, device
+        self.augment, self.views, self.last = augment, views, last
 
     def __len__(self) -> int:
         return len(self.y)

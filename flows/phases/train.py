@@ -84,10 +84,11 @@ def train(
     prefetch(run, train_student, plain_spec)
     if families_for(data.kind, cfg.classic.families):
         prefetch(run, train_classic, classic_spec(cfg, data))
-    plain = Student(plain_spec, tracked(run, "student_plain", train_student, plain_spec))
-    if on_student:
-        on_student(plain)
+    # On workers the plain student finishes long before the teacher: its pruning can start in between. Here, one
+    # after another, the teacher comes first as it always did.
+    plain = _plain(run, plain_spec, on_student) if parallel() else None
     teacher = train_teachers(run, data)
+    plain = plain or _plain(run, plain_spec, on_student)
     specs = {v.label: StudentSpec.of(cfg, data, v, teacher.ref) for v in variants if v.method != "plain"}
     build_views(run, list(specs.values()))
     for spec in specs.values():
@@ -110,6 +111,13 @@ def train(
     return Trained(
         teacher, plain, outs[chosen] if chosen else None, chosen, outs, strong, train_classic_model(run, data)
     )
+
+
+def _plain(run: Run, spec: StudentSpec, on_student: Callable[[Student], None] | None) -> Student:
+    plain = Student(spec, tracked(run, "student_plain", train_student, spec))
+    if on_student:
+        on_student(plain)
+    return plain
 
 
 def build_views(run: Run, specs: list[StudentSpec]) -> None:

@@ -28,6 +28,14 @@ IO_RETRIES = dict(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_ret
 CACHED = dict(cache_policy=INPUTS + TASK_SOURCE, persist_result=True, result_serializer="json", **IO_RETRIES)
 
 
+def stage_task(fn, **options):
+    """The Prefect task of a stage function `NAME_stage`, named NAME. Dask workers unpickle a task's function by
+    reference, under its own module-level name, so the function keeps that name and the task gets another."""
+    from prefect import task
+
+    return task(fn, name=fn.__name__.removesuffix("_stage"), **options)
+
+
 def artifacts(obj) -> list[Artifact]:
     """Every Artifact in a task's output (a model, or nested in one)."""
     if isinstance(obj, Artifact):

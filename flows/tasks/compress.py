@@ -14,7 +14,7 @@ from components.export import Artifact, export_onnx
 from components.prune import prune_channels
 from components.qat import fake_quantized
 from components.train import evaluate
-from flows.tasks.caching import CACHED
+from flows.tasks.caching import CACHED, stage_task
 from flows.tasks.data import load_data
 from flows.tasks.specs import PruneSpec, PteSpec, QatSpec, QuantizeSpec, TrainedModel, out_dir
 from flows.tasks.train import finish, fit_kwargs, objective_kwargs, student_module
@@ -47,8 +47,7 @@ def prune_student_stage(p: PruneSpec) -> TrainedModel:
     return finish(pruned, out_dir(p, "pruned", s.data.root), hist, splits, s.data.classes, started, prune=report)
 
 
-# Dask workers unpickle the function by reference, under its own name: the task has another one.
-prune_student = task(prune_student_stage, name="prune_student", **CACHED)
+prune_student = stage_task(prune_student_stage, **CACHED)
 
 
 def pruned_student(p: PruneSpec, weights: Artifact, example: torch.Tensor) -> torch.nn.Module:

@@ -15,7 +15,7 @@ from components.export import export_onnx, runtime_predict
 from components.metrics import Scores, classification_metrics
 from components.models import build, count_params
 from components.train import CrossEntropy, Epoch, fit, select_device
-from flows.tasks.caching import CACHED, IO_RETRIES
+from flows.tasks.caching import CACHED, IO_RETRIES, stage_task
 from flows.tasks.data import load_data
 from flows.tasks.specs import (
     ClassicModel,
@@ -119,8 +119,7 @@ def train_teacher_stage(s: TeacherSpec) -> TrainedModel:
     return finish(model, out_dir(s, "teacher", s.data.root), hist, data.splits, s.data.classes, started)
 
 
-# Dask workers unpickle the function by reference, under its own name: the task has another one.
-train_teacher = task(train_teacher_stage, name="train_teacher", **CACHED)
+train_teacher = stage_task(train_teacher_stage, **CACHED)
 
 
 @task(**CACHED)
@@ -182,8 +181,7 @@ def teacher_view_stage(s: StudentSpec, view: int) -> ViewBuilt:
     return ViewBuilt(view=view, samples=len(x), seconds=0.0 if cached else time.perf_counter() - t0, cached=cached)
 
 
-# Dask workers unpickle the function by reference, under its own name: the task has another one.
-teacher_view = task(teacher_view_stage, name="teacher_view", **IO_RETRIES)
+teacher_view = stage_task(teacher_view_stage, **IO_RETRIES)
 
 
 def train_student_stage(s: StudentSpec) -> TrainedModel:
@@ -203,8 +201,7 @@ def train_student_stage(s: StudentSpec) -> TrainedModel:
     return finish(model, out_dir(s, "student", s.data.root), hist, data.splits, s.data.classes, started)
 
 
-# Dask workers unpickle the function by reference, under its own name: the task has another one.
-train_student = task(train_student_stage, name="train_student", **CACHED)
+train_student = stage_task(train_student_stage, **CACHED)
 
 
 def train_classic_stage(s: ClassicSpec) -> ClassicModel:
@@ -233,5 +230,4 @@ def train_classic_stage(s: ClassicSpec) -> ClassicModel:
     return ClassicModel(onnx=onnx, family=fitted.family, val_scores=fitted.val_scores, seconds=fitted.seconds)
 
 
-# Dask workers unpickle the function by reference, under its own name: the task has another one.
-train_classic = task(train_classic_stage, name="train_classic", **CACHED)
+train_classic = stage_task(train_classic_stage, **CACHED)

@@ -159,3 +159,18 @@ def test_run_overrides_win_over_dataset_overrides_and_are_validated():
         effective_config(params, "b", {"prune.ratio": 3})
     with pytest.raises(ConfigError, match=r"'datasets\.b\.seed'.*versioned with the data by DVC"):
         effective_config(params, "b", {"datasets.b.seed": 1})
+
+
+def test_auto_precision_is_resolved_when_the_config_loads_to_what_the_cpu_computes(monkeypatch):
+    from components import train
+    from components.config.stages import TrainConfig
+
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    assert TrainConfig(device="cpu").precision == "bf16"
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
+    assert TrainConfig(device="cpu").precision == "fp32"  # an emulated bf16 would be slower than fp32
+    assert TrainConfig(device="cpu", precision="bf16").precision == "bf16"  # asked for: kept
+    # what the card, MLflow and the cache keys hold: the resolved value, never "auto"
+    assert TrainConfig(device="cpu").model_dump()["precision"] == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16")

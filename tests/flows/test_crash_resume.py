@@ -33,11 +33,11 @@ def project(tmp_path, pipeline_project, shipped_params):
         yield root
 
 
-def edgekd_run(root, log, repo):
+def edgekd_run(root, log, repo, *args):
     # Its own Prefect home, so that the temporary server's database can be read once the command is gone.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": str(root / ".pf")}
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "--project-dir", str(root), "run"],
+        [sys.executable, "-m", "flows.cli", "--project-dir", str(root), "run", *args],
         cwd=repo,
         env=env,
         stdout=log,
@@ -68,7 +68,7 @@ def test_stopped_then_killed_resumes_from_cache_and_registers_once(
 
     log = project / "stopped.log"
     with open(log, "w") as out:
-        proc = edgekd_run(project, out, repo)
+        proc = edgekd_run(project, out, repo, "--workers", "1")  # one after another: the teacher, then plain
         started(log, proc, "[student plain")
         took = stop_and_check(proc, signal.SIGTERM)
     print(f"\nSIGTERM mid-training: exited in {took:.1f} s")
@@ -84,10 +84,11 @@ def test_stopped_then_killed_resumes_from_cache_and_registers_once(
 
     log = project / "killed.log"
     with open(log, "w") as out:
-        proc = edgekd_run(project, out, repo)
+        proc = edgekd_run(project, out, repo)  # on Dask workers: the KD student trains in a worker process
         started(log, proc, "[student dkd")
-        # The flow process alone: its watchdog must end the temporary Prefect server it started.
-        kill_and_check(proc)
+        # The flow process alone: its watchdog must end the temporary Prefect server and the Dask cluster it started.
+        seen = kill_and_check(proc)
+    assert any("multiprocessing" in cmd for cmd in seen), seen  # Dask's worker processes were among them
     [second] = [r for r in c.search_runs([exp], "tags.stage = 'pipeline'") if r.info.run_id != first.info.run_id]
     killed = attempt(c, exp, second.info.run_id)
     assert killed["pipeline"].info.status == "RUNNING" and killed["student_kd"].info.status == "RUNNING"

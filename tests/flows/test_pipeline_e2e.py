@@ -250,6 +250,19 @@ def test_every_candidate_has_latency_intervals_and_the_run_states_its_resolution
     assert f"Timing resolution: medians of {res['rounds']} interleaved rounds" in first.summary
 
 
+def test_the_summary_gives_each_training_its_time_and_the_teacher_views_pool(first):
+    t, pools = first.json["training"], first.json["teacher_views"]
+    stages = sorted(x["stage"] for x in t["trainings"])
+    assert stages == ["prune", "prune", "student_kd", "student_plain", "teacher_member"]
+    assert all(x["epochs"] >= 1 and 0 < x["epoch_s"] < x["seconds"] for x in t["trainings"])
+    # in this process the trainings ran one after another: none overlaps another, the wall time is their sum
+    assert t["wall_s"] == pytest.approx(t["sum_s"], rel=1e-3) and t["wall_over_sum"] == pytest.approx(1.0, abs=1e-3)
+    # the KD student (dkd) trained on a pool of 16 cached views of every training sample, built in this run
+    (pool,) = pools
+    assert pool["views"] == 16 and pool["cached_views"] == 0 and pool["sum_s"] > 0
+    assert pool["logits_mib"] == pytest.approx(16 * pool["samples"] * 10 * 4 / 2**20, abs=0.01)
+
+
 def test_qat_and_classical_candidates_are_measured_and_gated_like_the_others(first):
     """With quantize.qat_threshold below any loss, each pruned student gets a QAT candidate: static INT8 of weights
     fine-tuned with INT8 simulated, judged like an INT8 against its FP32 source; the classical baseline is a
