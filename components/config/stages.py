@@ -43,19 +43,11 @@ class TrainConfig(Section):
     )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
-        validate_default=True,
         description="Arithmetic of training's forward passes: `bf16` autocast (weights, gradients and the optimizer "
-        "stay fp32; convolutional networks in channels_last), or `fp32`. `auto` is resolved when the config loads: "
+        "stay fp32; convolutional networks in channels_last), or `fp32`. `auto` is resolved when a run starts: "
         "`bf16` where the CPU has AVX512-BF16 or AMX, or on a CUDA device with bf16, else `fp32`; the resolved value "
         "is what the model card, MLflow and every cache key hold. Exports and every score stay fp32 (ONNX).",
     )
-
-    @field_validator("precision")
-    @classmethod
-    def _resolve_precision(cls, v: str, info) -> str:
-        from components.train import resolve_precision
-
-        return resolve_precision(v, info.data.get("device", "auto"))
 
 
 class TeacherTraining(Section):

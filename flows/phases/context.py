@@ -121,8 +121,20 @@ def flow_run_name(prefix: str = ""):
     return name
 
 
+def resolved(cfg: PipelineConfig) -> PipelineConfig:
+    """`cfg` with `train.precision: auto` made concrete for this machine (components.train.resolve_precision):
+    what the run's params, its model card and every stage's cache key hold."""
+    from components.train import resolve_precision
+
+    precision = resolve_precision(cfg.train.precision, cfg.train.device)
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"precision": precision})})
+
+
 def open_run(root: Path, cfg: PipelineConfig, stage: str, overrides: dict | None) -> Run:
-    """The tracker and parent run of a command's run, after marking runs of killed processes FAILED."""
+    """The tracker and parent run of a command's run, after marking runs of killed processes FAILED; its config
+    `resolved` for this machine (its params hash is the config's as written: what `reproduce` reads back)."""
+    written = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+    cfg = resolved(cfg)
     cfg_dict = cfg.model_dump(mode="json")
     local_store = os.environ["MLFLOW_TRACKING_URI"] == tracking_uri(root)
     tracker = Tracker(cfg.data.name, root / "mlruns" if local_store else None)
@@ -135,7 +147,7 @@ def open_run(root: Path, cfg: PipelineConfig, stage: str, overrides: dict | None
         )
     lineage = Lineage(
         git_commit(root),
-        hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode()).hexdigest()[:16],
+        written,
         flow_run.get_id() or "none",
     )
     parent = tracker.start(

@@ -14,7 +14,7 @@ from components.distill import train_variant
 from components.export import export_onnx, runtime_predict
 from components.metrics import Scores, classification_metrics
 from components.models import build, count_params
-from components.train import CrossEntropy, Epoch, fit, select_device
+from components.train import CrossEntropy, Epoch, fit, resolve_precision, select_device
 from flows.tasks.caching import CACHED, IO_RETRIES, stage_task
 from flows.tasks.data import load_data
 from flows.tasks.specs import (
@@ -69,7 +69,7 @@ def fit_kwargs(kind: str, train, epochs: int, lr: float, patience: int, seed: in
         weight_decay=train.weight_decay,
         threads=train.threads,
         deterministic=train.deterministic,
-        precision=train.precision,
+        precision=resolve_precision(train.precision, train.device),  # `auto` only where no run resolved it
         optimizer=train.optimizer,
         schedule=train.schedule,
         augment=augment,

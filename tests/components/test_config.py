@@ -161,16 +161,15 @@ def test_run_overrides_win_over_dataset_overrides_and_are_validated():
         effective_config(params, "b", {"datasets.b.seed": 1})
 
 
-def test_auto_precision_is_resolved_when_the_config_loads_to_what_the_cpu_computes(monkeypatch):
+def test_auto_precision_is_resolved_to_what_the_cpu_computes(monkeypatch):
     from components import train
     from components.config.stages import TrainConfig
+    from components.train import resolve_precision
 
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
-    assert TrainConfig(device="cpu").precision == "bf16"
+    assert resolve_precision("auto", "cpu") == "bf16"
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
-    assert TrainConfig(device="cpu").precision == "fp32"  # an emulated bf16 would be slower than fp32
-    assert TrainConfig(device="cpu", precision="bf16").precision == "bf16"  # asked for: kept
-    # what the card, MLflow and the cache keys hold: the resolved value, never "auto"
-    assert TrainConfig(device="cpu").model_dump()["precision"] == "fp32"
+    assert resolve_precision("auto", "cpu") == "fp32"  # an emulated bf16 would be slower than fp32
+    assert resolve_precision("bf16", "cpu") == "bf16"  # asked for: kept
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp16")

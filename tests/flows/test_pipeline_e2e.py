@@ -477,6 +477,8 @@ def test_strict_policy_set_from_the_cli_registers_nothing_and_names_each_reason(
     parent = client().get_run(latest[0].data.tags["mlflow.parentRunId"])
     config = json.loads(Path(client().download_artifacts(parent.info.run_id, "effective_config.json")).read_text())
     assert config["gate"]["max_size_kb"] == 0.001 and config["gate"]["min_accuracy"] == small["gate"]["min_accuracy"]
+    # `train.precision: auto` is logged as what this machine trained in
+    assert config["train"]["precision"] == parent.data.params["train.precision"] in ("fp32", "bf16")
     assert json.loads(parent.data.tags["overrides"]) == {"gate.max_size_kb": 0.001}
     assert re.fullmatch(r"digits · pipeline · \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", parent.info.run_name)
     assert latest[0].info.run_name.startswith("digits · candidate:")
