@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from components.augment import Augmentation, Views
 from components.data.base import Dataset
 from components.kd import TeacherSignal, Variant
 from components.teachers import TeacherFn
-from components.train import Augmentation, CrossEntropy, Epoch, Views, fit
+from components.train import CrossEntropy, Epoch, fit
 
 LogitsOf = Callable[[np.ndarray], np.ndarray]  # inputs -> the teacher's logits (the caller may cache by content)
 # (training inputs, their augmentation) -> a pool of views and the teacher's logits on each, (count * n, classes)

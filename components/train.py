@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from components.augment import Views
 from components.data.base import Dataset
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -218,39 +219,44 @@ def fit(
         opt, sched = _optimizer(
             [*model.parameters(), *objective.parameters()], optimizer, schedule, lr, weight_decay, epochs, batches.steps
         )
-        per_step = schedule == "onecycle"
-        best_key, best_state, stale, history = (-1.0, 0.0), None, 0, []
-        for epoch in range(1, epochs + 1):
-            objective.start_epoch(epoch, epochs)
-            t0 = time.perf_counter()
-            loss, accuracy = _epoch(model, objective, opt, batches, epoch, precision, sched if per_step else None)
-            seconds = time.perf_counter() - t0
-            if not per_step:
-                sched.step()
-            v = evaluate(model, val, device, precision=precision)
-            history.append(
-                row := Epoch(
-                    epoch=epoch,
-                    train_loss=loss,
-                    train_accuracy=accuracy,
-                    val_loss=v.loss,
-                    val_accuracy=v.accuracy,
-                    seconds=seconds,
-                )
-            )
-            if on_epoch is not None:
-                on_epoch(epoch, row)
-            if (v.accuracy, -v.loss) > best_key:
-                best_key, best_state, stale = (v.accuracy, -v.loss), copy.deepcopy(model.state_dict()), 0
-            else:
-                stale += 1
-                if stale >= patience:
-                    break
+        history, best_state = _epochs(model, objective, opt, sched, batches, val, epochs, patience, precision, on_epoch)
         objective.close()
         assert best_state is not None
         if checkpoint == "best":
             model.load_state_dict(best_state)
         return model.cpu().to(memory_format=torch.contiguous_format).eval(), history
+
+
+def _epochs(model, objective, opt, sched, batches, val, epochs, patience, precision, on_epoch):
+    """The epochs of `fit` until `epochs` or early stopping: (history, the state of the best validation epoch)."""
+    per_step = isinstance(sched, torch.optim.lr_scheduler.OneCycleLR)
+    best_key, best_state, stale, history = (-1.0, 0.0), None, 0, []
+    for epoch in range(1, epochs + 1):
+        objective.start_epoch(epoch, epochs)
+        t0 = time.perf_counter()
+        loss, accuracy = _epoch(model, objective, opt, batches, epoch, precision, sched if per_step else None)
+        seconds = time.perf_counter() - t0
+        if not per_step:
+            sched.step()
+        v = evaluate(model, val, batches.device, precision=precision)
+        row = Epoch(
+            epoch=epoch,
+            train_loss=loss,
+            train_accuracy=accuracy,
+            val_loss=v.loss,
+            val_accuracy=v.accuracy,
+            seconds=seconds,
+        )
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+        if (v.accuracy, -v.loss) > best_key:
+            best_key, best_state, stale = (v.accuracy, -v.loss), copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    return history, best_state
 
 
 class Batches:
@@ -326,70 +332,6 @@ def _epoch(
         run_loss += loss.item() * len(yb)
         run_correct += (logits.argmax(1) == yb).sum().item()
     return run_loss / len(batches), run_correct / len(batches)
-
-
-class Augmentation:
-    """A training augmentation in two halves: `draw(n, gen)` the random parameters of n samples' views (an (n, P)
-    integer tensor), `apply(x, params)` the views themselves; calling it draws and applies. The halves let a pool
-    of views be drawn once and its teacher outputs cached (components.kd.views)."""
-
-    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        raise NotImplementedError
-
-    def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def spec(self) -> dict:
-        """What the views depend on besides the data and the seed (a cache key)."""
-        raise NotImplementedError
-
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return self.apply(x, self.draw(len(x), gen))
-
-
-class Views(NamedTuple):
-    """A pool of `count` augmentation draws per training sample: `params[v, i]` is view v of sample i."""
-
-    augmentation: Augmentation
-    params: torch.Tensor  # (count, n, P)
-
-    @property
-    def count(self) -> int:
-        return self.params.shape[0]
-
-
-class ShiftFlip(Augmentation):
-    """Images: each shifted independently by up to `max_shift` pixels (zero padding); with `flip`, a random half
-    mirrored left to right (natural photos: CIFAR-10's standard augmentation with `max_shift` 4). Params per
-    sample: (dy, dx, mirror)."""
-
-    def __init__(self, max_shift: int = 1, flip: bool = False):
-        self.max_shift, self.flip = max_shift, flip
-
-    def spec(self) -> dict:
-        return {"kind": "shift_flip", "max_shift": self.max_shift, "flip": self.flip}
-
-    def draw(self, n, gen):
-        p = self.max_shift
-        dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
-        dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
-        mirror = (torch.rand(n, generator=gen) < 0.5) if self.flip else torch.zeros(n, dtype=torch.bool)
-        return torch.stack([dy, dx, mirror.long()], dim=1)
-
-    def apply(self, x, params):
-        n, c, h, w = x.shape
-        p = self.max_shift
-        xp = F.pad(x, (p, p, p, p))
-        dy, dx, mirror = params[:, 0], params[:, 1], params[:, 2].bool()
-        rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None]
-        cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :]
-        out = xp[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
-        return torch.where(mirror[:, None, None, None], out.flip(-1), out)
-
-
-def shift_augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1, flip: bool = False) -> torch.Tensor:
-    """ShiftFlip(max_shift, flip) drawn and applied once."""
-    return ShiftFlip(max_shift, flip)(x, gen)
 
 
 def set_seed(seed: int) -> None:

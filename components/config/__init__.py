@@ -1,5 +1,5 @@
 """Typed pipeline configuration, loaded from params.yaml. Unknown keys are errors; every default lives here, in
-the section models (stages.py, data.py), and nowhere else."""
+the section models (stages.py, measure.py, data.py), and nowhere else."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pydantic import ValidationError, model_validator
 
 from components.config.base import Section
 from components.config.data import DIGITS, DataConfig, ValidationConfig
+from components.config.measure import BenchmarkConfig, TargetConfig
 from components.config.stages import (
-    BenchmarkConfig,
     ClassicConfig,
     DistillConfig,
     ExportConfig,
@@ -21,7 +21,6 @@ from components.config.stages import (
     SearchConfig,
     StudentBudget,
     StudentConfig,
-    TargetConfig,
     TeacherConfig,
     TeacherTraining,
     TrainConfig,

@@ -22,13 +22,13 @@ class ImageKind:
 
     @property
     def augment(self):
-        from components.train import ShiftFlip
+        from components.augment import ShiftFlip
 
         return ShiftFlip()
 
     def augment_with(self, train):
         """The augmentation as a TrainConfig sets it: shifts up to `train.shift` pixels, mirroring with `flip`."""
-        from components.train import ShiftFlip
+        from components.augment import ShiftFlip
 
         return ShiftFlip(train.shift, train.flip)
 

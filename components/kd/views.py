@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from components.augment import Augmentation, Views
 from components.teachers import TeacherFn
-from components.train import Augmentation, Views, autocast
+from components.train import autocast
 
 
 def view_seed(seed: int, view: int) -> int:

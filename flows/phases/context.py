@@ -58,22 +58,31 @@ class StageTime:
     epoch_s: float
 
 
-def training_times(times: list[StageTime]) -> dict:
+@dataclass(frozen=True)
+class TrainingTimes:
     """The trainings' own times, their sum, and the wall time during which at least one of them ran (the union of
     their intervals): with every core busy the wall is close to the longest chain, one after another it is the
     sum."""
-    spans = sorted((t.started, t.started + t.seconds) for t in times)
-    wall, end = 0.0, float("-inf")
-    for a, b in spans:
-        wall += max(0.0, b - max(a, end))
-        end = max(end, b)
-    total = sum(t.seconds for t in times)
-    return {
-        "trainings": [vars(t) for t in times],
-        "sum_s": round(total, 3),
-        "wall_s": round(wall, 3),
-        "wall_over_sum": round(wall / total, 4) if total else None,
-    }
+
+    trainings: list[StageTime]
+    sum_s: float
+    wall_s: float
+
+    @classmethod
+    def of(cls, times: list[StageTime]) -> TrainingTimes:
+        wall, end = 0.0, float("-inf")
+        for a, b in sorted((t.started, t.started + t.seconds) for t in times):
+            wall += max(0.0, b - max(a, end))
+            end = max(end, b)
+        return cls(list(times), sum(t.seconds for t in times), wall)
+
+    def as_json(self) -> dict:
+        return {
+            "trainings": [vars(t) for t in self.trainings],
+            "sum_s": round(self.sum_s, 3),
+            "wall_s": round(self.wall_s, 3),
+            "wall_over_sum": round(self.wall_s / self.sum_s, 4) if self.sum_s else None,
+        }
 
 
 @dataclass

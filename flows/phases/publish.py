@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from components.candidate import Candidates, Measurement
 from components.timing import format_of
 from flows.data import layout
-from flows.phases.context import Run, training_times
+from flows.phases.context import Run, TrainingTimes
 from flows.phases.judge import Verdict
 from flows.phases.train import Trained
 from flows.reporting.card import CardFacts, model_card
@@ -81,7 +81,7 @@ def publish(run: Run, trained: Trained, measured: Candidates, verdict: Verdict) 
         results,
         verdict.champion_version,
         {n: d.reasons for n, d in verdict.decisions.items()},
-        report.as_json(version, new) | {"training": training_times(run.times)} | run.summary,
+        report.as_json(version, new) | {"training": TrainingTimes.of(run.times).as_json()} | run.summary,
     )
 
 

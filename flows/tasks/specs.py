@@ -32,7 +32,7 @@ from components.prune import PruneReport
 from components.train import Epoch
 
 # The component modules each stage runs: a change to one of them re-runs exactly the stages that use it.
-TRAIN_CODE = ("train.py", "models.py", "export.py", "metrics.py", "data")
+TRAIN_CODE = ("train.py", "augment.py", "models.py", "export.py", "metrics.py", "data")
 STUDENT_CODE = TRAIN_CODE + ("kd", "distill.py", "teachers.py")
 PRUNE_CODE = STUDENT_CODE + ("prune.py",)
 QUANTIZE_CODE = ("quantize.py", "export.py")
@@ -162,8 +162,8 @@ class StudentSpec(Spec):
 def _poolable(kind: str, train: TrainConfig, variant: Variant) -> bool:
     """Whether a student of `variant` can train on cached teacher views: a method whose loss reads only the
     teacher's logits, on data whose augmentation draws its views' parameters apart (components.train.Augmentation)."""
+    from components.augment import Augmentation
     from components.data import get_kind
-    from components.train import Augmentation
 
     if variant.method == "plain" or not METHODS[variant.method].cached_views or not train.augment:
         return False

@@ -14,7 +14,7 @@ from components.archs import UnsafeWeightsError, load_state
 from components.export import Artifact, artifact_info, atomic_path, file_sha256
 from components.models import Ensemble, build
 from components.teachers import load_teacher_file, logits, torch_teacher
-from flows.tasks.specs import DataRef, TeacherRef
+from flows.tasks.specs import DataRef, TeacherRef, code_version
 
 
 class UntrustedFileError(RuntimeError):
@@ -85,12 +85,12 @@ def views_cache(root: str, teacher_id: str, teacher, count: int, seed: int, prec
     view's logits cached on disk by content (teacher id, the inputs' bytes, the augmentation, seed, view and
     precision): `of(x, augmentation) -> (Views, logits of shape (count * n, classes), view-major)`.
     `of.view(x, augmentation, v)` computes (or finds) one view alone: how the pool is built in parallel."""
+    from components.augment import Views
     from components.kd.views import draw_view, view_logits
-    from components.train import Views
 
     def path(x: np.ndarray, augmentation, v: int) -> Path:
         h = hashlib.sha256(np.ascontiguousarray(x).tobytes() + str(x.shape).encode())
-        h.update(repr((sorted(augmentation.spec().items()), seed, v, precision)).encode())
+        h.update(repr((augmentation.key(), seed, v, precision, code_version("augment.py", "kd/views.py"))).encode())
         return Path(root) / ".edgekd" / "views" / f"{teacher_id}-{h.hexdigest()[:16]}.npy"
 
     def view(x: np.ndarray, augmentation, v: int) -> tuple[np.ndarray, bool]:

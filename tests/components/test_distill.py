@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from components import kd
+from components.augment import shift_augment
 from components.data import Dataset
 from components.distill import train_variant
 from components.models import Ensemble, build
 from components.teachers import logits, torch_teacher
-from components.train import select_device, shift_augment
+from components.train import select_device
 
 pytestmark = pytest.mark.unit
 

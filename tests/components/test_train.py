@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from components.augment import shift_augment
 from components.data import Dataset
 from components.models import build
-from components.train import NonFiniteLossError, fit, select_device, shift_augment, torch_settings
+from components.train import NonFiniteLossError, fit, select_device, torch_settings
 
 pytestmark = pytest.mark.unit
 

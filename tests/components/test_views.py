@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from components import kd
+from components.augment import ShiftFlip, shift_augment
 from components.distill import train_variant
 from components.kd.views import draw_view, draw_views, view_logits
 from components.models import build
 from components.teachers import logits, torch_teacher
-from components.train import Objective, ShiftFlip, fit, shift_augment
+from components.train import Objective, fit
 
 pytestmark = pytest.mark.unit
 
