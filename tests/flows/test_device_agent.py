@@ -601,6 +601,13 @@ def test_the_time_limit_covers_the_whole_request_not_each_child(tmp_path, device
         agent.stop()
 
 
+def _logged(agent, text: str, timeout: float = 30.0) -> None:
+    """Wait until the agent's request log holds a line with `text` (at most `timeout` s: then the assert names it)."""
+    deadline = time.monotonic() + timeout
+    while not any(text in line for line in agent.log) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_after_a_read_timeout_the_client_asks_by_id_and_never_sends_twice(
     tmp_path, device_agent, pace, files, monkeypatch
 ):
@@ -614,6 +621,9 @@ def test_after_a_read_timeout_the_client_asks_by_id_and_never_sends_twice(
         monkeypatch.setattr(client, "RETRY_DELAYS", (patience / 7, 2 * patience / 7, 4 * patience / 7))
         raw = _small(device, files, timeout=pace.measure_s / 10)
         assert raw.rounds[0][0].p50_ms > 0
+        # the agent's request log is read off its output by a thread: its line for the answered GET may come after
+        # the answer itself
+        _logged(agent, "GET /v1/requests/")
         posts = [line for line in agent.log if "POST /v1/measure" in line]
         asked = [line for line in agent.log if "GET /v1/requests/" in line]
         assert len(posts) == 1 and asked, agent.log
