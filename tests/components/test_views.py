@@ -56,6 +56,22 @@ def test_on_the_same_views_the_cached_and_the_online_loss_agree(method, small_te
     assert abs(wrong.item() - online_loss.item()) > 1e-4
 
 
+def _kw(epochs: int = 2, **extra) -> dict:
+    """`fit`'s settings in these tests: a short budget on the CPU, shifts of one pixel, `extra` on top."""
+    return (
+        dict(
+            epochs=epochs,
+            lr=5e-3,
+            batch_size=64,
+            patience=epochs,
+            seed=0,
+            device=torch.device("cpu"),
+            augment=ShiftFlip(1),
+        )
+        | extra
+    )
+
+
 class _Recording(Objective):
     """Plain CE that records each batch's inputs and keys."""
 
@@ -73,20 +89,7 @@ def test_fit_on_a_pool_trains_on_exactly_its_views(digits_splits, digits_spec):
     views = draw_views(aug, len(train.y), 3, seed=0)
     rec = _Recording()
     model = build("image", "student", digits_spec, 10, 4, seed=0)
-    fit(
-        model,
-        train,
-        val,
-        epochs=1,
-        lr=1e-3,
-        batch_size=128,
-        patience=1,
-        seed=0,
-        device=torch.device("cpu"),
-        objective=rec,
-        augment=aug,
-        views=views,
-    )
+    fit(model, train, val, **_kw(1, batch_size=128, objective=rec, augment=aug, views=views))
     n, seen = len(train.y), 0
     for xb, keys in rec.batches:
         v, rows = keys // n, keys % n
@@ -118,60 +121,18 @@ def test_a_kd_student_on_cached_views_never_calls_the_teacher_while_training(sma
         teacher_module=small_teacher,
         logits_of=lambda x: logits(fn, x),
         views_of=views_of,
-        epochs=2,
-        lr=5e-3,
-        batch_size=64,
-        patience=2,
-        seed=0,
-        device=torch.device("cpu"),
-        augment=ShiftFlip(1),
+        **_kw(),
     )
     assert calls == [] and len(hist) == 2 and hist[-1].val_accuracy > 0.2
 
 
 def test_bf16_training_keeps_fp32_weights_and_returns_a_contiguous_model(digits_splits, digits_spec):
     train, val = digits_splits["train"], digits_splits["val"]
-    model = build("image", "student", digits_spec, 10, 4, seed=0)
-    model, hist = fit(
-        model,
-        train,
-        val,
-        epochs=2,
-        lr=5e-3,
-        batch_size=64,
-        patience=2,
-        seed=0,
-        device=torch.device("cpu"),
-        precision="bf16",
-        augment=ShiftFlip(1),
-    )
+    model, hist = fit(build("image", "student", digits_spec, 10, 4, seed=0), train, val, **_kw(precision="bf16"))
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(p.is_contiguous() for p in model.parameters())
     assert hist[-1].val_accuracy > 0.5
-    again, _ = fit(
-        build("image", "student", digits_spec, 10, 4, seed=0),
-        train,
-        val,
-        epochs=2,
-        lr=5e-3,
-        batch_size=64,
-        patience=2,
-        seed=0,
-        device=torch.device("cpu"),
-        precision="bf16",
-        augment=ShiftFlip(1),
-    )
+    again, _ = fit(build("image", "student", digits_spec, 10, 4, seed=0), train, val, **_kw(precision="bf16"))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     with pytest.raises(ValueError, match="precision"):
-        fit(
-            model,
-            train,
-            val,
-            epochs=1,
-            lr=1e-3,
-            batch_size=64,
-            patience=1,
-            seed=0,
-            device=torch.device("cpu"),
-            precision="auto",
-        )
+        fit(model, train, val, **_kw(1, precision="auto"))
