@@ -63,50 +63,54 @@ def kd_teacher(ref: TeacherRef, data: DataRef, pspec: dict):
     return fn, (module if len(ref.members) == 1 else None)
 
 
+def _inputs_hash(x: np.ndarray) -> hashlib._Hash:
+    return hashlib.sha256(np.ascontiguousarray(x).tobytes() + str(x.shape).encode())
+
+
+def _npy_cached(path: Path, compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
+    """The array saved at `path`, or `compute()` saved there atomically; and whether it came from the file."""
+    if path.is_file():
+        return np.load(path, allow_pickle=False), True
+    out = compute()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, out)
+    return out, False
+
+
 def logits_cache(root: str, teacher_id: str, teacher) -> Callable[[np.ndarray], np.ndarray]:
     """Teacher logits of fixed inputs, cached on disk by content (teacher id + the inputs' bytes)."""
 
     def of(x: np.ndarray) -> np.ndarray:
-        digest = hashlib.sha256(np.ascontiguousarray(x).tobytes() + str(x.shape).encode()).hexdigest()[:16]
-        path = Path(root) / ".edgekd" / "logits" / f"{teacher_id}-{digest}.npy"
-        if path.is_file():
-            return np.load(path, allow_pickle=False)
-        out = logits(teacher, x)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, out)
-        return out
+        path = Path(root) / ".edgekd" / "logits" / f"{teacher_id}-{_inputs_hash(x).hexdigest()[:16]}.npy"
+        return _npy_cached(path, lambda: logits(teacher, x))[0]
 
     return of
 
 
 def views_cache(root: str, teacher_id: str, teacher, count: int, seed: int, precision: str):
     """A pool of `count` views per training sample and the teacher's logits on each (components.kd.views), every
-    view's logits cached on disk by content (teacher id, the inputs' bytes, the augmentation, seed, view and
-    precision): `of(x, augmentation) -> (Views, logits of shape (count * n, classes), view-major)`.
-    `of.view(x, augmentation, v)` computes (or finds) one view alone: how the pool is built in parallel."""
+    view's logits cached on disk by content (teacher id, the inputs' bytes, the augmentation, seed, view, precision
+    and the code that draws and computes them): `of(x, augmentation) -> (Views, logits of shape (count * n,
+    classes), view-major)`. `of.view(x, augmentation, v)` computes (or finds) one view alone, (logits, whether
+    cached): how the pool is built in parallel."""
     from components.augment import Views
     from components.kd.views import draw_view, view_logits
 
-    def path(x: np.ndarray, augmentation, v: int) -> Path:
-        h = hashlib.sha256(np.ascontiguousarray(x).tobytes() + str(x.shape).encode())
-        h.update(repr((augmentation.key(), seed, v, precision, code_version("augment.py", "kd/views.py"))).encode())
-        return Path(root) / ".edgekd" / "views" / f"{teacher_id}-{h.hexdigest()[:16]}.npy"
+    code = code_version("augment.py", "kd/views.py")
 
-    def view(x: np.ndarray, augmentation, v: int) -> tuple[np.ndarray, bool]:
-        """(the teacher's logits on view v, whether they came from the cache)."""
-        p = path(x, augmentation, v)
-        if p.is_file():
-            return np.load(p, allow_pickle=False), True
-        out = view_logits(teacher, x, augmentation, draw_view(augmentation, len(x), seed, v), precision)
-        with atomic_path(p) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, out)
-        return out, False
+    def view(x: np.ndarray, augmentation, v: int, inputs=None) -> tuple[np.ndarray, bool]:
+        h = (inputs or _inputs_hash(x)).copy()
+        h.update(repr((augmentation.key(), seed, v, precision, code)).encode())
+        path = Path(root) / ".edgekd" / "views" / f"{teacher_id}-{h.hexdigest()[:16]}.npy"
+        return _npy_cached(
+            path, lambda: view_logits(teacher, x, augmentation, draw_view(augmentation, len(x), seed, v), precision)
+        )
 
     def of(x: np.ndarray, augmentation):
+        inputs = _inputs_hash(x)  # once for the whole pool
         params = torch.stack([draw_view(augmentation, len(x), seed, v) for v in range(count)])
-        return Views(augmentation, params), np.concatenate([view(x, augmentation, v)[0] for v in range(count)])
+        return Views(augmentation, params), np.concatenate([view(x, augmentation, v, inputs)[0] for v in range(count)])
 
     of.view = view
     return of
