@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from components.models import Classifier
+from components.classifier import Classifier
 
 EDGEKD = "edgekd"
 

@@ -36,7 +36,9 @@ from pydantic import BaseModel, ConfigDict
 
 from components import energy, rounds, timing
 from components.config import BenchmarkConfig
-from components.export import file_sha256, graph_signature
+from components.formats import runtime
+from components.formats.base import file_sha256
+from components.formats.onnx_rt import graph_signature
 from components.rounds import Interval, Plan, Series
 from components.timing import Round
 
@@ -161,7 +163,7 @@ def _latency(path: Path, taken: list[Round], b: BenchmarkConfig, peak: float, se
     uj = [r.energy_uj for r in taken]
     if all(u is not None for u in uj):
         nj, source = sum(uj) * 1e3 / (len(uj) * b.timed_runs), "measured: RAPL package counter over the timed runs"
-    elif timing.format_of(path) != "onnx":
+    elif runtime.format_of(path) != "onnx":
         nj, source = float("nan"), "not estimated: the estimate counts an ONNX graph, and RAPL is not readable here"
     elif not energy.countable(path):
         nj = float("nan")
@@ -192,7 +194,7 @@ def resolution(latency: dict[str, Latency], paths: dict[str, Path], floor: Laten
     taken."""
     groups: dict[str, list[str]] = {}
     for name, path in paths.items():  # only ONNX graphs are compared; another format's file is its own group
-        sig = graph_signature(path) if timing.format_of(path) == "onnx" else file_sha256(path)
+        sig = graph_signature(path) if runtime.format_of(path) == "onnx" else file_sha256(path)
         groups.setdefault(sig, []).append(name)
     same = [g for g in groups.values() if len(g) > 1]
     spreads = [max(latency[n].p50_ms for n in g) / min(latency[n].p50_ms for n in g) - 1 for g in same]

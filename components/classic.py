@@ -21,7 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from components.export import INPUT_NAME, OUTPUT_NAME, Artifact, artifact_info, atomic_path, check_onnx
+from components.formats.base import INPUT_NAME, OUTPUT_NAME, Artifact, artifact_info, atomic_path
+from components.formats.onnx_rt import check_onnx
 
 FAMILIES = ("logreg", "svm", "gbm")
 DEFAULT_FAMILIES = {"tabular": ["logreg", "svm", "gbm"], "image": ["logreg", "svm"], "audio": ["logreg", "svm"]}

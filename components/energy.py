@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.export import sort_nodes
+from components.formats.onnx_rt import sort_nodes
 
 MAC_PJ = {"fp32": 3.7 + 0.9, "fp16": 1.1 + 0.4, "int8": 0.2 + 0.03}  # Horowitz 2014, multiply + add
 CACHE_PJ_PER_BYTE = 20.0 / 8  # Horowitz 2014: 64-bit access of a 32 KiB SRAM

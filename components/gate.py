@@ -32,6 +32,8 @@ class GateView(BaseModel):
     p99_ms: float | None = None
     size_bytes: int | None = None
     energy_nj: float | None = None
+    arena_bytes: int | None = None  # TensorFlow Lite Micro's smallest arena, for a full-integer LiteRT file it runs
+    flash_bytes: int | None = None  # the model's bytes in flash, likewise
 
     def has(self, metric: str) -> bool:
         return metric in self.metrics
@@ -67,6 +69,7 @@ QUANTIZING = {
     "int8": "INT8",
     "qat": "INT8 (QAT)",
     "pte_int8": "INT8",
+    "tflite_int8": "INT8",
     "fp16": "FP16",
 }  # transforms that change precision: they must pay in speed
 
@@ -135,6 +138,25 @@ def _device_reasons(candidate: GateView, policy: GateConfig) -> list[str]:
     size_kb = candidate.size_bytes / 1024
     if size_kb > policy.max_size_kb:
         reasons.append(f"size {size_kb:.1f} KiB > max_size_kb {policy.max_size_kb:.1f} KiB")
+    return reasons + _mcu_reasons(candidate, policy)
+
+
+def _mcu_reasons(candidate: GateView, policy: GateConfig) -> list[str]:
+    """The microcontroller's RAM and flash: set, they pass only a model TensorFlow Lite Micro ran, within them."""
+    reasons = []
+    for name, limit, figure, what in (
+        ("max_ram_kb", policy.max_ram_kb, candidate.arena_bytes, "TFLite Micro arena"),
+        ("max_flash_kb", policy.max_flash_kb, candidate.flash_bytes, "flash"),
+    ):
+        if limit is None:
+            continue
+        if figure is None:
+            reasons.append(
+                f"{name} {limit:g} KiB is set, but TensorFlow Lite Micro did not run this candidate (only a "
+                "full-integer LiteRT file with operators TFLM has is run there)"
+            )
+        elif figure / 1024 > limit:
+            reasons.append(f"{what} {figure / 1024:.1f} KiB > {name} {limit:g} KiB")
     return reasons
 
 

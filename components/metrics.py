@@ -7,7 +7,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
 
-from components.export import softmax
+from components.formats.base import softmax
 
 BINARY = ("f1_positive", "sensitivity", "specificity", "roc_auc")  # defined for two classes only
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from components.classifier import Classifier
+
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
@@ -15,21 +17,6 @@ def _conv(cin: int, cout: int) -> list[nn.Module]:
 def _flat_size(body: nn.Module, input_shape: tuple[int, ...]) -> int:
     with torch.no_grad():
         return int(body(torch.zeros(1, *input_shape)).numel())
-
-
-class Classifier(nn.Module):
-    """A feature body followed by a linear head; the head is what pruning must leave alone."""
-
-    def __init__(self, body: nn.Module, head: nn.Module):
-        super().__init__()
-        self.body, self.head = body, head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
-
-    @property
-    def output_layer(self) -> nn.Module:
-        return [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1]
 
 
 def image_teacher(spec: dict, num_classes: int, width: int) -> Classifier:

@@ -79,10 +79,11 @@ class Prediction:
 
 def predict(model_path: str | Path, spec: dict, raw_samples: list) -> list[Prediction]:
     """Label and class probabilities for each raw sample, computed by the model's runtime."""
-    from components.export import runtime_predict, softmax
+    from components.formats import runtime
+    from components.formats.base import softmax
 
     x = transform(spec, raw_samples)
-    probs = softmax(runtime_predict(model_path, x).astype(np.float64))
+    probs = softmax(runtime.predict(model_path, x).astype(np.float64))
     classes = spec["classes"]
     return [
         Prediction(classes[int(p.argmax())], float(p.max()), {c: float(v) for c, v in zip(classes, p)}) for p in probs

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.export import INPUT_NAME, Artifact, artifact_info, atomic_path, check_onnx, sort_nodes
+from components.formats.base import INPUT_NAME, Artifact, artifact_info, atomic_path
+from components.formats.onnx_rt import check_onnx, sort_nodes
 
 
 class _Calibration:

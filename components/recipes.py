@@ -8,15 +8,16 @@ quantization of the source's ONNX file, `mode` "static" or "dynamic"), "qat" (a 
 the source, then static INT8; made only when the static INT8 recipe `after` lost more than
 `quantize.qat_threshold` of val metric against the source), "pte" (the trained student lowered to an
 ExecuTorch program with the XNNPACK delegate, FP32) and "pte_int8" (the same student quantized to INT8 with
-ExecuTorch's XNNPACK quantizer, then lowered; its source is the FP32 program, which it must beat). The flow runs
-the table in order; nothing else names candidates.
+ExecuTorch's XNNPACK quantizer, then lowered; its source is the FP32 program, which it must beat), "tflite" (the
+trained student lowered to a LiteRT file, FP32) and "tflite_int8" (that file quantized to full-integer INT8; its
+source is the FP32 file). The flow runs the table in order; nothing else names candidates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TRANSFORMS = ("export", "prune", "int8", "qat", "pte", "pte_int8")
+TRANSFORMS = ("export", "prune", "int8", "qat", "pte", "pte_int8", "tflite", "tflite_int8")
 TRAINED = ("teacher", "plain", "kd", "classic")
 
 
@@ -33,8 +34,8 @@ class Recipe:
 
 def student_recipes(student: str, formats: tuple[str, ...] = ("onnx",)) -> list[Recipe]:
     """A student's candidates: FP32, pruned FP32, and the pruned model's static and dynamic INT8 (and its QAT INT8
-    where static INT8 loses too much); with the `pte`
-    format also its ExecuTorch programs, FP32 and INT8."""
+    where static INT8 loses too much); with the `pte` format also its ExecuTorch programs, with `tflite` its LiteRT
+    files, each FP32 and INT8, and the unpruned student's ONNX static INT8 (the LiteRT INT8 file's twin)."""
     table = [
         Recipe(f"{student}_fp32", student, "export"),
         Recipe(f"{student}_pruned_fp32", f"{student}_fp32", "prune"),
@@ -48,6 +49,13 @@ def student_recipes(student: str, formats: tuple[str, ...] = ("onnx",)) -> list[
         table += [
             Recipe(f"{student}_pte_fp32", student, "pte"),
             Recipe(f"{student}_pte_int8", f"{student}_pte_fp32", "pte_int8"),
+        ]
+    if "tflite" in formats:
+        table += [
+            # the full-integer file's ONNX Runtime twin: the same student, static INT8 on the same calibration samples
+            Recipe(f"{student}_int8_static", f"{student}_fp32", "int8", {"mode": "static"}),
+            Recipe(f"{student}_tflite_fp32", student, "tflite"),
+            Recipe(f"{student}_tflite_int8", f"{student}_tflite_fp32", "tflite_int8"),
         ]
     return table
 

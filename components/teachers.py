@@ -21,9 +21,9 @@ class TeacherFileError(ValueError):
 
 def onnx_teacher(path: str | Path, threads: int = 1) -> TeacherFn:
     """Logits from an ONNX file through ONNX Runtime (CPU), for a batch on any device."""
-    from components.export import ort_session
+    from components.formats import onnx_rt
 
-    sess = ort_session(path, threads)
+    sess = onnx_rt.session(path, threads)
     name = sess.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -39,7 +39,7 @@ def load_teacher_file(path: str | Path) -> tuple[TeacherFn, nn.Module | None]:
     if not path.is_file():
         raise TeacherFileError(f"teacher.source {path}: no such file")
     if path.suffix == ".onnx":
-        from components.export import check_onnx
+        from components.formats.onnx_rt import check_onnx
 
         try:
             check_onnx(path)

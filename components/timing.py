@@ -10,7 +10,8 @@ separate intervals overlap. A measurement that must settle a comparison asks for
 False: the timing child again, without re-measuring peak memory) and concatenates them.
 
 The harness imports numpy and onnxruntime only (no torch, no onnx), so the device agent runs it as the host does;
-a `.pte` program (ExecuTorch) is timed the same way where ExecuTorch, which brings torch, is installed.
+a `.pte` program (ExecuTorch, which brings torch) or a `.tflite` file (LiteRT) is timed the same way where its
+runtime is installed, each opened through components.formats.runtime.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+from components.formats import runtime
 
 RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
 
@@ -63,44 +66,6 @@ def _rapl_uj() -> int | None:
         return None
 
 
-SUFFIXES = {".onnx": "onnx", ".pte": "pte"}  # a model file's format, by its suffix
-
-
-def format_of(path) -> str:
-    """A model file's format ("onnx" or "pte"), from its suffix."""
-    try:
-        return SUFFIXES[Path(path).suffix]
-    except KeyError:
-        raise ValueError(f"{path}: unknown model format (expected one of {', '.join(SUFFIXES)})") from None
-
-
-def formats() -> list[str]:
-    """The formats this machine can time: ONNX always, `.pte` where ExecuTorch is installed."""
-    from importlib.util import find_spec
-
-    try:
-        pte = find_spec("executorch") is not None
-    except ImportError:  # an import hook that refuses it
-        pte = False
-    return ["onnx"] + (["pte"] if pte else [])
-
-
-def session(path, threads: int):
-    """A session of the model at `path` on `threads` threads: ONNX Runtime's, or for a `.pte` program the
-    ExecuTorch runtime's behind the same interface (components.pte, imported only then: it brings torch)."""
-    if format_of(path) == "pte":
-        from components.pte import PteSession
-
-        return PteSession(path, threads)
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 def _time_one(sess, feed: dict, warmup: int, runs: int) -> Round:
     out = [sess.get_outputs()[0].name]
     for _ in range(warmup):
@@ -124,7 +89,7 @@ def time_models(paths: list[str], batch: np.ndarray, s: Settings) -> list[list[R
     name."""
     if s.cpus:
         os.sched_setaffinity(0, s.cpus)
-    sessions = [session(p, s.threads) for p in paths]
+    sessions = [runtime.session(p, s.threads) for p in paths]
     feeds = [{sess.get_inputs()[0].name: batch} for sess in sessions]
     rounds: list[list[Round]] = [[] for _ in paths]
     for r in range(s.rounds):
@@ -236,13 +201,10 @@ def peak_memory(path: str, batch_file: str, threads: int, warmup: int, start: st
     """MiB the model adds at its peak over session creation and `warmup` (at least one) runs, after the runtime's
     one-time set-up (a session of `start`), which is charged to no model."""
     batch = np.load(batch_file, allow_pickle=False)
-    session(start, threads)
-    if format_of(path) == "pte":  # ExecuTorch's runtime (and torch) load once per process: not charged to the model
-        from components.pte import load_runtime
-
-        load_runtime()
+    runtime.session(start, threads)
+    runtime.start(path)  # what the format loads once per process (ExecuTorch's runtime and torch): charged to no model
     base = _reset_peak()
-    sess = session(path, threads)
+    sess = runtime.session(path, threads)
     feed = {sess.get_inputs()[0].name: batch}
     for _ in range(max(1, warmup)):
         sess.run(None, feed)

@@ -126,7 +126,7 @@ def _matmul_onnx(outputs: int, seed: int = 0) -> bytes:
     that grows with `outputs`."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from components.export import INPUT_NAME, OUTPUT_NAME
+    from components.formats.base import INPUT_NAME, OUTPUT_NAME
 
     w = numpy_helper.from_array(np.random.default_rng(seed).standard_normal((64, outputs)).astype(np.float32), "w")
     graph = helper.make_graph(

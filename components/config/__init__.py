@@ -77,6 +77,11 @@ class PipelineConfig(Section):
     def _splits_leave_training_data(self) -> PipelineConfig:
         if self.data.val_fraction + self.data.test_fraction >= 0.8:
             raise ValueError("data.val_fraction + data.test_fraction must leave at least 20% for training")
+        if self.gate.target in self.benchmark.mcus():
+            raise ValueError(
+                f"gate.target {self.gate.target!r} is an MCU budget, which is not timed: gate on `host` or a device "
+                "agent, and let gate.max_ram_kb and gate.max_flash_kb hold the budget"
+            )
         if self.gate.target != "host" and self.gate.target not in self.benchmark.targets:
             raise ValueError(
                 f"gate.target {self.gate.target!r} is neither `host` nor a name in benchmark.targets "

@@ -245,12 +245,15 @@ class ClassicConfig(Section):
 
 class ExportConfig(Section):
     """The deployable formats each trained student is built in. ONNX (run by ONNX Runtime) always; `pte` adds
-    ExecuTorch programs lowered with the XNNPACK delegate, FP32 and INT8, as candidates of their own."""
+    ExecuTorch programs lowered with the XNNPACK delegate, `tflite` LiteRT files, each FP32 and INT8, as candidates
+    of their own. A full-integer INT8 LiteRT file is also run under TensorFlow Lite Micro: its accuracy there, its
+    arena and its flash."""
 
-    formats: list[Literal["onnx", "pte"]] = Field(
+    formats: list[Literal["onnx", "pte", "tflite"]] = Field(
         ["onnx"],
-        description="Formats of the candidates: `onnx`, and `pte` (ExecuTorch, needs `executorch` installed; a "
-        "program is lowered for the device profile's batch size).",
+        description="Formats of the candidates: `onnx`, `pte` (ExecuTorch, needs `executorch` installed) and "
+        "`tflite` (LiteRT and TensorFlow Lite Micro, needs `edgekd[litert]`); a program or file is lowered for the "
+        "device profile's batch size.",
     )
 
     @field_validator("formats")
@@ -283,6 +286,18 @@ class GateConfig(Section):
     )
     max_p95_ms: float = Field(1.0, gt=0, description="Maximum p95 latency in ms under the device profile.")
     max_size_kb: float = Field(200.0, gt=0, description="Maximum ONNX file size in KiB.")
+    max_ram_kb: float | None = Field(
+        None,
+        gt=0,
+        description="Maximum TensorFlow Lite Micro tensor arena in KiB (None: no limit). Set, it passes only "
+        "full-integer LiteRT candidates whose smallest arena fits.",
+    )
+    max_flash_kb: float | None = Field(
+        None,
+        gt=0,
+        description="Maximum flash for the model under TensorFlow Lite Micro in KiB (None: no limit). Set, it "
+        "passes only full-integer LiteRT candidates whose model bytes fit.",
+    )
     regression_tolerance: float = Field(
         0.01, ge=0, le=1, description="Allowed loss of `metric` vs the production version."
     )

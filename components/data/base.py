@@ -160,7 +160,7 @@ def load_unlabelled(kind: DataKind, folder: Path) -> RawData | None:
 
 
 def write_text(path: Path, text: str) -> None:
-    from components.export import atomic_path
+    from components.formats.base import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(text)

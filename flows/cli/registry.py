@@ -1,5 +1,6 @@
-"""`edgekd promote`, `rollback`, `history`, `predict` and `reproduce`: the registry's versions, their `production`
-alias, what a registered model predicts, and whether its record rebuilds it."""
+"""`edgekd promote`, `rollback`, `history`, `predict`, `export` and `reproduce`: the registry's versions, their
+`production` alias, what a registered model predicts, a version for a firmware build, and whether its record
+rebuilds it."""
 
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ def add_parsers(sub) -> None:
     pd_.add_argument("inputs", nargs="+", help="image or wav files, text lines, or CSV rows of features")
     pd_.add_argument("--ref", default="staging", help="a version number or an alias (default: staging)")
     pd_.set_defaults(fn=cmd_predict)
+    ex = sub.add_parser(
+        "export",
+        help="write a registered version for a firmware build: `--format tflm` gives the model as a C array, its "
+        "operators, its arena and its input quantization (the sha256 is checked first)",
+    )
+    ex.add_argument("ref", metavar="NAME@VERSION", help="registered model and version number or alias, e.g. fsdd@3")
+    ex.add_argument("dir", help="a new or empty folder to write into")
+    ex.add_argument("--format", choices=["tflm"], default="tflm", help="what to write (default: tflm)")
+    ex.set_defaults(fn=cmd_export)
     rp = sub.add_parser(
         "reproduce",
         help="rebuild a registered version from its record (commit, config, data hash) in a temporary worktree and "
@@ -111,8 +121,8 @@ def cmd_history(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    # No training code: the registry client, the model file, its preprocessing spec and its runtime (ONNX Runtime, or
-    # ExecuTorch for a .pte).
+    # No training code: the registry client, the model file, its preprocessing spec and its runtime (ONNX Runtime,
+    # ExecuTorch for a .pte, LiteRT for a .tflite).
     from components.predict import predict, read_input
     from flows.tracking.errors import IntegrityError, PromotionError
     from flows.tracking.registry import fetch_verified
@@ -126,6 +136,32 @@ def cmd_predict(args) -> int:
         return Exit.REFUSED
     for arg, out in zip(args.inputs, outs):
         print(f"{out.label}\t{out.probability:.4f}\t{arg}")
+    return Exit.OK
+
+
+def cmd_export(args) -> int:
+    from components.formats import tflm
+    from flows.tracking.errors import IntegrityError, PromotionError
+    from flows.tracking.registry import fetch_verified, parse_ref
+
+    try:
+        name, ref = parse_ref(args.ref)
+        with fetch_verified(name, ref) as (path, spec, mv):
+            if path.suffix != ".tflite":
+                raise ValueError(
+                    f"{name} version {mv.version} is {path.name}: only a full-integer LiteRT version runs under "
+                    "TFLite Micro (register one with export.formats listing tflite)"
+                )
+            record = {"model": name, "version": str(mv.version), "sha256": mv.tags.get("sha256")}
+            out = tflm.write_firmware(path, args.dir, spec, record)
+    except (PromotionError, IntegrityError, OSError, ValueError, tflm.TflmError) as e:
+        error(f"refused: {e}")
+        return Exit.REFUSED
+    print(f"{name} version {mv.version} for TFLite Micro in {out.folder}: {', '.join(out.files)}")
+    print(f"  arena {out.arena_bytes} bytes ({out.arena_bytes / 1024:.1f} KiB), flash {out.flash_bytes} bytes")
+    print(f"  operators: {', '.join(out.ops)}")
+    q = out.input
+    print(f"  input {q['dtype']} {q['shape']}: real = {q['scale']:.6g} * (q - {q['zero_point']})")
     return Exit.OK
 
 

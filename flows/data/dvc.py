@@ -63,7 +63,7 @@ def restore(root: Path, name: str, lock_before: str | None, log=print) -> None:
     """Put dvc.lock and dataset `name`'s outputs back as they were (`lock_before`, None: no dvc.lock): data that
     failed to ingest or to validate is never left in data/. The outputs of the previous lock come back from DVC's
     cache; outputs of stages that had no lock entry are removed."""
-    from components.export import atomic_path
+    from components.formats.base import atomic_path
     from flows.data.layout import prepared_dir, raw_dir  # here: `edgekd run`'s no-change check needs no readers
 
     lock = root / "dvc.lock"

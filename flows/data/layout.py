@@ -19,7 +19,7 @@ import numpy as np
 from components.config import PipelineConfig
 from components.data import DataError, Dataset, get_kind
 from components.data.base import POOL_FILE, SPLITS, RawData, load_raw, load_unlabelled
-from components.export import atomic_path
+from components.formats.base import atomic_path
 
 
 def raw_dir(root: Path, name: str) -> Path:

@@ -6,20 +6,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from components.export import Artifact
+from components.formats.base import Artifact
 from components.recipes import Recipe, recipes
 from flows.phases.context import Run, prefetch, tracked
 from flows.phases.train import Student, Trained
-from flows.tasks.compress import lower_pte, prune_student, qat_student, quantize_int8
+from flows.tasks.compress import lower_pte, lower_tflite, prune_student, qat_student, quantize_int8
 from flows.tasks.data import load_data
-from flows.tasks.specs import DataRef, PruneSpec, PteSpec, QatSpec, QuantizeSpec
+from flows.tasks.specs import DataRef, LiteRtSpec, PruneSpec, PteSpec, QatSpec, QuantizeSpec
 from flows.tasks.train import runtime_metrics
 
 
 @dataclass(frozen=True)
 class Made:
-    """A candidate's file (ONNX, or an ExecuTorch program), and for a trained student or its FP32 program the student
-    itself (what a pruning or an ExecuTorch INT8 starts from), for a pruned one the pruning (what QAT starts from)."""
+    """A candidate's file (ONNX, an ExecuTorch program or a LiteRT file), and for a trained student or its FP32
+    program or file the student itself (what a pruning or an INT8 program starts from), for a pruned one the pruning
+    (what QAT starts from)."""
 
     artifact: Artifact
     student: Student | None = None
@@ -88,6 +89,20 @@ def _pte(mode: str):
     return lower
 
 
+def _tflite(run: Run, data: DataRef, r: Recipe, source: Made, made: dict[str, Made]) -> Made:
+    """A trained student's LiteRT file (FP32), or, from that file, its full-integer INT8 form."""
+    s = source.student
+    spec = LiteRtSpec(
+        source=s.spec,
+        weights=s.model.weights,
+        mode="int8" if r.transform == "tflite_int8" else "fp32",
+        batch_size=run.cfg.benchmark.batch_size,
+        quantize=run.cfg.quantize,
+        fp32=source.artifact if r.transform == "tflite_int8" else None,
+    )
+    return Made(tracked(run, "tflite", lower_tflite, spec, {"candidate": r.name}), s)
+
+
 def _qat(run: Run, data: DataRef, r: Recipe, source: Made, made: dict[str, Made]) -> Made | None:
     """A quantization-aware fine-tune of a pruned student, when its static INT8 lost more than
     quantize.qat_threshold of val metric against it."""
@@ -114,4 +129,6 @@ TRANSFORMS = {
     "qat": _qat,
     "pte": _pte("fp32"),
     "pte_int8": _pte("int8"),
+    "tflite": _tflite,
+    "tflite_int8": _tflite,
 }

@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from components.candidate import Candidates, Measurement
-from components.timing import format_of
+from components.formats.runtime import format_of
 from flows.data import layout
 from flows.phases.context import Run, TrainingTimes
 from flows.phases.judge import Verdict

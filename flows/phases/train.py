@@ -11,7 +11,7 @@ from pathlib import Path
 from components import kd
 from components.classic import families_for
 from components.config import PipelineConfig, TeacherTraining
-from components.export import Artifact, artifact_info
+from components.formats.base import Artifact, artifact_info
 from components.metrics import Scores
 from components.teachers import TORCHSCRIPT_SUFFIXES, TeacherFileError, check_teacher, load_teacher_file
 from flows.phases.context import Run, parallel, prefetch, tracked

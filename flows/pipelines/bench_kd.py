@@ -20,7 +20,7 @@ from prefect import flow
 from components import kd
 from components.bench import Accuracy, Conditions, summarize
 from components.config import load_config
-from components.export import ort_accuracy
+from components.formats import runtime
 from flows.phases.bench import runnable, students, track
 from flows.phases.context import Run, flow_run_name, git_commit, tracked_run
 from flows.phases.train import train_teachers
@@ -72,7 +72,7 @@ def _bench(run: Run, grid: Grid, methods: list[str]) -> tuple[str, BenchResult]:
         test, pool = prepared.splits["test"], prepared.pool
         teacher = train_teachers(run, data)
         teachers[k] = Accuracy(
-            val_accuracy=teacher.val.accuracy, test_accuracy=ort_accuracy(teacher.onnx.path, test.x, test.y)
+            val_accuracy=teacher.val.accuracy, test_accuracy=runtime.accuracy(teacher.onnx.path, test.x, test.y)
         )
         per_split[k] = (data, teacher.ref)
         log.info(f"split {k}: teacher val {teachers[k].val_accuracy:.4f} test {teachers[k].test_accuracy:.4f}")

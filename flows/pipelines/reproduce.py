@@ -53,13 +53,6 @@ class Reproduction:
         return asdict(self) | {"identical": self.identical}
 
 
-def parse_ref(ref: str) -> tuple[str, str]:
-    name, sep, version = ref.partition("@")
-    if not sep or not name or not version:
-        raise ValueError(f"{ref!r}: expected NAME@VERSION (a version number or an alias), e.g. digits@1")
-    return name, version
-
-
 def record(name: str, ref: str):
     """The version (by number or alias, completely registered) and its parent run."""
     from flows.tracking.registry import complete_version
@@ -73,6 +66,8 @@ def record(name: str, ref: str):
 
 
 def reproduce(root: Path, ref: str, log=print) -> Reproduction:
+    from flows.tracking.registry import parse_ref
+
     name, wanted = parse_ref(ref)
     mv, parent = record(name, wanted)
     tags, version = mv.tags, str(mv.version)
@@ -221,19 +216,19 @@ def store(uri: str):
 def same_predictions(name: str, version: str, wt: Path, dataset: str, env: dict, rebuilt: dict) -> tuple[bool, str]:
     """Whether the recorded and the rebuilt artifact of the candidate predict the same class for every row of the
     test split, each through its own runtime; and what was found."""
-    from components.export import runtime_predict
+    from components.formats import runtime
     from flows.data import layout
     from flows.tracking.registry import fetch_verified, version_with_sha256
 
     x = layout.load_splits(wt, dataset)["test"].x
     with fetch_verified(name, version) as (recorded, _, _):
-        a = runtime_predict(recorded, x).argmax(axis=1)
+        a = runtime.predict(recorded, x).argmax(axis=1)
     with store(env["MLFLOW_TRACKING_URI"]):
         got = version_with_sha256(name, rebuilt.get("sha256") or "")
         if got is None:
             return False, "the rebuild did not register this candidate: no artifact to compare predictions with"
         with fetch_verified(name, got) as (again, _, _):
-            b = runtime_predict(again, x).argmax(axis=1)
+            b = runtime.predict(again, x).argmax(axis=1)
     differ = int(np.sum(a != b))
     return differ == 0, f"test predictions: {differ} of {len(a)} rows differ (sha256 differs)"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 from flows.reporting.gate_report import GateReport
 from flows.reporting.report import Report
@@ -148,13 +149,17 @@ def _teacher(report: Report) -> str:
 
 
 def _file(report: Report) -> str:
-    return "model.pte" if report.results[report.best].artifact.path.endswith(".pte") else "model.onnx"
+    return "model" + Path(report.results[report.best].artifact.path).suffix
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
 
 
 def _executorch() -> str:
-    from importlib.metadata import version
-
-    return version("executorch")
+    return _version("executorch")
 
 
 def _format(report: Report) -> str:
@@ -163,6 +168,18 @@ def _format(report: Report) -> str:
         return (
             f"ExecuTorch program (`model.pte`, XNNPACK delegate, ExecuTorch {_executorch()}), lowered for batches of "
             f"exactly {report.cfg.benchmark.batch_size}"
+        )
+    if _file(report) == "model.tflite":
+        mcu = report.results[report.best].mcu
+        micro = (
+            f"; full-integer, and runs under TensorFlow Lite Micro in a {mcu.fit.arena_bytes}-byte arena "
+            f"(`edgekd export NAME@VERSION --format tflm DIR` writes the firmware files)"
+            if mcu and mcu.fit.runs
+            else ""
+        )
+        return (
+            f"LiteRT (`model.tflite`), run by the LiteRT interpreter ({_version('ai-edge-litert')}), lowered for "
+            f"batches of exactly {report.cfg.benchmark.batch_size}{micro}"
         )
     return "ONNX (`model.onnx`), run by ONNX Runtime's CPU execution provider, any batch size"
 
@@ -175,6 +192,8 @@ def _profile(report: Report) -> str:
     pte = (
         f"; `.pte` programs through ExecuTorch {_executorch()} (XNNPACK)" if "pte" in report.cfg.export.formats else ""
     )
+    if "tflite" in report.cfg.export.formats:
+        pte += f"; `.tflite` files through the LiteRT interpreter {_version('ai-edge-litert')} (XNNPACK)"
     return (
         f"Device profile: ONNX Runtime {onnxruntime.__version__} CPU execution provider, {b.intra_op_threads} "
         f"intra-op thread(s), batch {b.batch_size}, {b.rounds} interleaved rounds of {b.warmup_runs} warm-up "
@@ -238,6 +257,7 @@ def model_card(report: Report, gate: GateReport, facts: CardFacts) -> str:
         "",
         report.energy_line(),
         "",
+        *(["## Microcontroller (TensorFlow Lite Micro)", "", *report.mcu_lines(), ""] if report.mcu_rows() else []),
         "## Gate",
         "",
         *gate.lines(report.metric),

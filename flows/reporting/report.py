@@ -14,9 +14,11 @@ import pandas as pd
 from components.benchmark import Resolution
 from components.candidate import Measurement
 from components.config import PipelineConfig
+from components.formats.runtime import format_of
 from components.gate import Decision
-from components.timing import DeviceFacts, format_of
+from components.timing import DeviceFacts
 from flows.reporting.gate_report import GateReport
+from flows.reporting.mcu import McuRow, mcu_lines, mcu_rows
 from flows.reporting.plots import confusion_plot, tradeoff_plot
 
 
@@ -115,6 +117,12 @@ class Report:
             )
         return pd.DataFrame(rows)
 
+    def mcu_rows(self) -> list[McuRow]:
+        return mcu_rows(self.results, self.cfg, self.metric)
+
+    def mcu_lines(self) -> list[str]:
+        return mcu_lines(self.mcu_rows(), self.cfg, self.metric)
+
     def other_targets(self) -> list[str]:
         """The targets measured besides the gate's, in order."""
         return [t for t in self.timing.resolutions if t != self.cfg.gate.target]
@@ -156,6 +164,7 @@ class Report:
                     },
                     "size_bytes": m.latency.size_bytes,
                     "sha256": m.artifact.sha256,
+                    **({"tflm": m.mcu.as_json(self.cfg.benchmark.mcus())} if m.mcu else {}),
                     "gate": self.verdict_of(n),
                     "reasons": self.decisions[n].reasons if n in self.decisions else [],
                 }
@@ -259,6 +268,8 @@ class Report:
         for target, res in self.timing.resolutions.items():
             con.print(f"{target}: {res.line()}", highlight=False)
         con.print(self.energy_line(), highlight=False)
+        for line in self.mcu_lines():
+            con.print(line, highlight=False)
         for line in self.lines():
             con.print(line)
         con.print(self.verdict(version, model_name, new))

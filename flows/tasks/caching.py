@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from pydantic import BaseModel
 
-from components.export import Artifact
+from components.formats.base import Artifact
 
 
 def _retry_on_io(task, task_run, state) -> bool:

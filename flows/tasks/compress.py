@@ -1,5 +1,5 @@
 """Compression tasks: structured pruning with a fine-tune, ONNX Runtime quantization (static and dynamic INT8,
-FP16), and ExecuTorch programs (FP32 and INT8)."""
+FP16), ExecuTorch programs and LiteRT files (FP32 and INT8)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ import time
 import torch
 from prefect import task
 
-from components import pte, quantize, timing
+from components import quantize
 from components.distill import train_variant
-from components.export import Artifact, export_onnx
+from components.formats import litert, pte
+from components.formats.base import Artifact
+from components.formats.onnx_rt import export_onnx
 from components.prune import prune_channels
 from components.qat import fake_quantized
 from components.train import evaluate
 from flows.tasks.caching import CACHED, stage_task
 from flows.tasks.data import load_data
-from flows.tasks.specs import PruneSpec, PteSpec, QatSpec, QuantizeSpec, TrainedModel, out_dir
+from flows.tasks.specs import LiteRtSpec, PruneSpec, PteSpec, QatSpec, QuantizeSpec, TrainedModel, out_dir
 from flows.tasks.train import finish, fit_kwargs, objective_kwargs, student_module
 from flows.tasks.weights import load_weights
 
@@ -96,7 +98,7 @@ def quantize_int8(q: QuantizeSpec) -> Artifact:
 def lower_pte(p: PteSpec) -> Artifact:
     """A trained student as an ExecuTorch program (XNNPACK delegate) for batches of the device profile's size: FP32,
     or INT8 calibrated on the same train samples as ONNX Runtime's static INT8."""
-    if "pte" not in timing.formats():
+    if not pte.available():
         raise RuntimeError(
             "export.formats lists `pte` but ExecuTorch is not installed here: install the pinned `executorch` "
             "from requirements.lock, or drop `pte` from export.formats"
@@ -111,3 +113,24 @@ def lower_pte(p: PteSpec) -> Artifact:
         return pte.export_pte(student, batch, out)
     calib = quantize.calibration_sample(train_x, p.quantize.calibration_samples, 0)
     return pte.quantize_pte(student, batch, calib, out, p.quantize.per_channel)
+
+
+@task(**CACHED)
+def lower_tflite(p: LiteRtSpec) -> Artifact:
+    """A trained student as a LiteRT file for batches of the device profile's size (FP32, by litert-torch), or its
+    FP32 file quantized to full-integer INT8 (ai-edge-quantizer) on the same train samples as ONNX Runtime's static
+    INT8."""
+    if not litert.convertible():
+        raise RuntimeError(
+            "export.formats lists `tflite` but litert-torch and ai-edge-quantizer are not installed here: install "
+            "edgekd[litert] (the pinned versions are in requirements.lock), or drop `tflite` from export.formats"
+        )
+    s = p.source
+    data = load_data(s.data)
+    train_x = data.splits["train"].x
+    out = out_dir(p, "tflite", s.data.root) / "model.tflite"
+    if p.mode == "fp32":
+        student = load_weights(student_module(s, data.spec), p.weights)
+        return litert.lower(student, train_x[: p.batch_size], out)
+    calib = quantize.calibration_sample(train_x, p.quantize.calibration_samples, 0)
+    return litert.quantize(p.fp32.path, calib, out)

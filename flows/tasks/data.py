@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 
 from components.config import PipelineConfig
 from components.data import Dataset, get_kind
-from components.export import atomic_path
+from components.formats.base import atomic_path
 from components.validation import ValidationReport, describe_features, describe_pool, raw_plan, split_plan, validate
 from flows.data import dvc, layout
 from flows.tasks.caching import IO_RETRIES

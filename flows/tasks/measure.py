@@ -7,14 +7,15 @@ from __future__ import annotations
 from prefect import task
 
 from components import benchmark as bench
-from components import timing
-from components.candidate import Candidates, Measurement
+from components.candidate import Candidates, Measurement, OnMcu
 from components.config import BenchmarkConfig
-from components.export import Artifact
+from components.formats import runtime, tflm
+from components.formats.base import Artifact
+from components.metrics import classification_metrics
 from flows.infra.device import client
-from flows.tasks.caching import IO_RETRIES
+from flows.tasks.caching import CACHED, IO_RETRIES
 from flows.tasks.data import load_data
-from flows.tasks.specs import DataRef
+from flows.tasks.specs import DataRef, TflmSpec
 from flows.tasks.train import runtime_metrics
 
 HOST = "host"
@@ -31,7 +32,7 @@ def time_on(
         return bench.measure(paths, x, b, pairs=pairs)
     device = client.device(target, b.targets[target])
     runs = client.info(device).formats
-    lacking = sorted({timing.format_of(p) for p in paths.values()} - set(runs))
+    lacking = sorted({runtime.format_of(p) for p in paths.values()} - set(runs))
     if lacking and required:
         raise client.DeviceFailed(
             device,
@@ -39,7 +40,7 @@ def time_on(
             "candidate's numbers: install executorch beside the agent, or gate on another target",
             refused=True,
         )
-    paths = {n: p for n, p in paths.items() if timing.format_of(p) in runs}
+    paths = {n: p for n, p in paths.items() if runtime.format_of(p) in runs}
     pairs = [p for p in pairs if p[0] in paths and p[1] in paths]
     return bench.measure(paths, x, b, runner=client.runner(device), pairs=pairs)
 
@@ -47,8 +48,9 @@ def time_on(
 def time_on_targets(
     paths: dict[str, str], x, b: BenchmarkConfig, gate_target: str = HOST, pairs=()
 ) -> dict[str, bench.Measured]:
-    """The models timed on this host, then on each device agent of `b.targets`, by target name."""
-    return {t: time_on(t, paths, x, b, required=t == gate_target, pairs=pairs) for t in (HOST, *b.targets)}
+    """The models timed on this host, then on each device agent of `b.targets` (an MCU budget is not timed), by
+    target name."""
+    return {t: time_on(t, paths, x, b, required=t == gate_target, pairs=pairs) for t in (HOST, *b.agents())}
 
 
 def measure(
@@ -80,3 +82,18 @@ def measure(
 
 
 measure_candidates = task(measure, name="measure_candidates", **IO_RETRIES)
+
+
+@task(**CACHED)
+def tflm_candidate(p: TflmSpec) -> OnMcu:
+    """A full-integer LiteRT file under TensorFlow Lite Micro: its fit (the smallest arena it allocates in, its
+    flash, its operators), then its val and test scores computed by TFLM's interpreter one sample at a time."""
+    fit = tflm.fit(p.model.path)
+    if not fit.runs:
+        return OnMcu(fit=fit)
+    splits = load_data(p.data).splits
+    val, test = (
+        classification_metrics(tflm.predict(p.model.path, splits[s].x, fit.arena_bytes), splits[s].y, p.data.classes)
+        for s in ("val", "test")
+    )
+    return OnMcu(fit=fit, val=val, test=test)

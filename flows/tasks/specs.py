@@ -25,20 +25,32 @@ from components.config import (
     TeacherTraining,
     TrainConfig,
 )
-from components.export import Artifact, artifact_info
+from components.formats.base import Artifact, artifact_info
 from components.kd import METHODS, Variant
 from components.metrics import Scores
 from components.prune import PruneReport
 from components.train import Epoch
 
 # The component modules each stage runs: a change to one of them re-runs exactly the stages that use it.
-TRAIN_CODE = ("train.py", "augment.py", "models.py", "export.py", "metrics.py", "data")
+TRAIN_CODE = (
+    "train.py",
+    "augment.py",
+    "models.py",
+    "classifier.py",
+    "archs.py",
+    "formats/base.py",
+    "formats/onnx_rt.py",
+    "metrics.py",
+    "data",
+)
 STUDENT_CODE = TRAIN_CODE + ("kd", "distill.py", "teachers.py")
 PRUNE_CODE = STUDENT_CODE + ("prune.py",)
-QUANTIZE_CODE = ("quantize.py", "export.py")
-PTE_CODE = STUDENT_CODE + ("pte.py",)
+QUANTIZE_CODE = ("quantize.py", "formats/base.py", "formats/onnx_rt.py")
+PTE_CODE = STUDENT_CODE + ("formats/pte.py",)
+LITERT_CODE = STUDENT_CODE + ("formats/litert.py", "quantize.py")
+TFLM_CODE = ("formats/tflm.py", "formats/litert.py", "formats/base.py", "metrics.py", "data")
 QAT_CODE = PRUNE_CODE + ("qat.py", "quantize.py")
-CLASSIC_CODE = ("classic.py", "export.py", "metrics.py", "data")
+CLASSIC_CODE = ("classic.py", "formats/base.py", "formats/onnx_rt.py", "metrics.py", "data")
 
 
 def code_version(*paths: str) -> str:
@@ -206,6 +218,27 @@ class PteSpec(Spec):
     batch_size: int
     quantize: QuantizeConfig
     code: str = code_version(*PTE_CODE)
+
+
+class LiteRtSpec(Spec):
+    """A trained student lowered to a `.tflite` file for batches of `batch_size` (FP32), or that file (`fp32`)
+    quantized to full-integer INT8, calibrated on the train samples ONNX Runtime's static INT8 is calibrated on."""
+
+    source: StudentSpec
+    weights: Artifact
+    mode: str  # "fp32" or "int8"
+    batch_size: int
+    quantize: QuantizeConfig
+    fp32: Artifact | None = None  # the FP32 file an INT8 one is quantized from
+    code: str = code_version(*LITERT_CODE)
+
+
+class TflmSpec(Spec):
+    """A full-integer LiteRT file to run under TensorFlow Lite Micro on `data`'s val and test splits."""
+
+    data: DataRef
+    model: Artifact
+    code: str = code_version(*TFLM_CODE)
 
 
 class ClassicSpec(Spec):

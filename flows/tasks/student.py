@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import task
 
 from components.bench import StudentAccuracy
-from components.export import ort_predict
+from components.formats import onnx_rt
 from flows.tasks.caching import cached
 from flows.tasks.data import load_data
 from flows.tasks.specs import StudentSpec
@@ -19,7 +19,7 @@ from flows.tasks.train import train_student
 def bench_student(spec: StudentSpec) -> StudentAccuracy:
     out, _ = cached(train_student, spec)
     test = load_data(spec.data).splits["test"]
-    return StudentAccuracy.of(out.val.accuracy, ort_predict(out.onnx.path, test.x).argmax(1), test.y)
+    return StudentAccuracy.of(out.val.accuracy, onnx_rt.predict(out.onnx.path, test.x).argmax(1), test.y)
 
 
 # Not a decorator: Dask pickles the task's function by reference, which needs it under its own name here.

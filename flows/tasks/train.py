@@ -11,7 +11,8 @@ from pydantic import BaseModel
 
 from components.data import Dataset, get_kind
 from components.distill import train_variant
-from components.export import export_onnx, runtime_predict
+from components.formats import runtime
+from components.formats.onnx_rt import export_onnx
 from components.metrics import Scores, classification_metrics
 from components.models import build, count_params
 from components.train import CrossEntropy, Epoch, fit, resolve_precision, select_device
@@ -33,7 +34,7 @@ from flows.tasks.weights import kd_teacher, load_weights, logits_cache, save_wei
 def runtime_metrics(path: str, data: Dataset, classes: list[str]) -> Scores:
     """Classification metrics of an exported model on one split, computed from its runtime's outputs (ONNX Runtime,
     or ExecuTorch for a `.pte` program)."""
-    return classification_metrics(runtime_predict(path, data.x), data.y, classes)
+    return classification_metrics(runtime.predict(path, data.x), data.y, classes)
 
 
 def _progress(name: str, total: int):

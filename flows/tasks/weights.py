@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from components.archs import UnsafeWeightsError, load_state
-from components.export import Artifact, artifact_info, atomic_path, file_sha256
+from components.formats.base import Artifact, artifact_info, atomic_path, file_sha256
 from components.models import Ensemble, build
 from components.teachers import load_teacher_file, logits, torch_teacher
 from flows.tasks.specs import DataRef, TeacherRef, code_version

@@ -23,7 +23,8 @@ from flows.tracking.tracker import client
 STAGING, PRODUCTION = "staging", "production"
 REGISTERED_BY = "edgekd.registered_by"  # who registered a version (a team server checks it names the user)
 COMPLETE = "registration_complete"  # the last tag `register` writes
-ONNX_FILE, PTE_FILE = "model.onnx", "model.pte"  # a version's model file, by format
+ONNX_FILE, PTE_FILE, TFLITE_FILE = "model.onnx", "model.pte", "model.tflite"  # a version's model file, by format
+MODEL_FILES = (ONNX_FILE, PTE_FILE, TFLITE_FILE)
 LATENCY_TAGS = ("p50_ms", "p95_ms", "p95_lo_ms", "p95_hi_ms", "p99_ms", "size_bytes")
 
 
@@ -109,10 +110,10 @@ def register(
     deleted and `staging` goes back where it was."""
     from mlflow.models import infer_signature
 
-    from components.export import runtime_predict
+    from components.formats import runtime
 
-    signature = infer_signature(input_example, runtime_predict(model_path, input_example))
-    log = _log_onnx if Path(model_path).suffix == ".onnx" else _log_pte
+    signature = infer_signature(input_example, runtime.predict(model_path, input_example))
+    log = {".onnx": _log_onnx, ".pte": _log_pte, ".tflite": _log_tflite}[Path(model_path).suffix]
     with mlflow.start_run(run_id=run_id):
         uri = log(run_id, Path(model_path), signature, input_example, extra_files)
     c = client()
@@ -149,21 +150,35 @@ def _log_onnx(run_id: str, path: Path, signature, input_example, extra_files: li
 
 
 def _log_pte(run_id: str, path: Path, signature, input_example, extra_files: list[str]) -> str:
-    """An ExecuTorch program as the run's `model` folder, laid out as MLflow's flavors lay theirs out (MLmodel,
-    the model file, extra_files/). MLflow has no ExecuTorch flavor: MLmodel names the file and the runtime."""
-    import shutil
+    """An ExecuTorch program. MLflow has no ExecuTorch flavor: MLmodel names the file and the runtime."""
     from importlib.metadata import version
+
+    flavor = {"model": PTE_FILE, "executorch_version": version("executorch"), "delegate": "XNNPACK"}
+    return _log_file(run_id, path, PTE_FILE, "executorch", flavor, signature, extra_files)
+
+
+def _log_tflite(run_id: str, path: Path, signature, input_example, extra_files: list[str]) -> str:
+    """A LiteRT file. MLflow has no LiteRT flavor: MLmodel names the file and the runtime."""
+    from importlib.metadata import version
+
+    flavor = {"model": TFLITE_FILE, "litert_version": version("ai-edge-litert")}
+    return _log_file(run_id, path, TFLITE_FILE, "litert", flavor, signature, extra_files)
+
+
+def _log_file(run_id: str, path: Path, name: str, flavor_name: str, flavor: dict, signature, extra_files) -> str:
+    """A model file as the run's `model` folder, laid out as MLflow's flavors lay theirs out (MLmodel, the model
+    file, extra_files/), with no pickle."""
+    import shutil
 
     from mlflow.models import Model
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        shutil.copyfile(path, folder / PTE_FILE)
+        shutil.copyfile(path, folder / name)
         (folder / "extra_files").mkdir()
         for f in extra_files:
             shutil.copyfile(f, folder / "extra_files" / Path(f).name)
-        flavor = {"model": PTE_FILE, "executorch_version": version("executorch"), "delegate": "XNNPACK"}
-        Model(artifact_path="model", run_id=run_id, flavors={"executorch": flavor}, signature=signature).save(
+        Model(artifact_path="model", run_id=run_id, flavors={flavor_name: flavor}, signature=signature).save(
             str(folder / "MLmodel")
         )
         mlflow.log_artifacts(str(folder), artifact_path="model")
@@ -196,20 +211,21 @@ def drop_partial_versions(name: str, run_ids: list[str]) -> list[str]:
 
 
 def model_file(c: MlflowClient, name: str, version: str, dst: Path) -> Path:
-    """Local path of a version's model file, `model.onnx` or `model.pte`, downloaded with its other artifacts into
-    `dst` (the caller's folder: it decides how long the download lives)."""
+    """Local path of a version's model file (`model.onnx`, `model.pte` or `model.tflite`), downloaded with its other
+    artifacts into `dst` (the caller's folder: it decides how long the download lives)."""
     mv = c.get_model_version(name, version)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dst)))
-    found = [local / f for f in (ONNX_FILE, PTE_FILE) if (local / f).is_file()]
+    found = [local / f for f in MODEL_FILES if (local / f).is_file()]
     if not found:
-        raise IntegrityError(f"{name} version {version} holds neither {ONNX_FILE} nor {PTE_FILE}")
+        raise IntegrityError(f"{name} version {version} holds none of {', '.join(MODEL_FILES)}")
     return found[0]
 
 
 def verify_artifact(c: MlflowClient, name: str, mv, dst: Path) -> Path:
     """Download a version's model file into `dst` and check it against the sha256 recorded at registration (an ONNX
     file then with onnx.checker); returns its local path."""
-    from components.export import check_onnx, file_sha256
+    from components.formats.base import file_sha256
+    from components.formats.onnx_rt import check_onnx
 
     path = model_file(c, name, str(mv.version), dst)
     digest = file_sha256(path)
@@ -221,6 +237,14 @@ def verify_artifact(c: MlflowClient, name: str, mv, dst: Path) -> Path:
     if path.name == ONNX_FILE:
         check_onnx(path)
     return path
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """NAME@VERSION (a version number or an alias) as (name, version)."""
+    name, sep, version = ref.partition("@")
+    if not sep or not name or not version:
+        raise ValueError(f"{ref!r}: expected NAME@VERSION (a version number or an alias), e.g. digits@1")
+    return name, version
 
 
 def complete_version(c: MlflowClient, name: str, ref: str):

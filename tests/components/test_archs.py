@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from components.archs import check_arch, load_state
-from components.export import export_onnx, ort_predict
+from components.formats import onnx_rt
+from components.formats.onnx_rt import export_onnx
 from components.models import build, count_params
 from components.prune import prune_channels
 from components.quantize import quantize_static_int8
@@ -75,9 +76,9 @@ def test_each_route_builds_trains_prunes_exports_and_quantizes(arch, tmp_path, m
     path = export_onnx(pruned, x.numpy(), tmp_path / "m.onnx").path
     with torch.no_grad():
         expected = pruned.eval()(x).numpy()
-    np.testing.assert_allclose(ort_predict(path, x.numpy()), expected, atol=FP32_ATOL, rtol=1e-3)
+    np.testing.assert_allclose(onnx_rt.predict(path, x.numpy()), expected, atol=FP32_ATOL, rtol=1e-3)
     int8 = quantize_static_int8(path, tmp_path / "q.onnx", x.numpy()).path
-    agree = (ort_predict(int8, x.numpy()).argmax(1) == expected.argmax(1)).mean()
+    agree = (onnx_rt.predict(int8, x.numpy()).argmax(1) == expected.argmax(1)).mean()
     assert agree >= INT8_AGREEMENT, agree
 
 

@@ -10,7 +10,8 @@ from components.data import DataError, get_kind
 from components.data.audio import spec_augment
 from components.data.base import load_raw, save_raw, split_indices
 from components.data.options import FSDD_PATTERN, parse
-from components.export import export_onnx, ort_predict
+from components.formats import onnx_rt
+from components.formats.onnx_rt import export_onnx
 from components.models import build
 from components.preprocess import fixed_length, log_mel, mel_filterbank, transform
 from components.prune import prune_channels
@@ -411,9 +412,9 @@ def test_models_prune_export_and_quantize(tmp_path, role, width, channels_before
     assert report.channels_before == channels_before and report.channels_after == channels_after
     assert report.macs_after < report.macs_before
     expected = pruned(torch.from_numpy(x)).detach().numpy()
-    np.testing.assert_allclose(ort_predict(info.path, x[:5]), expected[:5], atol=1e-4)  # dynamic batch axis
+    np.testing.assert_allclose(onnx_rt.predict(info.path, x[:5]), expected[:5], atol=1e-4)  # dynamic batch axis
     for q in (static, dynamic):
-        out = ort_predict(q.path, x)
+        out = onnx_rt.predict(q.path, x)
         assert out.shape == (16, 10) and np.isfinite(out).all()
         assert q.size_bytes < info.size_bytes
 

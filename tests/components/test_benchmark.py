@@ -5,7 +5,7 @@ import pytest
 
 from components.benchmark import measure, pinned_cpus
 from components.config import BenchmarkConfig
-from components.export import export_onnx, graph_signature
+from components.formats.onnx_rt import export_onnx, graph_signature
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from components import classic
-from components.export import ort_predict, softmax
+from components.formats import onnx_rt
+from components.formats.base import softmax
 
 pytestmark = pytest.mark.unit
 
@@ -21,7 +22,7 @@ def test_image_rows_the_best_family_on_val_is_kept_and_its_onnx_agrees(digits_sp
     assert set(fitted.val_scores) == {"logreg", "svm"} and len(seen) == 2
     assert fitted.val_scores[fitted.family] == max(fitted.val_scores.values())
     art = classic.export(fitted, digits_spec, 10, tmp_path / "classic.onnx")
-    logits = ort_predict(art.path, te.x)  # the same (N, 1, 8, 8) input every network candidate takes
+    logits = onnx_rt.predict(art.path, te.x)  # the same (N, 1, 8, 8) input every network candidate takes
     expected = fitted.model.predict_proba(classic.features(digits_spec, te.x))
     np.testing.assert_allclose(softmax(logits), expected, atol=1e-4)
     assert (logits.argmax(1) == expected.argmax(1)).all()
@@ -35,7 +36,9 @@ def test_tabular_rows_with_gradient_boosting(tmp_path):
     spec = {"kind": "tabular", "input_shape": [30], "input_dtype": "float32"}
     fitted = classic.fit(spec, (x[:400], y[:400]), (x[400:480], y[400:480]), _accuracy, ["gbm"], 0)
     art = classic.export(fitted, spec, 2, tmp_path / "gbm.onnx")
-    np.testing.assert_allclose(softmax(ort_predict(art.path, x[480:])), fitted.model.predict_proba(x[480:]), atol=1e-4)
+    np.testing.assert_allclose(
+        softmax(onnx_rt.predict(art.path, x[480:])), fitted.model.predict_proba(x[480:]), atol=1e-4
+    )
 
 
 def test_text_token_ids_become_tfidf_inside_the_graph(tmp_path):
@@ -51,7 +54,9 @@ def test_text_token_ids_become_tfidf_inside_the_graph(tmp_path):
     counts = classic.features(spec, ids[250:])
     assert counts[:, 0].sum() == 0 and counts.sum(1).tolist() == [8.0] * 50
     art = classic.export(fitted, spec, 2, tmp_path / "text.onnx")
-    np.testing.assert_allclose(softmax(ort_predict(art.path, ids[250:])), fitted.model.predict_proba(counts), atol=1e-4)
+    np.testing.assert_allclose(
+        softmax(onnx_rt.predict(art.path, ids[250:])), fitted.model.predict_proba(counts), atol=1e-4
+    )
 
 
 def test_a_class_missing_from_train_is_refused_at_export(digits_splits, digits_spec, tmp_path):

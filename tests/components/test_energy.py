@@ -6,7 +6,7 @@ from onnx import TensorProto, helper, numpy_helper
 from components import energy
 from components.benchmark import measure
 from components.config import BenchmarkConfig
-from components.export import INPUT_NAME, OUTPUT_NAME
+from components.formats.base import INPUT_NAME, OUTPUT_NAME
 
 pytestmark = pytest.mark.unit
 

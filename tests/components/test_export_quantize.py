@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from components.export import atomic_path, export_onnx, file_sha256, ort_accuracy, ort_predict
+from components.formats import onnx_rt, runtime
+from components.formats.base import atomic_path, file_sha256
+from components.formats.onnx_rt import export_onnx
 from components.quantize import calibration_sample, quantize_dynamic_int8, quantize_static_int8
 
 pytestmark = pytest.mark.unit
@@ -25,18 +27,18 @@ def test_export_is_checked_and_matches_pytorch(fp32, digits_splits):
     model, path, info = fp32
     assert info.size_bytes == os.path.getsize(path) and info.sha256 == file_sha256(path)
     x = digits_splits["test"].x[:33]  # a batch size other than the export example's: the batch axis is dynamic
-    np.testing.assert_allclose(ort_predict(path, x), model(torch.from_numpy(x)).detach().numpy(), atol=1e-4)
+    np.testing.assert_allclose(onnx_rt.predict(path, x), model(torch.from_numpy(x)).detach().numpy(), atol=1e-4)
 
 
 def test_static_and_dynamic_int8_stay_within_tolerance_of_fp32(fp32, digits_splits, tmp_path):
     _, path, _ = fp32
     test, train = digits_splits["test"], digits_splits["train"]
-    acc32 = ort_accuracy(path, test.x, test.y)
+    acc32 = runtime.accuracy(path, test.x, test.y)
     assert acc32 > 0.9  # the comparison only means something for a model that learned
     static = quantize_static_int8(path, tmp_path / "s.onnx", calibration_sample(train.x, 128, 0))
     dynamic = quantize_dynamic_int8(path, tmp_path / "d.onnx")
     for info in (static, dynamic):
-        assert abs(ort_accuracy(info.path, test.x, test.y) - acc32) <= INT8_TOLERANCE
+        assert abs(runtime.accuracy(info.path, test.x, test.y) - acc32) <= INT8_TOLERANCE
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.onnx", "s.onnx"]  # no temp files left
 
 
@@ -84,4 +86,4 @@ def test_fp16_halves_the_weights_and_keeps_the_predictions(fp32, digits_splits, 
     assert count(path).weight_bytes // 2 < count(info.path).weight_bytes <= count(path).weight_bytes // 2 + 16
     assert onnx.load(info.path).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     x = digits_splits["test"].x
-    assert (ort_predict(info.path, x).argmax(1) == ort_predict(path, x).argmax(1)).mean() > 0.99
+    assert (onnx_rt.predict(info.path, x).argmax(1) == onnx_rt.predict(path, x).argmax(1)).mean() > 0.99

@@ -7,8 +7,9 @@ import pytest
 from components import timing
 from components.benchmark import ROOT, resolution
 from components.config import BenchmarkConfig, ConfigError, PipelineConfig
-from components.export import export_onnx, ort_predict
-from components.pte import export_pte, pte_predict, quantize_pte
+from components.formats import onnx_rt, pte, runtime
+from components.formats.onnx_rt import export_onnx
+from components.formats.pte import export_pte, quantize_pte
 from components.quantize import calibration_sample
 from components.recipes import recipes
 
@@ -32,13 +33,13 @@ def programs(small_student, digits_splits, tmp_path_factory):
 
 def test_programs_score_through_executorch_as_the_onnx_file_does_through_onnx_runtime(programs, digits_splits):
     test = digits_splits["test"]
-    reference = ort_predict(programs["onnx"], test.x)
+    reference = onnx_rt.predict(programs["onnx"], test.x)
     # lowered for batches of 7, a program scores them all: the last batch filled up, its extra outputs dropped
-    got = pte_predict(programs["fp32"], test.x)
+    got = pte.predict(programs["fp32"], test.x)
     assert got.shape == reference.shape and len(test.x) % BATCH
     np.testing.assert_allclose(got, reference, atol=1e-4)
     acc32 = (reference.argmax(1) == test.y).mean()
-    acc8 = (pte_predict(programs["int8"], test.x).argmax(1) == test.y).mean()
+    acc8 = (pte.predict(programs["int8"], test.x).argmax(1) == test.y).mean()
     assert acc32 > 0.9 and abs(acc8 - acc32) <= INT8_TOLERANCE
 
 
@@ -59,9 +60,9 @@ def test_a_program_is_its_own_graph_group_and_a_model_file_needs_a_known_suffix(
     paths = {"onnx": programs["onnx"], "fp32": programs["fp32"], "onnx_again": programs["onnx"]}
     res = resolution(dict.fromkeys(paths, lat), paths, lat, BenchmarkConfig(), None)
     assert res.same_graph == [["onnx", "onnx_again"]]
-    assert [timing.format_of(p) for p in paths.values()] == ["onnx", "pte", "onnx"]
+    assert [runtime.format_of(p) for p in paths.values()] == ["onnx", "pte", "onnx"]
     with pytest.raises(ValueError, match="unknown model format"):
-        timing.format_of(tmp_path / "model.tflite")
+        runtime.format_of(tmp_path / "model.h5")
 
 
 def test_the_pte_format_adds_two_programs_per_student_judged_against_their_fp32():

@@ -11,7 +11,8 @@ from components.data import DataError, RawData, get_kind
 from components.data.base import content_hashes, prepare_splits
 from components.data.options import parse
 from components.data.tabular import tabular_range_expectations, tabular_range_frame
-from components.export import export_onnx, ort_predict
+from components.formats import onnx_rt
+from components.formats.onnx_rt import export_onnx
 from components.models import build
 from components.preprocess import transform
 from components.prune import prune_channels
@@ -337,12 +338,12 @@ def test_student_prune_export_ort_and_int8(bc_prepared, tmp_path):
 
     fp32 = export_onnx(pruned, s["test"].x, tmp_path / "pruned.onnx")
     test = s["test"]
-    logits = ort_predict(fp32.path, test.x[:37])  # not the export batch size: the batch axis is dynamic
+    logits = onnx_rt.predict(fp32.path, test.x[:37])  # not the export batch size: the batch axis is dynamic
     np.testing.assert_allclose(logits, pruned(torch.from_numpy(test.x[:37])).detach().numpy(), atol=1e-4)
     assert fp32.size_bytes < 8 * 1024  # graph overhead dominates 200 weights
 
     def scores(path):
-        z = ort_predict(path, test.x)
+        z = onnx_rt.predict(path, test.x)
         p = np.exp(z[:, 1]) / np.exp(z).sum(1)
         return roc_auc_score(test.y, p), recall_score(test.y, z.argmax(1))
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from components.export import export_onnx
+from components.formats.onnx_rt import export_onnx
 from components.models import Ensemble, build
 from components.teachers import TeacherFileError, check_teacher, load_teacher_file, logits, torch_teacher
 

@@ -11,7 +11,8 @@ from components.data import DataError, RawData, get_kind
 from components.data.base import content_hashes, duplicate_hashes, load_raw, prepare_splits, save_raw
 from components.data.options import parse
 from components.data.text import token_dropout
-from components.export import export_onnx, ort_predict
+from components.formats import onnx_rt
+from components.formats.onnx_rt import export_onnx
 from components.models import build
 from components.preprocess import text_tokens, transform
 from components.prune import prune_channels
@@ -521,8 +522,8 @@ def test_student_exports_and_quantizes_on_int64_ids(toy_student, tmp_path):
     path = tmp_path / "pruned.onnx"
     export_onnx(pruned, x, path)
     ref = pruned(torch.from_numpy(x[:33])).detach().numpy()
-    np.testing.assert_allclose(ort_predict(path, x[:33]), ref, atol=1e-4)  # dynamic batch axis, int64 input
-    acc32 = (ort_predict(path, x).argmax(1) == y).mean()
+    np.testing.assert_allclose(onnx_rt.predict(path, x[:33]), ref, atol=1e-4)  # dynamic batch axis, int64 input
+    acc32 = (onnx_rt.predict(path, x).argmax(1) == y).mean()
     assert acc32 > 0.9  # the INT8 comparison only means something for a model that learned
 
     static = quantize_static_int8(path, tmp_path / "s.onnx", calibration_sample(toy_ids(200, 4)[0], 64, 0))
@@ -531,4 +532,4 @@ def test_student_exports_and_quantizes_on_int64_ids(toy_student, tmp_path):
     for info in (static, dynamic):
         tables = [i for i in onnx.load(info.path).graph.initializer if list(i.dims) == [40, 6]]
         assert [onnx.TensorProto.DataType.Name(t.data_type) for t in tables] == ["UINT8"]  # the embedding is 8-bit
-        assert abs((ort_predict(info.path, x).argmax(1) == y).mean() - acc32) <= 0.02
+        assert abs((onnx_rt.predict(info.path, x).argmax(1) == y).mean() - acc32) <= 0.02

@@ -196,7 +196,7 @@ def test_an_agent_with_executorch_times_a_pte_program_and_one_without_refuses_it
 ):
     import torch
 
-    from components.pte import export_pte
+    from components.formats.pte import export_pte
     from flows.infra.device.client import Device, DeviceFailed, measure
 
     program = tmp_path / "m.pte"

@@ -160,7 +160,7 @@ def test_format_runs_end_to_end_and_predicts_raw_inputs(project, name, tmp_path)
     from mlflow import MlflowClient
 
     from components.config import load_config
-    from components.export import ort_predict
+    from components.formats import onnx_rt
     from flows.data.layout import load_splits
     from flows.pipelines.run import pipeline
     from flows.tracking.registry import model_file
@@ -172,7 +172,7 @@ def test_format_runs_end_to_end_and_predicts_raw_inputs(project, name, tmp_path)
     assert str(mv.version) == outcome.version
     cfg = load_config(project / "params.yaml", name)
     test = load_splits(project, cfg.data.name)["test"]
-    expected = ort_predict(model_file(c, name, str(mv.version), tmp_path / "model"), test.x[:20]).argmax(1)
+    expected = onnx_rt.predict(model_file(c, name, str(mv.version), tmp_path / "model"), test.x[:20]).argmax(1)
     inputs = _raw_inputs(project, name, cfg, test, tmp_path)
     code = (
         "import sys; from flows.cli import main; rc = main(sys.argv[1:]); "

@@ -101,7 +101,7 @@ def _onnx_teacher(path: Path) -> None:
     from sklearn.datasets import load_digits
 
     from components.data import Dataset
-    from components.export import export_onnx
+    from components.formats.onnx_rt import export_onnx
     from components.models import build
     from components.train import fit
 
@@ -161,7 +161,8 @@ def test_an_onnx_teacher_brought_by_the_user_teaches_and_is_measured_like_a_cand
 ):
     from mlflow import MlflowClient
 
-    from components.export import file_sha256, ort_accuracy
+    from components.formats import runtime
+    from components.formats.base import file_sha256
     from flows.data.layout import load_splits
 
     (tmp_path / "teachers").mkdir()
@@ -174,7 +175,7 @@ def test_an_onnx_teacher_brought_by_the_user_teaches_and_is_measured_like_a_cand
         teacher = summary["candidates"]["teacher_fp32"]
         for split in ("val", "test"):  # its accuracy through ORT, like every candidate's
             assert teacher[split]["accuracy"] == pytest.approx(
-                ort_accuracy(tmp_path / "teachers" / "mine.onnx", splits[split].x, splits[split].y)
+                runtime.accuracy(tmp_path / "teachers" / "mine.onnx", splits[split].x, splits[split].y)
             )
         assert teacher["size_bytes"] == (tmp_path / "teachers" / "mine.onnx").stat().st_size
         c = MlflowClient()

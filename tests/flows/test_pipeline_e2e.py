@@ -191,7 +191,7 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first, tmp_
     } <= set(mv.tags)
     # chosen on val: it scores at least the plain student there
     assert float(mv.tags["val.accuracy"]) >= float(mv.tags["plain_val.accuracy"])
-    from components.export import ort_accuracy
+    from components.formats import runtime
     from flows.data.layout import load_splits
     from flows.tracking.registry import model_file
 
@@ -206,7 +206,7 @@ def test_first_run_tracks_every_stage_and_registers_staging(project, first, tmp_
         "extra_files/preprocess.json",
     } <= files
     test = load_splits(project, "digits")["test"]
-    assert abs(ort_accuracy(onnx_file, test.x, test.y) - float(mv.tags["metric.accuracy"])) <= 0.005
+    assert abs(runtime.accuracy(onnx_file, test.x, test.y) - float(mv.tags["metric.accuracy"])) <= 0.005
     assert "signature" in (onnx_file.parent / "MLmodel").read_text()
 
 
@@ -602,7 +602,7 @@ def test_corrupted_sample_fails_validation_and_leaves_registry_unchanged(
 def test_predict_raw_inputs_in_a_fresh_process_matches_pipeline_ort(project, first, tmp_path):
     from PIL import Image
 
-    from components.export import ort_predict
+    from components.formats import onnx_rt
     from flows.data.layout import load_splits
     from flows.tracking.registry import model_file
 
@@ -613,7 +613,9 @@ def test_predict_raw_inputs_in_a_fresh_process_matches_pipeline_ort(project, fir
         Image.fromarray(np.rint(test.x[i, 0] * 16).astype(np.uint8)).save(f)
         files.append(str(f))
     mv = client().get_model_version_by_alias("digits", "staging")
-    expected = ort_predict(model_file(client(), "digits", str(mv.version), tmp_path / "model"), test.x[:20]).argmax(1)
+    expected = onnx_rt.predict(model_file(client(), "digits", str(mv.version), tmp_path / "model"), test.x[:20]).argmax(
+        1
+    )
     code = (
         "import sys; from flows.cli import main; rc = main(sys.argv[1:]); "
         "assert 'torch' not in sys.modules, 'predict imported torch'; sys.exit(rc)"

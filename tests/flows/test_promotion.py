@@ -21,7 +21,7 @@ MODEL = "digits"
 def measurement(latency):
     """A measured-looking candidate: scores on val and test, a latency, an artifact."""
     from components.candidate import Measurement
-    from components.export import Artifact
+    from components.formats.base import Artifact
     from components.metrics import Scores
 
     scores = Scores(accuracy=0.99, macro_f1=0.99, precision={"a": 1.0}, recall={"a": 1.0}, confusion=[[1]])
@@ -46,7 +46,7 @@ def _onnx(path: Path, seed: int) -> Path:
 @pytest.fixture
 def registry(tmp_path, monkeypatch, repo, latency):
     """A project with the shipped params.yaml and three registered versions of `digits`."""
-    from components.export import file_sha256
+    from components.formats.base import file_sha256
     from flows.tracking.registry import metric_tags, register
     from flows.tracking.tracker import Tracker
 

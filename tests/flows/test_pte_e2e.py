@@ -58,7 +58,8 @@ def test_users_architectures_as_onnx_and_pte_candidates_built_scored_timed_gated
     from mlflow import MlflowClient
     from PIL import Image
 
-    from components.export import file_sha256, runtime_predict
+    from components.formats import runtime
+    from components.formats.base import file_sha256
     from flows.data.layout import load_splits, prepared_dir
     from flows.tracking import registry
 
@@ -136,6 +137,6 @@ def test_users_architectures_as_onnx_and_pte_candidates_built_scored_timed_gated
             capsys.readouterr()
             assert cli(project, "predict", "digits_pte", *files) == 0
             labels = [line.split("\t")[0] for line in capsys.readouterr().out.strip().splitlines()]
-            assert labels == [str(k) for k in runtime_predict(program, test.x[:10]).argmax(1)]
+            assert labels == [str(k) for k in runtime.predict(program, test.x[:10]).argmax(1)]
     finally:
         bare.stop()

@@ -8,7 +8,7 @@ import pytest
 
 from components import kd
 from components.config import effective_config
-from components.export import Artifact
+from components.formats.base import Artifact
 from flows.phases.train import teacher_specs
 from flows.phases.validate import data_ref
 from flows.tasks.specs import (

@@ -8,7 +8,7 @@ import torch
 
 from components.config import DIGITS, DataConfig, PipelineConfig
 from components.data import DataError, get_kind
-from components.export import Artifact, artifact_info, file_sha256
+from components.formats.base import Artifact, artifact_info, file_sha256
 from components.models import build
 from flows.data.stages import ingest
 from flows.tasks.weights import UntrustedFileError, load_weights

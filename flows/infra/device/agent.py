@@ -39,9 +39,10 @@ from pathlib import Path
 import numpy as np
 
 from components import timing
+from components.formats import runtime
 
 ROOT = Path(__file__).resolve().parents[3]
-FORMATS = tuple(timing.formats())  # what this agent can time
+FORMATS = tuple(runtime.available())  # what this agent can time
 PICKLE_PROTOCOL_2_PLUS = b"\x80"
 REMEMBERED = 64  # finished requests whose answers the agent keeps for clients whose connection broke
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")

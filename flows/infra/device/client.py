@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from components import timing
+from components.formats import runtime
 
 if TYPE_CHECKING:  # the agent's install has no config (no YAML): only the host reads params.yaml
     from components.config import TargetConfig
@@ -189,7 +190,7 @@ def measure(
     models = [
         {
             "name": str(i),
-            "format": timing.format_of(p),
+            "format": runtime.format_of(p),
             "sha256": hashlib.sha256(data).hexdigest(),
             "data": base64.b64encode(data).decode(),
         }

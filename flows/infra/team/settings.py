@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.export import atomic_path
+from components.formats.base import atomic_path
 
 # PostgreSQL's roles. The superuser (made by initdb; its password in TEAM_DIR/password) only sets the cluster up:
 # each server logs in as the owner of its own database, and members as MEMBER, which reaches only MEMBER_DATABASE

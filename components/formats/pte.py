@@ -19,7 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from components.export import INPUT_NAME, OUTPUT_NAME, Artifact, artifact_info, atomic_path
+from components.formats.base import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Artifact,
+    Named,
+    artifact_info,
+    atomic_path,
+    fixed_batches,
+    predict_fixed,
+)
 
 
 @contextmanager
@@ -84,23 +93,9 @@ def quantize_pte(model, batch: np.ndarray, calib_x: np.ndarray, path: str | Path
         graph = torch.export.export(_named(model), (x,)).module()
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
         prepared = prepare_pt2e(graph, quantizer)
-        for chunk in _batches(calib_x, len(batch)):
+        for chunk in fixed_batches(calib_x, len(batch)):
             prepared(torch.from_numpy(chunk))
         return _lower(torch.export.export(convert_pt2e(prepared), (x,)), path)
-
-
-def _batches(x: np.ndarray, size: int):
-    """`x` in batches of exactly `size` rows: the last one filled up by cycling from the start of `x`."""
-    for i in range(0, len(x), size):
-        chunk = x[i : i + size]
-        if len(chunk) < size:
-            chunk = np.concatenate([chunk, np.resize(x, (size - len(chunk), *x.shape[1:]))])
-        yield np.ascontiguousarray(chunk)
-
-
-class _Name:
-    def __init__(self, name: str):
-        self.name = name
 
 
 def load_runtime():
@@ -124,10 +119,10 @@ class PteSession:
         self.batch_size = int(self._method.metadata.input_tensor_meta(0).sizes()[0])
 
     def get_inputs(self):
-        return [_Name(INPUT_NAME)]
+        return [Named(INPUT_NAME)]
 
     def get_outputs(self):
-        return [_Name(OUTPUT_NAME)]
+        return [Named(OUTPUT_NAME)]
 
     def run(self, output_names, feed: dict) -> list[np.ndarray]:
         import torch
@@ -136,11 +131,26 @@ class PteSession:
         return [self._method.execute([torch.from_numpy(x)])[0].numpy()]
 
 
-def pte_predict(path: str | Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
+def predict(path: str | Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
     """Logits of a `.pte` program over `x`, computed by the ExecuTorch runtime in the program's batch size."""
     sess = PteSession(path, threads)
-    b = sess.batch_size
-    starts = range(0, len(x), b)
-    return np.concatenate(
-        [sess.run(None, {INPUT_NAME: c})[0][: len(x) - i].copy() for i, c in zip(starts, _batches(x, b))]
-    )
+    return predict_fixed(lambda c: sess.run(None, {INPUT_NAME: c})[0], x, sess.batch_size)
+
+
+def session(path: str | Path, threads: int = 1) -> PteSession:
+    return PteSession(path, threads)
+
+
+def available() -> bool:
+    """Whether ExecuTorch is installed here (it brings torch)."""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec("executorch") is not None
+    except ImportError:  # an import hook that refuses it
+        return False
+
+
+def start() -> None:
+    """ExecuTorch's runtime (and torch) load once per process: a memory measurement charges them to no model."""
+    load_runtime()

@@ -1,57 +1,23 @@
-"""ONNX export (checked with onnx.checker, written atomically) and ONNX Runtime scoring."""
+"""ONNX: a trained model exported (checked with onnx.checker, written atomically), and run by ONNX Runtime.
+
+`onnx` is imported only where a file is made or checked: the timing children and the device agent need
+onnxruntime and numpy alone."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import onnx
-from pydantic import BaseModel, ConfigDict
 
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
-
-
-class Artifact(BaseModel):
-    """A file a stage wrote: where it is, its size and its content hash (what later stages and the registry check
-    it against)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: str
-    size_bytes: int
-    sha256: str
-
-
-@contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from components.formats.base import INPUT_NAME, OUTPUT_NAME, Artifact, artifact_info, atomic_path
 
 
 def check_onnx(path: str | Path) -> None:
+    import onnx
+
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
@@ -97,6 +63,8 @@ def strip_debug_info(path: str | Path) -> None:
     """Drop what torch.export leaves on every node for debugging (stack traces with the build machine's paths,
     FX node text, module names: about half of a small student's file) and the intermediate shape
     annotations; the graph, its weights and its outputs are unchanged."""
+    import onnx
+
     model = onnx.load(str(path))
     for node in model.graph.node:
         del node.metadata_props[:]
@@ -125,6 +93,8 @@ def sort_nodes(graph) -> None:
 def graph_signature(path: str | Path) -> str:
     """A hash of the model's graph without its weights: operators, attributes, inputs, outputs and the shapes and
     types of its initializers. Two models with the same signature do the same work per call."""
+    import onnx
+
     graph = onnx.load(str(path), load_external_data=False).graph
     for t in graph.initializer:
         t.CopyFrom(onnx.TensorProto(name=t.name, dims=t.dims, data_type=t.data_type))
@@ -137,40 +107,28 @@ def graph_signature(path: str | Path) -> str:
     return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
 
 
-def artifact_info(path: str | Path) -> Artifact:
-    return Artifact(path=str(path), size_bytes=os.path.getsize(path), sha256=file_sha256(path))
+def session(path: str | Path, threads: int = 1):
+    """An ONNX Runtime CPU session on `threads` intra-op threads, set up as every measurement's."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def ort_session(path: str | Path, threads: int = 1):
-    """An ONNX Runtime CPU session, set up as every measurement's (components.timing)."""
-    from components.timing import session
-
-    return session(str(path), threads)
-
-
-def ort_predict(path: str | Path, x: np.ndarray, batch_size: int = 256, threads: int = 1) -> np.ndarray:
+def predict(path: str | Path, x: np.ndarray, batch_size: int = 256, threads: int = 1) -> np.ndarray:
     """Logits of an ONNX model over `x`, computed by ONNX Runtime."""
-    sess = ort_session(path, threads)
+    sess = session(path, threads)
     return np.concatenate(
         [sess.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     )
 
 
-def runtime_predict(path: str | Path, x: np.ndarray) -> np.ndarray:
-    """Logits of a deployable model over `x`, computed by its format's runtime: ONNX Runtime for an ONNX file, the
-    ExecuTorch runtime for a `.pte` program."""
-    if Path(path).suffix == ".pte":
-        from components.pte import pte_predict
-
-        return pte_predict(path, x)
-    return ort_predict(path, x)
+def available() -> bool:
+    return True  # onnxruntime is a dependency of the package itself
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def ort_accuracy(path: str | Path, x: np.ndarray, y: np.ndarray) -> float:
-    return float((ort_predict(path, x).argmax(1) == y).mean())
+def start() -> None:
+    """Nothing to load once per process beyond what a session loads."""
