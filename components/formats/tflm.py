@@ -27,7 +27,12 @@ MAX_ARENA = 64 << 20
 
 
 class TflmError(RuntimeError):
-    """TFLM cannot run the file: it lacks an operator, or the file does not allocate in any arena tried."""
+    """TFLM cannot run the file: it lacks an operator (`missing`, by TFLite's names), or the file does not allocate
+    in any arena tried."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.missing = sorted(set(re.findall(r"op for builtin opcode '([A-Z0-9_]+)'", message)))
 
 
 class McuFit(BaseModel):
@@ -41,6 +46,7 @@ class McuFit(BaseModel):
     c_source_bytes: int
     ops: list[str]
     missing_ops: list[str] = []
+    input_dtype: str  # int8 for a full-integer file; float32 where the quantizer left the input in float
 
     @property
     def runs(self) -> bool:
@@ -53,11 +59,28 @@ def available() -> bool:
     return find_spec("tflite_micro") is not None
 
 
+def _model(path: str | Path):
+    from tflite_micro import runtime
+
+    return runtime.convert_bytearray_to_object(bytearray(Path(path).read_bytes()))
+
+
+def input_dtype(path: str | Path) -> str:
+    """The dtype of a `.tflite` file's first input, by numpy's name (int8, float32, ...)."""
+    from tflite_micro import runtime
+
+    model = _model(path)
+    graph = model.subgraphs[0]
+    code = graph.tensors[graph.inputs[0]].type
+    names = {v: k for k, v in vars(runtime.schema_fb.TensorType).items() if not k.startswith("_")}
+    return names[code].lower()
+
+
 def ops(path: str | Path) -> list[str]:
     """The builtin operators a `.tflite` file uses, by TFLite's names (CONV_2D, ...), sorted."""
     from tflite_micro import runtime
 
-    model = runtime.convert_bytearray_to_object(bytearray(Path(path).read_bytes()))
+    model = _model(path)
     names = {v: k for k, v in vars(runtime.schema_fb.BuiltinOperator).items() if not k.startswith("_")}
     used = {
         runtime.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
@@ -90,10 +113,6 @@ def interpreter(path: str | Path, arena: int):
             ) from e
 
 
-def _missing(message: str) -> list[str]:
-    return sorted(set(re.findall(r"(?:opcode|op for builtin opcode) '?([A-Z0-9_]+)'?", message)))
-
-
 def smallest_arena(path: str | Path) -> int:
     """The smallest arena (a multiple of 16 bytes) in which TFLM allocates the file, found by bisection."""
     hi = max(ALIGN, Path(path).stat().st_size)
@@ -102,11 +121,8 @@ def smallest_arena(path: str | Path) -> int:
             interpreter(path, hi)
             break
         except TflmError as e:
-            missing = _missing(str(e))
-            if missing or hi >= MAX_ARENA:
-                raise TflmError(
-                    f"TFLM lacks {', '.join(missing)}" if missing else f"does not allocate in {MAX_ARENA} bytes: {e}"
-                ) from None
+            if e.missing or hi >= MAX_ARENA:
+                raise
             hi *= 2
     lo = 0  # fails (or is nothing)
     while hi - lo > ALIGN:
@@ -121,15 +137,18 @@ def smallest_arena(path: str | Path) -> int:
 
 def fit(path: str | Path) -> McuFit:
     """The file's fit under TFLM: arena, flash, C source size and operators (those TFLM lacks named, arena 0)."""
-    used = ops(path)
-    flash = Path(path).stat().st_size
-    source = len(c_source(Path(path).read_bytes(), "g_model"))
+    size = {
+        "flash_bytes": Path(path).stat().st_size,
+        "c_source_bytes": len(c_source(Path(path).read_bytes(), "g_model")),
+    }
+    known = {"ops": ops(path), "input_dtype": input_dtype(path)}
     try:
         arena = smallest_arena(path)
     except TflmError as e:
-        missing = _missing(str(e)) or used
-        return McuFit(arena_bytes=0, flash_bytes=flash, c_source_bytes=source, ops=used, missing_ops=missing)
-    return McuFit(arena_bytes=arena, flash_bytes=flash, c_source_bytes=source, ops=used)
+        if not e.missing:
+            raise
+        return McuFit(arena_bytes=0, missing_ops=e.missing, **size, **known)
+    return McuFit(arena_bytes=arena, **size, **known)
 
 
 def predict(path: str | Path, x: np.ndarray, arena: int) -> np.ndarray:

@@ -161,7 +161,7 @@ def cmd_export(args) -> int:
     print(f"  arena {out.arena_bytes} bytes ({out.arena_bytes / 1024:.1f} KiB), flash {out.flash_bytes} bytes")
     print(f"  operators: {', '.join(out.ops)}")
     q = out.input
-    print(f"  input {q['dtype']} {q['shape']}: real = {q['scale']:.6g} * (q - {q['zero_point']})")
+    print(f"  input {q.dtype} {q.shape}: real = {q.scale:.6g} * (q - {q.zero_point})")
     return Exit.OK
 
 

@@ -29,6 +29,7 @@ class McuRow:
     arena_kb: float | None
     flash_kb: float
     missing_ops: list[str]
+    input_dtype: str  # int8: full-integer
     fits: dict[str, bool]  # by MCU budget of benchmark.targets
 
     @property
@@ -61,6 +62,7 @@ def mcu_rows(results: dict[str, Measurement], cfg: PipelineConfig, m: str) -> li
                 arena_kb=fit.arena_bytes / 1024 if fit.runs else None,
                 flash_kb=fit.flash_bytes / 1024,
                 missing_ops=fit.missing_ops,
+                input_dtype=fit.input_dtype,
                 fits={n: r.mcu.fits(b.ram_kb, b.flash_kb) for n, b in cfg.benchmark.mcus().items()},
             )
         )
@@ -74,6 +76,7 @@ def mcu_lines(rows: list[McuRow], cfg: PipelineConfig, m: str) -> list[str]:
     budgets = cfg.benchmark.mcus()
     head = [
         "candidate",
+        "input",
         f"val {m} LiteRT / TFLM / ORT twin",
         f"test {m} LiteRT / TFLM / ORT twin",
         "TFLM − twin, test points",
@@ -92,6 +95,7 @@ def mcu_lines(rows: list[McuRow], cfg: PipelineConfig, m: str) -> list[str]:
             _row(
                 [
                     r.candidate,
+                    r.input_dtype,
                     f"{f(r.val_litert)} / {f(r.val_tflm)} / {f(r.val_twin)}",
                     f"{f(r.test_litert)} / {f(r.test_tflm)} / {f(r.test_twin)}",
                     "—" if gap is None else f"{gap:+.2f}",

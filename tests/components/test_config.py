@@ -173,3 +173,22 @@ def test_auto_precision_is_resolved_to_what_the_cpu_computes(monkeypatch):
     assert resolve_precision("bf16", "cpu") == "bf16"  # asked for: kept
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp16")
+
+
+def test_a_target_is_a_device_agent_or_an_mcu_budget_and_the_gate_cannot_time_on_an_mcu():
+    nucleo = {"ram_kb": 640, "flash_kb": 2048}
+    agent = {"url": "https://board.local:8765", "token_env": "BOARD_TOKEN"}
+    data = {"data": {"name": "d", "kind": "image", "root": ".", "source": "x", "classes": ["a", "b"]}}
+    cfg = PipelineConfig.model_validate(data | {"benchmark": {"targets": {"nucleo": nucleo, "board": agent}}})
+    assert list(cfg.benchmark.mcus()) == ["nucleo"] and list(cfg.benchmark.agents()) == ["board"]
+    for bad, says in (
+        ({"ram_kb": 640}, "either a device agent"),  # a budget needs both
+        (nucleo | {"token_env": "X"}, "either a device agent"),
+        (agent | {"ram_kb": 640}, "takes no ram_kb"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            PipelineConfig.model_validate(data | {"benchmark": {"targets": {"t": bad}}})
+    with pytest.raises(ValueError, match="is an MCU budget, which is not timed"):
+        PipelineConfig.model_validate(
+            data | {"benchmark": {"targets": {"nucleo": nucleo}}, "gate": {"target": "nucleo"}}
+        )

@@ -221,3 +221,16 @@ def test_select_latency_or_size_takes_the_fastest_or_smallest_within_the_toleran
     assert select_best(cands, ok, select="latency", tolerance=0.02) == "plain_pruned_int8_static"
     with pytest.raises(ValueError, match="gate.select 'speed'"):
         select_best(cands, ok, select="speed", tolerance=0.005)
+
+
+def test_an_mcu_budget_refuses_a_model_over_it_with_its_arena_and_one_tflm_never_ran():
+    mcu = POLICY.model_copy(update={"max_ram_kb": 64.0, "max_flash_kb": 256.0})
+    fits = GOOD | {"arena_bytes": 60 * 1024, "flash_bytes": 200 * 1024}
+    assert decide(V(fits), V(TEACHER), None, mcu) == Decision(True, [])
+    over = decide(V(fits | {"arena_bytes": 70 * 1024 + 512}), V(TEACHER), None, mcu)
+    assert over.reasons == ["TFLite Micro arena 70.5 KiB > max_ram_kb 64 KiB"]
+    flash = decide(V(fits | {"flash_bytes": 300 * 1024}), V(TEACHER), None, mcu)
+    assert flash.reasons == ["flash 300.0 KiB > max_flash_kb 256 KiB"]
+    never = decide(V(GOOD), V(TEACHER), None, mcu)  # an ONNX file: no arena was found for it
+    assert len(never.reasons) == 2 and all("TensorFlow Lite Micro did not run" in r for r in never.reasons)
+    assert decide(V(GOOD), V(TEACHER), None, POLICY).passed  # no budget set: no TFLM fit needed

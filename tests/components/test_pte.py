@@ -79,3 +79,11 @@ def test_export_formats_hold_onnx_once(formats):
         PipelineConfig.model_validate(
             {"data": {"name": "d", "kind": "image", "root": ".", "source": "x"}} | {"export": {"formats": formats}}
         )
+
+
+def test_the_tflite_format_adds_an_fp32_file_its_int8_and_the_int8_files_onnx_twin_per_student():
+    names = {r.name: r for r in recipes(("plain", "kd"), ("onnx", "tflite"))}
+    assert len(names) == len(recipes()) + 6
+    assert names["kd_tflite_int8"].source == "kd_tflite_fp32" and names["kd_tflite_fp32"].source == "kd"
+    twin = names["kd_int8_static"]  # the unpruned student in ONNX Runtime's static INT8
+    assert (twin.source, twin.transform, twin.options) == ("kd_fp32", "int8", {"mode": "static"})

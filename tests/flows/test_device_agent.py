@@ -175,7 +175,7 @@ def test_the_agent_measures_what_it_is_sent_and_keeps_nothing(agent, tmp_path, _
 
     device = Device("board", agent.url, "s3cret-token")
     facts = info(device)
-    assert facts.formats == ["onnx", "pte"]  # ExecuTorch is installed beside it here
+    assert facts.formats == ["onnx", "pte", "tflite"]  # ExecuTorch and LiteRT are installed beside it here
     assert facts.cores == os.cpu_count() and facts.onnxruntime
     paths = []
     for i, outputs in enumerate((64, 2048)):

@@ -50,3 +50,42 @@ def _settings():
     from components.timing import Settings
 
     return Settings(threads=1, warmup_runs=2, timed_runs=20, rounds=1)
+
+
+AARCH64 = [  # a 64-bit Raspberry Pi OS (Debian 12: glibc 2.36) or a Jetson (Ubuntu 22.04: glibc 2.35)
+    *("--platform", "manylinux_2_28_aarch64", "--platform", "manylinux_2_27_aarch64"),
+    *("--platform", "manylinux_2_17_aarch64", "--platform", "manylinux2014_aarch64"),
+    *("--python-version", "3.11", "--only-binary=:all:"),
+]
+RUNTIMES = {"onnx": "onnxruntime", "tflite": "ai-edge-litert", "pte": "executorch"}
+
+
+def _resolve_for_aarch64(requirement: str, tmp_path: Path) -> tuple[dict[str, str], str]:
+    """What pip would install for a 64-bit ARM board from binary wheels alone (the lock's versions): name ->
+    wheel file, and pip's error where it cannot."""
+    report = tmp_path / f"report-{abs(hash(requirement))}.json"
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed", "--target", str(tmp_path)]
+    cmd += [*AARCH64, "-c", str(ROOT / "requirements.lock"), "--report", str(report), requirement]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    if proc.returncode != 0:
+        return {}, proc.stderr
+    import json
+
+    files = json.loads(report.read_text())["install"]
+    return {f["metadata"]["name"].lower(): f["download_info"]["url"].rsplit("/", 1)[-1] for f in files}, ""
+
+
+def test_the_device_extra_resolves_for_a_64_bit_arm_board_and_says_which_formats_it_times(tmp_path):
+    wheel = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheel), str(ROOT)], check=True)
+    (built,) = wheel.glob("edgekd-*.whl")
+    agent, error = _resolve_for_aarch64(f"{built}[device]", tmp_path)
+    assert agent, error
+    for dist in ("onnxruntime", "ai-edge-litert", "numpy"):
+        assert "aarch64" in agent[dist], (dist, agent[dist])
+    assert not {"torch", "prefect", "mlflow"} & set(agent)
+    # ExecuTorch's own wheel exists for aarch64, but it pins coremltools 9.0, which has none: pip would build it
+    executorch, error = _resolve_for_aarch64("executorch==1.4.1", tmp_path)
+    times = sorted(f for f, dist in RUNTIMES.items() if dist in agent or dist in executorch)
+    print(f"an aarch64 agent from `edgekd[device]` times: {', '.join(times)}")
+    assert times == ["onnx", "tflite"] and "coremltools" in error

@@ -96,10 +96,10 @@ def test_users_architectures_as_onnx_and_pte_candidates_built_scored_timed_gated
             assert set(pte) <= set(cands) and "plain_pte_fp32" in out
             for name, c in cands.items():
                 assert c["format"] == ("pte" if name in pte else "onnx"), name
-                # timed on this host; the bare agent runs ONNX only
+                # timed on this host; the bare agent runs no ExecuTorch
                 assert set(c["targets"]) == ({"host"} if name in pte else {"host", "bare"}), name
                 assert c["gate"] in ("pass", "fail"), name
-            assert summary["targets"]["bare"]["device"]["formats"] == ["onnx"]
+            assert summary["targets"]["bare"]["device"]["formats"] == ["onnx", "tflite"]  # LiteRT, no ExecuTorch
             val = load_splits(project, "digits")["val"]
             for s in students:  # the same weights in FP32 through two runtimes: the same predictions, or one apart
                 onnx_acc, pte_acc = cands[f"{s}_fp32"]["val"]["accuracy"], cands[f"{s}_pte_fp32"]["val"]["accuracy"]
