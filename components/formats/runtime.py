@@ -60,3 +60,23 @@ def runtime_version(fmt: str) -> str | None:
 
 def accuracy(path, x: np.ndarray, y: np.ndarray) -> float:
     return float((predict(path, x).argmax(1) == y).mean())
+
+
+NEEDS = {  # what a format's candidates need besides its runtime: the tools that make them
+    "pte": ("executorch", "install the pinned `executorch` from requirements.lock"),
+    "tflite": ("litert_torch, ai_edge_quantizer, tflite_micro", "install edgekd[litert] (pinned in requirements.lock)"),
+}
+
+
+def check_makeable(formats: list[str]) -> None:
+    """ValueError naming each format of `formats` whose tools are not installed here, and how to get them."""
+    from importlib.util import find_spec
+
+    lacking = []
+    for f in formats:
+        modules, how = NEEDS.get(f, ("", ""))
+        absent = [m for m in modules.split(", ") if m and find_spec(m) is None]
+        if absent:
+            lacking.append(f"`{f}` needs {', '.join(absent)}: {how}, or drop `{f}` from export.formats")
+    if lacking:
+        raise ValueError("export.formats: " + "; ".join(lacking))

@@ -47,12 +47,19 @@ def config(args):
 
 
 def checked_config(args):
-    """The effective config with its KD methods resolved and its teacher file found: a bad params file, override,
-    distill.* setting or teacher.source fails here, before any server starts."""
+    """The effective config with its KD methods resolved, its teacher file found and its formats' tools installed: a
+    bad params file, override, distill.* setting, teacher.source or export.formats fails here, before any server
+    starts."""
+    from components.config import ConfigError
+    from components.formats.runtime import check_makeable
     from components.kd import resolve
 
     cfg = config(args)
     resolve(cfg.distill, cfg.teacher)
+    try:
+        check_makeable(cfg.export.formats)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if cfg.teacher.source:
         from flows.phases.train import teacher_path
 

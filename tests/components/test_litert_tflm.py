@@ -106,3 +106,13 @@ def test_the_harness_times_litert_files_beside_onnx_files(files, digits_splits, 
     raw = timing.run(paths, str(batch), timing.Settings(1, 5, 50, 2), paths[0], timeout=120, cwd=ROOT)
     assert [len(r) for r in raw.rounds] == [2, 2] and all(r.p50_ms > 0 for rs in raw.rounds for r in rs)
     assert runtime.format_of(files["int8"]) == "tflite" and "tflite" in runtime.available()
+
+
+def test_a_format_whose_tools_are_missing_is_named_with_how_to_get_them(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "litert_torch" else real(name))
+    runtime.check_makeable(["onnx", "pte"])
+    with pytest.raises(ValueError, match=r"`tflite` needs litert_torch: install edgekd\[litert\]"):
+        runtime.check_makeable(["onnx", "tflite"])

@@ -1,6 +1,7 @@
 """The device agent: a small HTTP server on the edge box that times what the host sends it, as the host times its own.
 
-A request carries the models (ONNX, or ExecuTorch `.pte` where ExecuTorch is installed; each with its sha256), a
+A request carries the models (ONNX, LiteRT `.tflite`, or ExecuTorch `.pte` where ExecuTorch is installed; each with
+its sha256), a
 batch (.npy, no pickles) and the measurement settings. The agent checks the token (constant time), the size, the
 format and every hash, writes the files to a temporary folder, runs the same children as the host
 (components.timing: interleaved rounds pinned to its CPUs, then peak memory per model) and answers with the rounds,
@@ -10,8 +11,9 @@ wait and its measurement). Each request has an id (the client's `X-Request-Id`):
 ones ended, so a client whose connection broke asks about its request instead of sending it again. The HTTP side
 (TLS, time-outs, the connection cap) is server.py.
 
-It imports the standard library, numpy, onnxruntime and pydantic only: `pip install "edgekd[device]"` is enough. With
-`executorch` installed beside it (which brings torch, into the measuring children only) it also times `.pte` programs.
+It imports the standard library, numpy, onnxruntime, the LiteRT interpreter and pydantic only: `pip install
+"edgekd[device]"` is enough, on x86_64 and on a 64-bit ARM board. With `executorch` installed beside it (which brings
+torch, into the measuring children only) it also times `.pte` programs.
 """
 
 from __future__ import annotations
