@@ -38,9 +38,13 @@ class LoweringError(RuntimeError):
 
 @contextmanager
 def _lowering(what: str):
-    """A converter step with its progress lines (litert-torch prints one per pass, the quantizer a progress bar)
-    captured, and a failure raised with their tail."""
-    with captured_native_output() as text:
+    """A converter step with its progress lines (litert-torch prints one per pass, the quantizer a progress bar and
+    a warning that its calibration keeps every tensor, which is what calibration needs) captured, and a failure
+    raised with their tail."""
+    import warnings
+
+    with captured_native_output() as text, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         try:
             yield
         except Exception as e:
