@@ -73,13 +73,13 @@ def quantize(fp32: str | Path, calib_x: np.ndarray, path: str | Path) -> Artifac
     signatures = Interpreter(model_path=str(fp32)).get_signature_list()
     (key, sig), *_ = signatures.items()
     (name,) = sig["inputs"]
-    size = TensorSpec.of(Interpreter(model_path=str(fp32)).get_input_details()[0]).shape[0]
+    spec = TensorSpec.of(Interpreter(model_path=str(fp32)).get_input_details()[0])
     with _lowering("ai-edge-quantizer static INT8"):
         from ai_edge_quantizer import quantizer, recipe
 
         q = quantizer.Quantizer(str(fp32))
         q.load_quantization_recipe(recipe.static_wi8_ai8())
-        result = q.calibrate({key: [{name: c} for c in fixed_batches(calib_x.astype(np.float32), size)]})
+        result = q.calibrate({key: [{name: spec.to_tensor(c)} for c in fixed_batches(calib_x, spec.shape[0])]})
         with atomic_path(path) as tmp:
             q.quantize(result).export_model(str(tmp), overwrite=True)
     return artifact_info(path)
@@ -110,10 +110,11 @@ class TensorSpec(BaseModel):
 
     @property
     def integer(self) -> bool:
-        return not np.issubdtype(np.dtype(self.dtype), np.floating)
+        """Whether it holds quantized integers (scale > 0); token ids, integers too, are not quantized."""
+        return not np.issubdtype(np.dtype(self.dtype), np.floating) and self.scale > 0
 
     def to_tensor(self, x: np.ndarray) -> np.ndarray:
-        """Float input as this tensor takes it: quantized for an integer tensor, as it is for a float one."""
+        """The model's input as this tensor takes it: quantized for a quantized tensor, else cast (floats, ids)."""
         dtype = np.dtype(self.dtype)
         if not self.integer:
             return np.ascontiguousarray(x, dtype=dtype)

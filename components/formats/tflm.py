@@ -46,7 +46,7 @@ class McuFit(BaseModel):
     c_source_bytes: int
     ops: list[str]
     missing_ops: list[str] = []
-    input_dtype: str  # int8 for a full-integer file; float32 where the quantizer left the input in float
+    input_dtype: str  # int8 for a full-integer file (int32 token ids for text); float32 where it stayed float
 
     @property
     def runs(self) -> bool:
@@ -113,24 +113,41 @@ def interpreter(path: str | Path, arena: int):
             ) from e
 
 
+_PROBE = (
+    "import sys; from tflite_micro import runtime; "
+    "runtime.Interpreter.from_file(sys.argv[1], arena_size=int(sys.argv[2]))"
+)
+
+
+def _allocates(path: str | Path, arena: int) -> bool:
+    """Whether TFLM allocates the file in `arena` bytes, tried in a child process: TFLM's Python interpreter crashes
+    the process (a segmentation fault) on some arenas too small for its own structures, instead of failing. A child
+    that lacks an operator raises TflmError naming it."""
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(path), str(arena)], capture_output=True, text=True, timeout=300
+    )
+    if child.returncode != 0 and (missing := TflmError(child.stdout + child.stderr)).missing:
+        raise missing
+    return child.returncode == 0
+
+
 def smallest_arena(path: str | Path) -> int:
-    """The smallest arena (a multiple of 16 bytes) in which TFLM allocates the file, found by bisection."""
-    hi = max(ALIGN, Path(path).stat().st_size)
-    while True:
-        try:
-            interpreter(path, hi)
-            break
-        except TflmError as e:
-            if e.missing or hi >= MAX_ARENA:
-                raise
-            hi *= 2
+    """The smallest arena (a multiple of 16 bytes) in which TFLM allocates the file, found by bisection, each
+    arena tried in a child process of its own."""
+    hi = max(ALIGN, Path(path).stat().st_size // ALIGN * ALIGN)
+    while not _allocates(path, hi):
+        if hi >= MAX_ARENA:
+            raise TflmError(f"{Path(path).name}: TFLM does not allocate it in {MAX_ARENA} bytes")
+        hi *= 2
     lo = 0  # fails (or is nothing)
     while hi - lo > ALIGN:
         mid = (lo + hi) // 2 // ALIGN * ALIGN
-        try:
-            interpreter(path, mid)
+        if _allocates(path, mid):
             hi = mid
-        except TflmError:
+        else:
             lo = mid
     return hi
 
@@ -240,7 +257,7 @@ def write_firmware(path: str | Path, dst: str | Path, preprocess: dict, record: 
     if not fit_.runs:
         raise TflmError(f"{path.name}: TFLM lacks {', '.join(fit_.missing_ops)}; it cannot run on a microcontroller")
     inp = input_spec(path, fit_.arena_bytes)
-    if not inp.integer:
+    if np.issubdtype(np.dtype(inp.dtype), np.floating):
         raise TflmError(f"{path.name} takes {inp.dtype} input: only a full-integer (INT8) file is exported for TFLM")
     data = path.read_bytes()
     calls = resolver_calls(fit_.ops)

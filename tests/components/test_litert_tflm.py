@@ -116,3 +116,28 @@ def test_a_format_whose_tools_are_missing_is_named_with_how_to_get_them(monkeypa
     runtime.check_makeable(["onnx", "pte"])
     with pytest.raises(ValueError, match=r"`tflite` needs litert_torch: install edgekd\[litert\]"):
         runtime.check_makeable(["onnx", "tflite"])
+
+
+@pytest.mark.parametrize(
+    "kind, spec, dtype",
+    [
+        ("text", {"input_shape": [32], "vocab_size": 200, "max_len": 32, "pad_id": 0}, "int32"),  # ids stay ids
+        ("tabular", {"input_shape": [30]}, "int8"),
+        ("audio", {"input_shape": [1, 40, 49]}, "int8"),
+    ],
+)
+def test_every_kind_lowers_quantizes_and_runs_under_tflm(kind, spec, dtype, tmp_path):
+    from components.models import build
+
+    rng = np.random.default_rng(0)
+    shape = (64, *spec["input_shape"])
+    x = rng.integers(1, 200, shape) if kind == "text" else rng.standard_normal(shape).astype(np.float32)
+    model = build(kind, "student", spec, 3, 4, seed=0).eval()
+    fp32 = litert.lower(model, x[:1], tmp_path / "fp32.tflite").path
+    reference = model(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(runtime.predict(fp32, x), reference, atol=1e-4)
+    int8 = litert.quantize(fp32, x, tmp_path / "int8.tflite").path
+    fit = tflm.fit(int8)
+    assert fit.runs and fit.arena_bytes > 0 and fit.input_dtype == dtype
+    on_mcu = tflm.predict(int8, x[:16], fit.arena_bytes)
+    assert (on_mcu.argmax(1) == runtime.predict(int8, x[:16]).argmax(1)).mean() >= 0.9
