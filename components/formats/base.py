@@ -82,6 +82,36 @@ class Named:
         self.name = name
 
 
+class FixedBatchSession:
+    """The part of ONNX Runtime's InferenceSession that scoring and the timing harness use (`get_inputs`,
+    `get_outputs`, `run`), for a runtime whose file takes one batch size (`batch_size`); `predict` scores any
+    number of rows in full batches."""
+
+    batch_size: int
+
+    def get_inputs(self):
+        return [Named(INPUT_NAME)]
+
+    def get_outputs(self):
+        return [Named(OUTPUT_NAME)]
+
+    def run(self, output_names, feed: dict) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return predict_fixed(lambda c: self.run(None, {INPUT_NAME: c})[0], x, self.batch_size)
+
+
+def installed(*modules: str) -> bool:
+    """Whether every module of `modules` can be imported here (without importing it)."""
+    from importlib.util import find_spec
+
+    try:
+        return all(find_spec(m) is not None for m in modules)
+    except ImportError:  # an import hook that refuses one
+        return False
+
+
 @contextmanager
 def captured_native_output():
     """Send this process's stdout and stderr (file descriptors 1 and 2, where native runtimes write) to a temporary

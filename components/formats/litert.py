@@ -20,15 +20,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from components.formats.base import (
-    INPUT_NAME,
-    OUTPUT_NAME,
     Artifact,
-    Named,
+    FixedBatchSession,
     artifact_info,
     atomic_path,
     captured_native_output,
     fixed_batches,
-    predict_fixed,
+    installed,
 )
 
 
@@ -128,7 +126,7 @@ class TensorSpec(BaseModel):
         return ((y.astype(np.float32) - self.zero_point) * self.scale).astype(np.float32)
 
 
-class LiteRtSession:
+class LiteRtSession(FixedBatchSession):
     """A `.tflite` file in the LiteRT interpreter on `threads` threads, behind the part of ONNX Runtime's
     InferenceSession that scoring and the timing harness use (`get_inputs`, `get_outputs`, `run`)."""
 
@@ -143,12 +141,6 @@ class LiteRtSession:
         self.output = TensorSpec.of(self._it.get_output_details()[0])
         self.batch_size = self.input.shape[0]
 
-    def get_inputs(self):
-        return [Named(INPUT_NAME)]
-
-    def get_outputs(self):
-        return [Named(OUTPUT_NAME)]
-
     def run(self, output_names, feed: dict) -> list[np.ndarray]:
         (x,) = feed.values()
         self._it.set_tensor(self._in, self.input.to_tensor(x))
@@ -162,25 +154,12 @@ def session(path: str | Path, threads: int = 1) -> LiteRtSession:
 
 def predict(path: str | Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
     """Logits of a `.tflite` file over `x`, computed by the LiteRT interpreter in the file's batch size."""
-    sess = LiteRtSession(path, threads)
-    return predict_fixed(lambda c: sess.run(None, {INPUT_NAME: c})[0], x, sess.batch_size)
+    return LiteRtSession(path, threads).predict(x)
 
 
 def available() -> bool:
     """Whether the LiteRT interpreter is installed here (`edgekd[litert]`, or `ai-edge-litert` beside an agent)."""
-    from importlib.util import find_spec
-
-    try:
-        return find_spec("ai_edge_litert") is not None
-    except ImportError:
-        return False
-
-
-def convertible() -> bool:
-    """Whether this machine can also make `.tflite` files (litert-torch and ai-edge-quantizer installed)."""
-    from importlib.util import find_spec
-
-    return all(find_spec(m) is not None for m in ("litert_torch", "ai_edge_quantizer"))
+    return installed("ai_edge_litert")
 
 
 def start() -> None:

@@ -19,16 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.formats.base import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    Artifact,
-    Named,
-    artifact_info,
-    atomic_path,
-    fixed_batches,
-    predict_fixed,
-)
+from components.formats.base import Artifact, FixedBatchSession, artifact_info, atomic_path, fixed_batches, installed
 
 
 @contextmanager
@@ -107,7 +98,7 @@ def load_runtime():
         return Runtime.get(), lib
 
 
-class PteSession:
+class PteSession(FixedBatchSession):
     """A `.pte` program's forward method behind the part of ONNX Runtime's InferenceSession that scoring and the
     timing harness use (`get_inputs`, `get_outputs`, `run`), on `threads` XNNPACK threads."""
 
@@ -118,12 +109,6 @@ class PteSession:
         self._method = runtime.load_program(str(path)).load_method("forward")
         self.batch_size = int(self._method.metadata.input_tensor_meta(0).sizes()[0])
 
-    def get_inputs(self):
-        return [Named(INPUT_NAME)]
-
-    def get_outputs(self):
-        return [Named(OUTPUT_NAME)]
-
     def run(self, output_names, feed: dict) -> list[np.ndarray]:
         import torch
 
@@ -133,8 +118,7 @@ class PteSession:
 
 def predict(path: str | Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
     """Logits of a `.pte` program over `x`, computed by the ExecuTorch runtime in the program's batch size."""
-    sess = PteSession(path, threads)
-    return predict_fixed(lambda c: sess.run(None, {INPUT_NAME: c})[0], x, sess.batch_size)
+    return PteSession(path, threads).predict(x)
 
 
 def session(path: str | Path, threads: int = 1) -> PteSession:
@@ -143,12 +127,7 @@ def session(path: str | Path, threads: int = 1) -> PteSession:
 
 def available() -> bool:
     """Whether ExecuTorch is installed here (it brings torch)."""
-    from importlib.util import find_spec
-
-    try:
-        return find_spec("executorch") is not None
-    except ImportError:  # an import hook that refuses it
-        return False
+    return installed("executorch")
 
 
 def start() -> None:

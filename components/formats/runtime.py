@@ -70,12 +70,12 @@ NEEDS = {  # what a format's candidates need besides its runtime: the tools that
 
 def check_makeable(formats: list[str]) -> None:
     """ValueError naming each format of `formats` whose tools are not installed here, and how to get them."""
-    from importlib.util import find_spec
+    from components.formats.base import installed
 
     lacking = []
     for f in formats:
         modules, how = NEEDS.get(f, ("", ""))
-        absent = [m for m in modules.split(", ") if m and find_spec(m) is None]
+        absent = [m for m in modules.split(", ") if m and not installed(m)]
         if absent:
             lacking.append(f"`{f}` needs {', '.join(absent)}: {how}, or drop `{f}` from export.formats")
     if lacking:

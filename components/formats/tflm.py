@@ -53,12 +53,6 @@ class McuFit(BaseModel):
         return not self.missing_ops
 
 
-def available() -> bool:
-    from importlib.util import find_spec
-
-    return find_spec("tflite_micro") is not None
-
-
 def _model(path: str | Path):
     from tflite_micro import runtime
 

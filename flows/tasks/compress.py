@@ -13,6 +13,7 @@ from components.distill import train_variant
 from components.formats import litert, pte
 from components.formats.base import Artifact
 from components.formats.onnx_rt import export_onnx
+from components.formats.runtime import check_makeable
 from components.prune import prune_channels
 from components.qat import fake_quantized
 from components.train import evaluate
@@ -98,11 +99,7 @@ def quantize_int8(q: QuantizeSpec) -> Artifact:
 def lower_pte(p: PteSpec) -> Artifact:
     """A trained student as an ExecuTorch program (XNNPACK delegate) for batches of the device profile's size: FP32,
     or INT8 calibrated on the same train samples as ONNX Runtime's static INT8."""
-    if not pte.available():
-        raise RuntimeError(
-            "export.formats lists `pte` but ExecuTorch is not installed here: install the pinned `executorch` "
-            "from requirements.lock, or drop `pte` from export.formats"
-        )
+    check_makeable(["pte"])
     s = p.source
     data = load_data(s.data)
     train_x = data.splits["train"].x
@@ -120,11 +117,7 @@ def lower_tflite(p: LiteRtSpec) -> Artifact:
     """A trained student as a LiteRT file for batches of the device profile's size (FP32, by litert-torch), or its
     FP32 file quantized to full-integer INT8 (ai-edge-quantizer) on the same train samples as ONNX Runtime's static
     INT8."""
-    if not litert.convertible():
-        raise RuntimeError(
-            "export.formats lists `tflite` but litert-torch and ai-edge-quantizer are not installed here: install "
-            "edgekd[litert] (the pinned versions are in requirements.lock), or drop `tflite` from export.formats"
-        )
+    check_makeable(["tflite"])
     s = p.source
     data = load_data(s.data)
     train_x = data.splits["train"].x
