@@ -224,7 +224,7 @@ def test_an_agent_with_executorch_times_a_pte_program_and_one_without_refuses_it
         ("wrong token", 401, "missing or wrong token"),
         ("wrong hash", 422, "does not match"),
         ("oversize", 413, "over the agent's limit of 1048576 bytes"),
-        ("unknown format", 415, "format 'tflite' cannot run here"),
+        ("unknown format", 415, "format 'mlmodel' cannot run here"),
         ("a pickle", 415, "is pickled: refused, never loaded"),
         ("a pickled batch", 415, "the batch is not a plain .npy array"),
         ("not a model", 422, "cannot run the model"),
@@ -242,7 +242,7 @@ def test_the_agent_refuses_and_leaves_nothing_on_disk(agent, case, status, messa
     elif case == "oversize":
         body = _request([model + b"\0" * (1 << 20)])
     elif case == "unknown format":
-        body = _request([model], fmt="tflite")
+        body = _request([model], fmt="mlmodel")
     elif case == "a pickle":
         body = _request([pickle.dumps({"weights": [1, 2, 3]})])
     elif case == "a pickled batch":
