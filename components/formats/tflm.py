@@ -2,13 +2,13 @@
 
 TFLM's reference interpreter (the `tflite-micro` package, the same kernels a Cortex-M build falls back to without
 CMSIS-NN) runs the file on this host. A file's fit is found, not estimated:
-- the smallest tensor arena it runs in: arenas are tried by bisection down to 16 bytes, each one allocating the
-  whole model (TFLM plans every tensor and the kernels' scratch buffers at allocation, so a file that allocates in
-  an arena runs in it);
+- the smallest tensor arena it runs in: arenas are tried by bisection down to 16 bytes, each in a child process
+  allocating the whole model (TFLM plans every tensor and the kernels' scratch buffers at allocation, so a file that
+  allocates in an arena runs in it);
 - its flash: the model's bytes, which the C array of the firmware hand-off holds (aligned to 16 bytes);
 - its operators, those TFLM lacks named.
-The host build has 64-bit pointers, so its arena includes TFLM's bookkeeping at twice a 32-bit board's pointer size:
-a board needs at most this arena for the same file.
+The host build has 64-bit pointers, so its arena holds TFLM's bookkeeping at twice a 32-bit board's pointer size:
+a board is expected to need no more for the same file (not measured on a board).
 """
 
 from __future__ import annotations
@@ -180,12 +180,12 @@ def input_spec(path: str | Path, arena: int) -> TensorSpec:
     return TensorSpec.of(interpreter(path, arena).get_input_details(0))
 
 
-def c_source(data: bytes, name: str) -> str:
-    """The model as a C array definition, aligned for TFLM (`.cc`)."""
+def c_source(data: bytes, name: str, header: str = "model_data.h") -> str:
+    """The model as a C array definition, aligned for TFLM (`.cc`), including `header`."""
     rows = [", ".join(f"0x{b:02x}" for b in data[i : i + 12]) for i in range(0, len(data), 12)]
     body = ",\n  ".join(rows)
     return (
-        f'#include "{name}.h"\n\n'
+        f'#include "{header}"\n\n'
         f"alignas({ALIGN}) const unsigned char {name}[] = {{\n  {body}\n}};\n"
         f"const unsigned int {name}_len = {len(data)};\n"
     )
@@ -258,7 +258,8 @@ def write_firmware(path: str | Path, dst: str | Path, preprocess: dict, record: 
     meta = {
         **record,
         "arena_bytes": fit_.arena_bytes,
-        "arena_checked_on": "the TFLM reference interpreter on a 64-bit host (a 32-bit board needs at most this)",
+        "arena_checked_on": "the TFLM reference interpreter on a 64-bit host (a 32-bit board is expected to need "
+        "no more; not measured on one)",
         "flash_bytes": fit_.flash_bytes,
         "ops": fit_.ops,
         "resolver": calls,
@@ -266,7 +267,7 @@ def write_firmware(path: str | Path, dst: str | Path, preprocess: dict, record: 
         "preprocess": preprocess,
     }
     files = {
-        "model_data.cc": c_source(data, "g_model").replace('#include "g_model.h"', '#include "model_data.h"'),
+        "model_data.cc": c_source(data, "g_model"),
         "model_data.h": c_header("g_model", fit_.arena_bytes),
         "model_ops.h": ops_header(calls),
         "model.json": json.dumps(meta, indent=2) + "\n",

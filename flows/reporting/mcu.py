@@ -108,7 +108,7 @@ def mcu_lines(rows: list[McuRow], cfg: PipelineConfig, m: str) -> list[str]:
     out += [
         "",
         "TFLM: TensorFlow Lite Micro's reference interpreter on this host, one sample at a time, in the smallest "
-        "arena the model allocates in (found by bisection to 16 bytes; a 32-bit board needs at most this). "
+        "arena the model allocates in (found by bisection to 16 bytes; a 32-bit board is expected to need no more). "
         "Flash: the model's bytes, which its C array holds. The ORT twin is the same student quantized to static "
         "INT8 by ONNX Runtime on the same calibration samples. Latency on a microcontroller: not measured.",
     ]
