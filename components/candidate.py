@@ -38,7 +38,7 @@ class OnMcu(BaseModel):
 
 
 class Measurement(BaseModel):
-    """One exported model measured through ONNX Runtime: its scores on val (what every choice is made on) and on
+    """One exported model measured through its runtime: its scores on val (what every choice is made on) and on
     test (reported only), its latency under the device profile, and the artifact that was measured."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -1,4 +1,4 @@
-"""Phase 4, measure: each candidate's scores through ONNX Runtime on val and test, and the latency of all of them
+"""Phase 4, measure: each candidate's scores through its runtime on val and test, and the latency of all of them
 under the device profile, timed interleaved, with the run's timing resolution."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ def measure(run: Run, data: DataRef, made: dict[str, Made]) -> Candidates:
     b = run.cfg.benchmark
     cpus = pinned_cpus(b)
     run.log.info(
-        f"measuring {len(made)} candidate(s): ORT metrics on val and test, then latency at {b.intra_op_threads} "
-        f"thread(s), batch {b.batch_size}, {b.rounds} interleaved rounds of {b.warmup_runs} warm-up + "
-        f"{b.timed_runs} timed runs each (up to {b.max_extra_looks} x {b.rounds} more within "
+        f"measuring {len(made)} candidate(s): metrics through each runtime on val and test, then latency at "
+        f"{b.intra_op_threads} thread(s), batch {b.batch_size}, {b.rounds} interleaved rounds of {b.warmup_runs} "
+        f"warm-up + {b.timed_runs} timed runs each (up to {b.max_extra_looks} x {b.rounds} more within "
         f"{b.max_extra_seconds:g} s while a speed rule is undecided), "
         + (f"pinned to CPU {','.join(map(str, cpus))}" if cpus else "not pinned")
         + (f"; then on {', '.join(b.agents())}" if b.agents() else "")
